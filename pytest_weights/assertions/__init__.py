@@ -1,0 +1,17 @@
+"""Assertion kinds. Every module in this package registers its kinds on import.
+
+To add a kind, add one module here with a ``@register``-ed dataclass (and its tests).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from .base import REGISTRY, Assertion, Deviation, Outcome, TensorView, register
+
+for _mod in pkgutil.iter_modules(__path__):
+    if _mod.name not in ("base", "groups"):
+        importlib.import_module(f"{__name__}.{_mod.name}")
+
+__all__ = ["REGISTRY", "Assertion", "Deviation", "Outcome", "TensorView", "register"]

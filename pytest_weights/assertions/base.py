@@ -1,0 +1,251 @@
+"""Assertion kinds: the registry, typed parameters, and result objects.
+
+An assertion kind is a frozen dataclass registered with :func:`register`; its fields are
+the spec parameters (types and defaults come from the annotations, so parsing, errors and
+docs follow from the class). ``statistics()`` says what it needs per tensor;
+``evaluate()`` turns the computed values into an :class:`Outcome`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..readers.base import TensorInfo
+from ..stats.base import Statistic
+
+REGISTRY: dict[str, type[Assertion]] = {}
+
+
+def register(cls: type[Assertion]) -> type[Assertion]:
+    """Class decorator: make an assertion kind available to specs under ``cls.kind``."""
+    if cls.kind in REGISTRY:
+        raise ValueError(f"assertion kind {cls.kind!r} registered twice")
+    REGISTRY[cls.kind] = cls
+    return cls
+
+
+@dataclass(frozen=True)
+class TensorView:
+    """One selected tensor with its place in the model and its computed statistics."""
+
+    info: TensorInfo
+    role: str
+    depth: int | None
+    values: Mapping[Statistic, Any]
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def __getitem__(self, stat: Statistic) -> Any:
+        return self.values[stat]
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """One row of a failure table: what deviates, by how much, against what."""
+
+    subject: str  # a tensor name, or a role for group assertions
+    observed: str
+    expected: str
+    tolerance: str = ""
+    score: float = math.inf  # larger = worse; rows are shown worst first
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an assertion found: passed, one-line summary, the deviating rows, notes."""
+
+    passed: bool
+    summary: str
+    deviations: tuple[Deviation, ...] = ()
+    checked: int = 0
+    notes: tuple[str, ...] = ()
+    observed: Mapping[str, Any] = field(default_factory=dict)
+    #: Nothing to judge (e.g. no role has siblings): reported as a pytest skip, not a pass.
+    skipped: bool = False
+
+
+class Assertion(ABC):
+    """Base of all assertion kinds (subclasses are frozen dataclasses)."""
+
+    kind: ClassVar[str]
+    #: False for kinds that inspect non-float tensors too (e.g. ``finite`` ignores them anyway).
+    float_only: ClassVar[bool] = True
+
+    @abstractmethod
+    def statistics(self) -> tuple[Statistic, ...]:
+        """Statistics needed for every selected tensor."""
+
+    @abstractmethod
+    def evaluate(self, tensors: Sequence[TensorView]) -> Outcome:
+        """Judge the selected tensors (never empty: the caller fails empty selections)."""
+
+    def describe(self) -> str:
+        """One line saying what is asserted, e.g. ``KS distance ≤ 0.05``."""
+        return self.kind
+
+    def validate(self) -> str | None:
+        """Return an error message if parameters are inconsistent, else None."""
+        return None
+
+
+# ---------------------------------------------------------------- parameter parsing
+
+
+class ParamError(Exception):
+    """A parameter is wrong; ``key`` names it so the caller can point at its line."""
+
+    def __init__(self, key: str | None, message: str) -> None:
+        self.key = key
+        self.message = message
+        super().__init__(message)
+
+
+def suggest(word: str, choices: typing.Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` when a close match exists, else ``''``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def params(cls: type[Assertion]) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+
+
+def build(cls: type[Assertion], raw: Mapping[str, Any]) -> Assertion:
+    """Instantiate ``cls`` from spec parameters, checking names, types and required keys."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in params(cls)}
+    for key in raw:
+        if key not in fields:
+            known = ", ".join(fields) or "none"
+            raise ParamError(
+                key,
+                f"unknown parameter {key!r} for kind {cls.kind!r}{suggest(key, fields)}; "
+                f"parameters: {known}",
+            )
+    values = {}
+    for name, f in fields.items():
+        if name in raw:
+            values[name] = _convert(name, raw[name], hints[name])
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ParamError(
+                None, f"kind {cls.kind!r} needs parameter {name!r} ({_typename(hints[name])})"
+            )
+    obj = cls(**values)
+    problem = obj.validate()
+    if problem:
+        raise ParamError(None, problem)
+    return obj
+
+
+def _typename(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_typename(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"list of {_typename(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(name: str, value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _convert(name, value, option)
+            except ParamError:
+                continue
+        raise ParamError(name, f"parameter {name!r} must be {_typename(tp)}, got {value!r}")
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if value in choices:
+            return value
+        raise ParamError(
+            name,
+            f"parameter {name!r} must be {_typename(tp)}, got {value!r}{suggest(str(value), map(str, choices))}",
+        )
+    if origin is tuple:
+        items = value if isinstance(value, list) else [value]
+        return tuple(_convert(name, v, typing.get_args(tp)[0]) for v in items)
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-6" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is bool or tp is str:
+        if isinstance(value, tp):
+            return value
+    raise ParamError(name, f"parameter {name!r} must be {_typename(tp)}, got {value!r}")
+
+
+# ---------------------------------------------------------------- formatting helpers
+
+
+def fmt(x: float) -> str:
+    """Compact number: 4 significant digits, scientific when small or large."""
+    if isinstance(x, float) and math.isnan(x):
+        return "nan"
+    if x == 0:
+        return "0"
+    if abs(x) >= 1e5 or abs(x) < 1e-3:
+        return f"{x:.3e}"
+    return f"{x:.4g}"
+
+
+def per_tensor(
+    tensors: Sequence[TensorView],
+    observe: typing.Callable[[TensorView], float],
+    failure: typing.Callable[[float], float | None],
+    expected: str,
+    tolerance: str = "",
+    summary: str = "",
+) -> Outcome:
+    """Judge each tensor alone: ``failure(value)`` returns a badness score or None if fine."""
+    rows = []
+    observed = {}
+    for t in tensors:
+        v = observe(t)
+        observed[t.name] = v
+        score = failure(v)
+        if score is not None:
+            rows.append(Deviation(t.name, fmt(v), expected, tolerance, score))
+    rows.sort(key=lambda d: -d.score)
+    n = len(tensors)
+    text = summary or expected
+    if rows:
+        text = f"{len(rows)} of {n} tensors deviate: expected {text}"
+    else:
+        text = f"all {n} tensors: {text}"
+    return Outcome(not rows, text, tuple(rows), n, observed=observed)
+
+
+def interval(lo: float | None, hi: float | None) -> str:
+    if lo is not None and hi is not None:
+        return f"in [{fmt(lo)}, {fmt(hi)}]"
+    if lo is not None:
+        return f"≥ {fmt(lo)}"
+    if hi is not None:
+        return f"≤ {fmt(hi)}"
+    return "any"

@@ -1,0 +1,119 @@
+"""``depth_trend``: a statistic grows, shrinks or stays flat with layer depth, per role."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from ..stats import Statistic
+from ..stats.scalars import SCALARS
+from .base import Assertion, Deviation, Outcome, TensorView, fmt, register, suggest
+from .groups import by_role, slope, spearman
+
+
+@register
+@dataclass(frozen=True)
+class DepthTrend(Assertion):
+    """Within each role, Spearman ρ between depth and ``stat`` shows the ``direction``.
+
+    ``grows``: ρ ≥ ``min_rho``; ``shrinks``: ρ ≤ −``min_rho``; ``flat``: |ρ| ≤
+    ``max_abs_rho``. Roles with fewer than ``min_layers`` depths are left out (noted); if
+    no role qualifies the assertion fails. The least-squares slope is reported too.
+    """
+
+    kind = "depth_trend"
+    stat: str
+    direction: Literal["grows", "shrinks", "flat"]
+    min_rho: float = 0.8
+    max_abs_rho: float = 0.5
+    min_layers: int = 3
+
+    def validate(self) -> str | None:
+        if self.stat not in SCALARS:
+            return f"unknown statistic {self.stat!r}{suggest(self.stat, SCALARS)}; known: {', '.join(SCALARS)}"
+        if not -1 <= self.min_rho <= 1 or not 0 <= self.max_abs_rho <= 1:
+            return "min_rho must be in [-1, 1] and max_abs_rho in [0, 1]"
+        if self.min_layers < 2:
+            return "min_layers must be ≥ 2"
+        return None
+
+    def statistics(self) -> tuple[Statistic, ...]:
+        return (SCALARS[self.stat].statistic,)
+
+    def expected(self) -> str:
+        if self.direction == "grows":
+            return f"ρ ≥ {fmt(self.min_rho)}"
+        if self.direction == "shrinks":
+            return f"ρ ≤ {fmt(-self.min_rho)}"
+        return f"|ρ| ≤ {fmt(self.max_abs_rho)}"
+
+    def describe(self) -> str:
+        return f"{self.stat} {self.direction} with depth ({self.expected()})"
+
+    def _fails(self, rho: float) -> bool:
+        if math.isnan(rho):
+            return True
+        if self.direction == "grows":
+            return rho < self.min_rho
+        if self.direction == "shrinks":
+            return rho > -self.min_rho
+        return abs(rho) > self.max_abs_rho
+
+    def evaluate(self, tensors: Sequence[TensorView]) -> Outcome:
+        s = SCALARS[self.stat]
+        rows, notes, observed = [], [], {}
+        judged = 0
+        for role, group in sorted(by_role(tensors).items()):
+            by_depth: dict[int, list[float]] = {}
+            for t in group:
+                if t.depth is not None:
+                    by_depth.setdefault(t.depth, []).append(s.read(t[s.statistic]))
+            if len(by_depth) < self.min_layers:
+                notes.append(f"{role}: {len(by_depth)} depth(s), fewer than {self.min_layers}")
+                continue
+            judged += 1
+            depths = sorted(by_depth)
+            values = [float(np.mean(by_depth[d])) for d in depths]
+            rho, b = spearman(depths, values), slope(depths, values)
+            observed[role] = {"rho": rho, "slope": b, "depths": depths, "values": values}
+            if self._fails(rho):
+                series = " ".join(fmt(v) for v in values)
+                rows.append(
+                    Deviation(
+                        role,
+                        f"ρ={fmt(rho)} slope={fmt(b)}/layer [{series}]",
+                        self.expected(),
+                        f"{self.stat} {self.direction}",
+                        1.0
+                        if math.isnan(rho)
+                        else abs(
+                            rho
+                            - (
+                                self.min_rho
+                                if self.direction == "grows"
+                                else -self.min_rho
+                                if self.direction == "shrinks"
+                                else 0
+                            )
+                        ),
+                    )
+                )
+        if judged == 0:
+            return Outcome(
+                False,
+                f"no role has {self.min_layers} or more layers to judge a depth trend",
+                (),
+                len(tensors),
+                tuple(notes),
+            )
+        rows.sort(key=lambda d: -d.score)
+        what = f"{self.stat} {self.direction} with depth"
+        if rows:
+            summary = f"{len(rows)} of {judged} roles: {what} does not hold"
+        else:
+            summary = f"{what} in all {judged} roles"
+        return Outcome(not rows, summary, tuple(rows), len(tensors), tuple(notes), observed)

@@ -1,0 +1,44 @@
+"""``gaussian_ks``: values are Gaussian within a Kolmogorov–Smirnov distance tolerance."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..stats import KSNormal, Statistic
+from .base import Assertion, Outcome, TensorView, fmt, per_tensor, register
+
+
+@register
+@dataclass(frozen=True)
+class GaussianKS(Assertion):
+    """KS distance D between the tensor's values and N(mean, std²) of the tensor is ≤ ``tol``.
+
+    A distance, never a p-value (with 10⁶ values every p-value is 0). For reference
+    (paper A): a true Gaussian sample of n values has D ≈ 0.87/√n (0.0008 at n = 10⁶);
+    Student-t(5) gives D ≈ 0.038; a uniform distribution D ≈ 0.058. Exact (see
+    :mod:`pytest_weights.stats.ks`); a constant tensor has D = 1.
+    """
+
+    kind = "gaussian_ks"
+    tol: float = 0.05
+
+    def validate(self) -> str | None:
+        if not 0 < self.tol <= 1:
+            return f"tol must be in (0, 1], got {self.tol}"
+        return None
+
+    def statistics(self) -> tuple[Statistic, ...]:
+        return (KSNormal(),)
+
+    def describe(self) -> str:
+        return f"KS distance to the fitted normal ≤ {fmt(self.tol)}"
+
+    def evaluate(self, tensors: Sequence[TensorView]) -> Outcome:
+        return per_tensor(
+            tensors,
+            lambda t: t[KSNormal()].statistic,
+            lambda d: d - self.tol if d > self.tol else None,
+            f"KS D ≤ {fmt(self.tol)}",
+            tolerance=f"tol={fmt(self.tol)}",
+        )

@@ -1,0 +1,278 @@
+"""The pytest adapter: options, spec-file collection, one item per assertion.
+
+Everything statistical lives in the library (:class:`pytest_weights.Checker`); this module
+maps it onto pytest: ``*.weights.yaml`` files become collectors, assertions become items,
+the first item to run triggers one streamed pass over all checkpoints for every selected
+item, and failures render as tables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .engine import PassProgress
+from .errors import CheckpointError, SpecError, WeightsError
+from .readers import Checkpoint, open_checkpoint
+from .report import AssertionResult
+from .runner import Checker
+from .spec import SPEC_SUFFIXES, AssertionSpec, load_spec, resolve_spec
+
+SESSION_KEY = pytest.StashKey["WeightsSession"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("weights", "pytest-weights: checkpoint weight assertions")
+    group.addoption(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="PATH",
+        dest="weights_checkpoints",
+        help="checkpoint to check (a .safetensors file or a model directory); repeatable",
+    )
+    group.addoption(
+        "--weights-spec",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        dest="weights_specs",
+        help="spec file (any name) or bundled spec name to run; repeatable. "
+        "Default when no test paths are given: the 'weights_specs' ini value, else 'default'",
+    )
+    group.addoption(
+        "--weights-device",
+        default=None,
+        metavar="DEVICE",
+        dest="weights_device",
+        help="where statistics run: auto (CUDA if available), cpu, cuda, cuda:N",
+    )
+    parser.addini(
+        "weights_specs", "specs to run with --checkpoint when no paths are given", type="args"
+    )
+    parser.addini("weights_device", "default for --weights-device", default="auto")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        session = WeightsSession.from_config(config)
+    except WeightsError as e:
+        raise pytest.UsageError(str(e)) from None
+    config.stash[SESSION_KEY] = session
+    extra = [str(p) for p in session.spec_paths]
+    if session.checkpoint_paths and config.args_source != pytest.Config.ArgsSource.ARGS:
+        # `pytest --checkpoint X` with no paths: run the specs, not the project's tests.
+        config.args = extra or [
+            str(resolve_spec(r)) for r in (config.getini("weights_specs") or ["default"])
+        ]
+    else:
+        config.args = [*config.args, *(p for p in extra if p not in config.args)]
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    session = parent.config.stash.get(SESSION_KEY, None)
+    named = session is not None and file_path.resolve() in session.spec_paths
+    if not (file_path.name.endswith(SPEC_SUFFIXES) or named):
+        return None
+    try:
+        file_path.resolve().relative_to(parent.config.rootpath)
+    except ValueError:  # e.g. a bundled spec: name it by its file name
+        return SpecFile.from_parent(parent, path=file_path, nodeid=file_path.name)
+    return SpecFile.from_parent(parent, path=file_path)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    session = config.stash.get(SESSION_KEY, None)
+    if session is not None:
+        for line in session.summary_lines():
+            terminalreporter.write_line(f"pytest-weights: {line}")
+
+
+class WeightsSession:
+    """Per-run state: the checkpoints, the checker, and whether the pass has run."""
+
+    def __init__(
+        self,
+        config: pytest.Config,
+        checkpoint_paths: list[Path],
+        spec_paths: list[Path],
+        device: str,
+    ) -> None:
+        self.config = config
+        self.checkpoint_paths = checkpoint_paths
+        self.spec_paths = spec_paths
+        self.checker = Checker(device, progress=self._progress)
+        self._opened: dict[Path, Checkpoint | CheckpointError] = {}
+        self._prepared = False
+        self._live = False
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> WeightsSession:
+        paths = []
+        for raw in config.option.weights_checkpoints:
+            p = Path(raw).expanduser()
+            if not p.exists():
+                raise CheckpointError(p, "--checkpoint: no such file or directory")
+            paths.append(p.resolve())
+        specs = [resolve_spec(s).resolve() for s in config.option.weights_specs]
+        device = config.option.weights_device or config.getini("weights_device") or "auto"
+        return cls(config, paths, specs, device)
+
+    def checkpoint(self, path: Path) -> Checkpoint:
+        if path not in self._opened:
+            try:
+                self._opened[path] = open_checkpoint(path)
+            except CheckpointError as e:
+                self._opened[path] = e
+        got = self._opened[path]
+        if isinstance(got, CheckpointError):
+            raise got
+        return got
+
+    def label(self, path: Path) -> str:
+        """Short id of a checkpoint for node ids (its name, disambiguated if needed)."""
+        names = [p.name for p in self.checkpoint_paths]
+        return path.name if names.count(path.name) == 1 else str(path)
+
+    def prepare(self, items: list[pytest.Item]) -> None:
+        """Before the first item runs: one pass computing what every selected item needs."""
+        if self._prepared:
+            return
+        self._prepared = True
+        work = []
+        for item in items:
+            if isinstance(item, WeightsItem) and item.checkpoint_path is not None:
+                try:
+                    work.append((self.checkpoint(item.checkpoint_path), item.spec))
+                except CheckpointError:
+                    continue  # reported by the item itself
+        try:
+            self.checker.prepare(work)
+        finally:
+            self._end_live()
+
+    def _progress(self, p: PassProgress) -> None:
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is None or not getattr(tr, "isatty", False) or p.tensors_total == 0:
+            return
+        if not self._live:
+            tr.write("\n")
+            self._live = True
+        rate = p.bytes_done / p.seconds / 1e9 if p.seconds > 0 else 0.0
+        tr.rewrite(
+            f"pytest-weights: {p.checkpoint}: {p.tensors_done}/{p.tensors_total} tensors, "
+            f"{p.bytes_done / 1e9:.2f}/{p.bytes_total / 1e9:.2f} GB, {rate:.2f} GB/s",
+            erase=True,
+        )
+
+    def _end_live(self) -> None:
+        if self._live:
+            tr = self.config.pluginmanager.get_plugin("terminalreporter")
+            tr.write("\n")
+            self._live = False
+
+    def summary_lines(self) -> list[str]:
+        lines = []
+        for p in self.checker.passes:
+            if p.tensors_total:
+                rate = p.bytes_done / p.seconds / 1e6 if p.seconds > 0 else 0.0
+                lines.append(
+                    f"{p.checkpoint}: read {p.tensors_done} tensors ({p.bytes_done / 1e6:.1f} MB) "
+                    f"in {p.seconds:.2f} s ({rate:.0f} MB/s) on {self.checker.device}"
+                )
+        for path, got in self._opened.items():
+            if isinstance(got, CheckpointError):
+                lines.append(f"{path}: could not be read: {got.message}")
+            else:
+                nonfloat = [i for i in got.tensors() if not i.is_float]
+                if nonfloat:
+                    names = ", ".join(f"{i.name} ({i.dtype_name})" for i in nonfloat[:5])
+                    more = f" and {len(nonfloat) - 5} more" if len(nonfloat) > 5 else ""
+                    lines.append(
+                        f"{got.label}: {len(nonfloat)} non-float tensor(s) not in float statistics: {names}{more}"
+                    )
+        return lines
+
+
+class SpecFile(pytest.File):
+    """A spec file: one item per assertion (per checkpoint when several are given)."""
+
+    def collect(self):
+        session: WeightsSession = self.config.stash[SESSION_KEY]
+        try:
+            spec = load_spec(self.path)
+        except SpecError as e:
+            yield SpecErrorItem.from_parent(self, name="spec", error=e)
+            return
+        paths: list[Path | None] = list(session.checkpoint_paths) or [None]
+        for entry in spec.entries:
+            if not isinstance(entry, AssertionSpec):
+                yield SpecErrorItem.from_parent(self, name=entry.name, error=entry.error)
+                continue
+            for path in paths:
+                name = entry.name if len(paths) == 1 else f"{entry.name}[{session.label(path)}]"
+                yield WeightsItem.from_parent(self, name=name, spec=entry, checkpoint_path=path)
+
+
+class WeightsFailure(Exception):
+    """Raised by an item whose assertion failed; carries the result for the report."""
+
+    def __init__(self, result: AssertionResult) -> None:
+        self.result = result
+        super().__init__(result.summary)
+
+
+class WeightsItem(pytest.Item):
+    """One assertion of a spec, checked on one checkpoint."""
+
+    def __init__(self, *, spec: AssertionSpec, checkpoint_path: Path | None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.spec = spec
+        self.checkpoint_path = checkpoint_path
+        self.result: AssertionResult | None = None
+
+    def runtest(self) -> None:
+        if self.checkpoint_path is None:
+            pytest.skip("no checkpoint given: run with --checkpoint PATH")
+        session: WeightsSession = self.config.stash[SESSION_KEY]
+        session.prepare(self.session.items)
+        self.result = session.checker.evaluate(session.checkpoint(self.checkpoint_path), self.spec)
+        self.user_properties.append(("checkpoint", self.result.checkpoint))
+        self.user_properties.append(("summary", self.result.summary))
+        if self.result.skipped:
+            pytest.skip(self.result.summary)
+        if not self.result.passed:
+            raise WeightsFailure(self.result)
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, WeightsFailure):
+            return excinfo.value.result.format()
+        if isinstance(excinfo.value, WeightsError):
+            return f"{self.spec.location}: {self.name}: {excinfo.value}"
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self):
+        return self.path, self.spec.line - 1, f"{self.spec.name} [{self.spec.assertion.kind}]"
+
+
+class SpecErrorItem(pytest.Item):
+    """A spec (entry) that failed validation: errors at setup, naming file:line."""
+
+    def __init__(self, *, error: SpecError, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.error = error
+
+    def setup(self) -> None:
+        raise self.error
+
+    def runtest(self) -> None:  # pragma: no cover - setup always raises
+        raise self.error
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, SpecError):
+            return f"invalid spec: {excinfo.value}"
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self):
+        return self.path, (self.error.line or 1) - 1, f"invalid spec: {self.name}"

@@ -1,0 +1,85 @@
+"""The reader interface: a lazy, read-only view of the tensors in one checkpoint."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+FLOAT_DTYPES = frozenset(
+    {
+        torch.float64,
+        torch.float32,
+        torch.float16,
+        torch.bfloat16,
+        torch.float8_e4m3fn,
+        torch.float8_e5m2,
+    }
+)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What is known about a tensor before reading it: name, shape, dtype, source file."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    file: str
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_DTYPES
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+
+class Checkpoint(ABC):
+    """A checkpoint opened read-only; tensors are listed from metadata and read on demand.
+
+    Like ``safetensors.safe_open``: cheap to open, ``read(name)`` loads one tensor.
+    """
+
+    #: What the user passed (a file or directory).
+    path: Path
+    #: A short label for reports, e.g. ``model.safetensors``.
+    label: str
+
+    @abstractmethod
+    def tensors(self) -> list[TensorInfo]:
+        """Every tensor, in storage order (the order reading is cheapest in)."""
+
+    @abstractmethod
+    def read(self, name: str) -> torch.Tensor:
+        """Load one tensor on the CPU (it may share memory with a read-only mapping)."""
+
+    @abstractmethod
+    def identity(self) -> str:
+        """A string that changes whenever the checkpoint's bytes may have changed."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release file handles; the default has none."""
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"

@@ -1,0 +1,157 @@
+"""Reader for one ``.safetensors`` file: a validated header and bounded, copy-once reads.
+
+The header is parsed and checked here (not trusted): its length, its JSON, every dtype,
+shape and byte range must be consistent with the file's size, so a truncated or lying
+file is refused before any tensor is read. Tensors are read with ``readinto`` into a
+fresh buffer, so memory is bounded by the tensor read, not by the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+from .base import Checkpoint, TensorInfo
+
+#: safetensors dtype codes → torch dtypes.
+DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "U16": torch.uint16,
+    "U32": torch.uint32,
+    "U64": torch.uint64,
+    "BOOL": torch.bool,
+}
+
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
+
+
+def parse_header(path: Path) -> tuple[int, dict[str, dict], bytes]:
+    """Read and validate the header; return (data start, entries, raw header bytes)."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise CheckpointError(path, f"not a safetensors file: only {size} bytes")
+            (n,) = struct.unpack("<Q", head)
+            if n > MAX_HEADER_BYTES or n > size - 8:
+                raise CheckpointError(
+                    path,
+                    f"not a safetensors file, or truncated: header length {n} bytes "
+                    f"but the file has {size} bytes",
+                )
+            raw = f.read(n)
+    except OSError as e:
+        raise CheckpointError(path, f"cannot read: {e.strerror or e}") from None
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(path, f"not a safetensors file: header is not JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(path, "not a safetensors file: header is not a JSON object")
+    start = 8 + n
+    entries = {k: v for k, v in header.items() if k != "__metadata__"}
+    for name, entry in entries.items():
+        _check_entry(path, name, entry, size - start)
+    return start, entries, raw
+
+
+def _check_entry(path: Path, name: str, entry: object, data_size: int) -> None:
+    if not isinstance(entry, dict):
+        raise CheckpointError(path, f"tensor {name!r}: header entry is not an object")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in DTYPES:
+        raise CheckpointError(path, f"tensor {name!r}: unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
+        raise CheckpointError(path, f"tensor {name!r}: invalid shape {shape!r}")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(o, int) for o in offsets)
+    ):
+        raise CheckpointError(path, f"tensor {name!r}: invalid data_offsets {offsets!r}")
+    begin, end = offsets
+    numel = 1
+    for s in shape:
+        numel *= s
+    expected = numel * DTYPES[dtype].itemsize
+    if not 0 <= begin <= end or end - begin != expected:
+        raise CheckpointError(
+            path,
+            f"tensor {name!r}: data_offsets {offsets} do not match shape {shape} of {dtype} "
+            f"({expected} bytes)",
+        )
+    if end > data_size:
+        raise CheckpointError(
+            path,
+            f"truncated: tensor {name!r} ends at byte {end} of the data section "
+            f"but the file holds only {data_size} bytes of data",
+        )
+
+
+class SafetensorsFile(Checkpoint):
+    """One ``.safetensors`` file, opened read-only."""
+
+    def __init__(self, path: str | Path, label: str | None = None) -> None:
+        self.path = Path(path)
+        self.label = label or self.path.name
+        self._start, self._entries, raw = parse_header(self.path)
+        st = self.path.stat()
+        digest = hashlib.sha256(raw).hexdigest()[:16]
+        self._identity = f"{st.st_size}:{st.st_mtime_ns}:{digest}"
+        order = sorted(self._entries.items(), key=lambda kv: kv[1]["data_offsets"][0])
+        self._infos = [
+            TensorInfo(name, tuple(e["shape"]), DTYPES[e["dtype"]], str(self.path))
+            for name, e in order
+        ]
+        self._fd: int | None = None
+
+    def tensors(self) -> list[TensorInfo]:
+        return list(self._infos)
+
+    def identity(self) -> str:
+        return self._identity
+
+    def read(self, name: str) -> torch.Tensor:
+        try:
+            entry = self._entries[name]
+        except KeyError:
+            raise CheckpointError(self.path, f"no tensor named {name!r}") from None
+        begin, end = entry["data_offsets"]
+        dtype = DTYPES[entry["dtype"]]
+        buf = torch.empty(end - begin, dtype=torch.uint8)
+        if end > begin:
+            self._read_into(buf, self._start + begin)
+        return buf.view(dtype).reshape(entry["shape"])
+
+    def _read_into(self, buf: torch.Tensor, offset: int) -> None:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        view = memoryview(buf.numpy()).cast("B")
+        done = 0
+        while done < len(view):
+            n = os.preadv(self._fd, [view[done:]], offset + done)
+            if n <= 0:
+                raise CheckpointError(self.path, f"truncated: read stopped at byte {offset + done}")
+            done += n
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,81 @@
+"""Result objects and their text form (the pytest failure message and ``str(report)``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .assertions.base import Deviation
+
+MAX_ROWS = 15
+
+
+@dataclass(frozen=True)
+class AssertionResult:
+    """The verdict of one assertion on one checkpoint, like a scipy.stats result object:
+    the verdict with its statistic and context (what, where, against what)."""
+
+    name: str
+    kind: str
+    description: str
+    location: str  # spec file:line
+    checkpoint: str
+    passed: bool
+    summary: str
+    deviations: tuple[Deviation, ...] = ()
+    checked: int = 0
+    skipped: bool = False
+    notes: tuple[str, ...] = ()
+    selection: str = ""
+    observed: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def format(self, max_rows: int = MAX_ROWS) -> str:
+        """Multi-line failure text: location, what was asserted, a table worst first."""
+        head = f"{self.location}: {self.name} [{self.kind}] on {self.checkpoint}"
+        lines = [head, f"  asserted: {self.description}", f"  found:    {self.summary}"]
+        if self.selection:
+            lines.append(f"  selected: {self.selection}")
+        if self.deviations:
+            lines.append("")
+            lines.extend("  " + row for row in table(self.deviations, max_rows))
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+
+def table(rows: Sequence[Deviation], max_rows: int = MAX_ROWS) -> list[str]:
+    """Aligned table of deviations, worst first, capped with ``… and N more``."""
+    header = ("tensor", "observed", "expected", "tolerance")
+    shown = [(d.subject, d.observed, d.expected, d.tolerance) for d in rows[:max_rows]]
+    widths = [max(len(r[i]) for r in [header, *shown]) for i in range(4)]
+    out = [
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *shown]
+    ]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    if len(rows) > max_rows:
+        out.append(f"… and {len(rows) - max_rows} more")
+    return out
+
+
+@dataclass(frozen=True)
+class Report:
+    """All results of checking one or more checkpoints against a spec."""
+
+    results: tuple[AssertionResult, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    @property
+    def failures(self) -> tuple[AssertionResult, ...]:
+        return tuple(r for r in self.results if not r.passed)
+
+    def __str__(self) -> str:
+        lines = []
+        for r in self.results:
+            mark = "SKIP" if r.skipped else "PASS" if r.passed else "FAIL"
+            lines.append(f"{mark} {r.name} [{r.kind}] {r.checkpoint}: {r.summary}")
+        for r in self.failures:
+            lines += ["", r.format()]
+        return "\n".join(lines)

@@ -1,0 +1,128 @@
+"""The library entry point: check checkpoints against spec assertions, no pytest needed.
+
+:class:`Checker` plans every statistic that a set of assertions needs, computes them in
+one streamed pass per checkpoint, then evaluates each assertion. The pytest plugin and
+:func:`check` both use it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .assertions.base import Outcome, TensorView
+from .device import resolve_device
+from .engine import PassProgress, Progress, StatStore, compute_pass
+from .readers import Checkpoint, TensorInfo, open_checkpoint
+from .report import AssertionResult, Report
+from .spec import AssertionSpec, Spec, load_spec
+from .stats.base import Statistic
+
+
+@dataclass(frozen=True)
+class Selected:
+    """Tensors an assertion applies to in one checkpoint, and the matches it left out."""
+
+    tensors: tuple[TensorInfo, ...]
+    non_float: tuple[TensorInfo, ...]
+
+
+class Checker:
+    """Evaluate assertions on checkpoints, reading each tensor at most once."""
+
+    def __init__(
+        self,
+        device: str | torch.device = "auto",
+        progress: Progress | None = None,
+        store: StatStore | None = None,
+    ) -> None:
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.progress = progress
+        self.store = store or StatStore()
+        self.passes: list[PassProgress] = []
+
+    def select(self, checkpoint: Checkpoint, spec: AssertionSpec) -> Selected:
+        matched = [i for i in checkpoint.tensors() if spec.selection.matches(i)]
+        if not spec.assertion.float_only:
+            return Selected(tuple(matched), ())
+        return Selected(
+            tuple(i for i in matched if i.is_float), tuple(i for i in matched if not i.is_float)
+        )
+
+    def prepare(self, work: Iterable[tuple[Checkpoint, AssertionSpec]]) -> None:
+        """Compute every statistic the (checkpoint, assertion) pairs need: one pass each."""
+        plans: dict[Checkpoint, dict[str, set[Statistic]]] = defaultdict(lambda: defaultdict(set))
+        for ckpt, spec in work:
+            stats = spec.assertion.statistics()
+            for info in self.select(ckpt, spec).tensors:
+                plans[ckpt][info.name].update(stats)
+        for ckpt, requests in plans.items():
+            self.passes.append(compute_pass(ckpt, requests, self.store, self.device, self.progress))
+
+    def evaluate(self, checkpoint: Checkpoint, spec: AssertionSpec) -> AssertionResult:
+        """Judge one assertion (its statistics are computed first if missing)."""
+        sel = self.select(checkpoint, spec)
+        notes = _non_float_note(sel.non_float)
+        if not sel.tensors:
+            outcome = Outcome(
+                False, "the selection matches no tensor" + (" (float)" if sel.non_float else "")
+            )
+        else:
+            self.prepare([(checkpoint, spec)])  # no-op when already computed
+            cid = checkpoint.identity()
+            views = [
+                TensorView(
+                    i,
+                    spec.selection.role(i.name),
+                    spec.selection.depth(i.name),
+                    self.store.get(cid, i.name),
+                )
+                for i in sel.tensors
+            ]
+            outcome = spec.assertion.evaluate(views)
+        return AssertionResult(
+            name=spec.name,
+            kind=spec.assertion.kind,
+            description=spec.assertion.describe(),
+            location=spec.location,
+            checkpoint=checkpoint.label,
+            passed=outcome.passed,
+            summary=outcome.summary,
+            deviations=outcome.deviations,
+            checked=outcome.checked,
+            skipped=outcome.skipped,
+            notes=outcome.notes + notes,
+            selection=spec.selection.describe(),
+            observed=dict(outcome.observed),
+        )
+
+
+def _non_float_note(infos: Sequence[TensorInfo]) -> tuple[str, ...]:
+    if not infos:
+        return ()
+    names = ", ".join(f"{i.name} ({i.dtype_name})" for i in infos[:5])
+    more = f" and {len(infos) - 5} more" if len(infos) > 5 else ""
+    return (f"{len(infos)} non-float tensor(s) left out of float statistics: {names}{more}",)
+
+
+def check(
+    checkpoint: str | Path | Checkpoint,
+    spec: str | Path | Spec = "default",
+    device: str = "auto",
+) -> Report:
+    """Check one checkpoint against a spec (a path, a bundled name, or a loaded :class:`Spec`).
+
+    >>> report = check("model.safetensors")          # the bundled default spec
+    >>> report.passed, [r.name for r in report.failures]
+    """
+    loaded = spec if isinstance(spec, Spec) else load_spec(spec)
+    if loaded.errors:
+        raise loaded.errors[0]
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else open_checkpoint(checkpoint)
+    checker = Checker(device)
+    checker.prepare((ckpt, a) for a in loaded.assertions)
+    return Report(tuple(checker.evaluate(ckpt, a) for a in loaded.assertions))

@@ -1,0 +1,73 @@
+"""The statistic protocol: pure, picklable, mergeable reductions over a tensor's elements.
+
+A statistic sees a tensor as *blocks*: 2-D float tensors (whole rows of the tensor viewed
+as ``(shape[0], -1)``) on the compute device. ``reduce`` turns one block into a partial
+state, ``merge`` combines two states (associative), ``finalize`` turns the merged state
+into a small, picklable value. A statistic may ``require`` others: their finalized values
+are passed to it as ``deps`` (e.g. the KS histogram standardises with the moments).
+Because states merge, a tensor can be split across chunks, processes or machines.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+Deps = Mapping["Statistic", Any]
+
+
+class Statistic(ABC):
+    """Base of every statistic. Subclasses are frozen dataclasses: hashable, picklable."""
+
+    def requires(self) -> tuple[Statistic, ...]:
+        """Statistics whose finalized values this one needs."""
+        return ()
+
+    @abstractmethod
+    def reduce(self, block: torch.Tensor, deps: Deps) -> Any:
+        """Partial state of one block (2-D float tensor on the compute device)."""
+
+    @abstractmethod
+    def merge(self, a: Any, b: Any) -> Any:
+        """Combine two partial states (associative; order of blocks must not matter)."""
+
+    @abstractmethod
+    def finalize(self, state: Any, deps: Deps) -> Any:
+        """The statistic's value from the merged state; small and picklable."""
+
+    @property
+    def key(self) -> str:
+        """Stable identity including parameters (used as the cache key)."""
+        return repr(self)
+
+
+def closure(stats: set[Statistic] | list[Statistic]) -> list[Statistic]:
+    """``stats`` plus everything they require, dependencies first (topological order)."""
+    order: list[Statistic] = []
+    seen: set[Statistic] = set()
+
+    def visit(s: Statistic) -> None:
+        if s in seen:
+            return
+        seen.add(s)
+        for d in s.requires():
+            visit(d)
+        order.append(s)
+
+    for s in sorted(stats, key=lambda s: s.key):
+        visit(s)
+    return order
+
+
+def stages(stats: list[Statistic]) -> list[list[Statistic]]:
+    """Group a topologically ordered closure into sweeps: each needs only earlier sweeps."""
+    level: dict[Statistic, int] = {}
+    for s in stats:
+        level[s] = 1 + max((level[d] for d in s.requires()), default=-1)
+    out: list[list[Statistic]] = [[] for _ in range(1 + max(level.values(), default=-1))]
+    for s in stats:
+        out[level[s]].append(s)
+    return out

@@ -45,9 +45,7 @@ class StatStore:
     def get(self, checkpoint_id: str, tensor: str) -> dict[Statistic, Any]:
         return self._values.setdefault((checkpoint_id, tensor), {})
 
-    def missing(
-        self, checkpoint_id: str, tensor: str, stats: Iterable[Statistic]
-    ) -> list[Statistic]:
+    def missing(self, checkpoint_id: str, tensor: str, stats: Iterable[Statistic]) -> list[Statistic]:
         have = self._values.get((checkpoint_id, tensor), {})
         return [s for s in stats if s not in have]
 
@@ -58,9 +56,7 @@ class StatStore:
         return iter(self._values.items())
 
 
-def blocks(
-    tensor: torch.Tensor, device: torch.device, chunk_elements: int = CHUNK_ELEMENTS
-) -> Iterator[torch.Tensor]:
+def blocks(tensor: torch.Tensor, device: torch.device, chunk_elements: int = CHUNK_ELEMENTS) -> Iterator[torch.Tensor]:
     """The tensor as 2-D float blocks of whole rows on ``device`` (float64 stays float64)."""
     dtype = torch.float64 if tensor.dtype == torch.float64 else torch.float32
     rows = tensor.shape[0] if tensor.dim() >= 2 else 1
@@ -125,9 +121,7 @@ def compute_pass(
         pending = pool.submit(checkpoint.read, todo[0][0].name) if todo else None
         for k, (info, wanted) in enumerate(todo):
             tensor = pending.result()  # type: ignore[union-attr]
-            pending = (
-                pool.submit(checkpoint.read, todo[k + 1][0].name) if k + 1 < len(todo) else None
-            )
+            pending = pool.submit(checkpoint.read, todo[k + 1][0].name) if k + 1 < len(todo) else None
             known = store.get(cid, info.name)
             store.put(cid, info.name, reduce_tensor(tensor, wanted, device, chunk_elements, known))
             del tensor

@@ -48,9 +48,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="weights_device",
         help="where statistics run: auto (CUDA if available), cpu, cuda, cuda:N",
     )
-    parser.addini(
-        "weights_specs", "specs to run with --checkpoint when no paths are given", type="args"
-    )
+    parser.addini("weights_specs", "specs to run with --checkpoint when no paths are given", type="args")
     parser.addini("weights_device", "default for --weights-device", default="auto")
 
 
@@ -63,9 +61,7 @@ def pytest_configure(config: pytest.Config) -> None:
     extra = [str(p) for p in session.spec_paths]
     if session.checkpoint_paths and config.args_source != pytest.Config.ArgsSource.ARGS:
         # `pytest --checkpoint X` with no paths: run the specs, not the project's tests.
-        config.args = extra or [
-            str(resolve_spec(r)) for r in (config.getini("weights_specs") or ["default"])
-        ]
+        config.args = extra or [str(resolve_spec(r)) for r in (config.getini("weights_specs") or ["default"])]
     else:
         config.args = [*config.args, *(p for p in extra if p not in config.args)]
 

@@ -47,10 +47,7 @@ def table(rows: Sequence[Deviation], max_rows: int = MAX_ROWS) -> list[str]:
     header = ("tensor", "observed", "expected", "tolerance")
     shown = [(d.subject, d.observed, d.expected, d.tolerance) for d in rows[:max_rows]]
     widths = [max(len(r[i]) for r in [header, *shown]) for i in range(4)]
-    out = [
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-        for r in [header, *shown]
-    ]
+    out = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *shown]]
     out.insert(1, "  ".join("-" * w for w in widths))
     if len(rows) > max_rows:
         out.append(f"… and {len(rows) - max_rows} more")

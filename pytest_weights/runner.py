@@ -49,9 +49,7 @@ class Checker:
         matched = [i for i in checkpoint.tensors() if spec.selection.matches(i)]
         if not spec.assertion.float_only:
             return Selected(tuple(matched), ())
-        return Selected(
-            tuple(i for i in matched if i.is_float), tuple(i for i in matched if not i.is_float)
-        )
+        return Selected(tuple(i for i in matched if i.is_float), tuple(i for i in matched if not i.is_float))
 
     def prepare(self, work: Iterable[tuple[Checkpoint, AssertionSpec]]) -> None:
         """Compute every statistic the (checkpoint, assertion) pairs need: one pass each."""
@@ -68,9 +66,7 @@ class Checker:
         sel = self.select(checkpoint, spec)
         notes = _non_float_note(sel.non_float)
         if not sel.tensors:
-            outcome = Outcome(
-                False, "the selection matches no tensor" + (" (float)" if sel.non_float else "")
-            )
+            outcome = Outcome(False, "the selection matches no tensor" + (" (float)" if sel.non_float else ""))
         else:
             self.prepare([(checkpoint, spec)])  # no-op when already computed
             cid = checkpoint.identity()

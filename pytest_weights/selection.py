@@ -19,7 +19,7 @@ class Selection:
     ``include``/``exclude`` are glob patterns on the full tensor name (``*`` also
     matches dots); ``ndim`` keeps tensors with that many dimensions (or any of a list);
     ``min_ndim``/``min_numel`` drop small tensors; ``depth_pattern`` is a regex whose
-    first group is the layer index.
+    first group is the layer index; ``groups`` picks model weights and/or optimizer state.
     """
 
     include: tuple[str, ...] = ("*",)
@@ -28,6 +28,7 @@ class Selection:
     min_ndim: int = 0
     min_numel: int = 1
     depth_pattern: str = DEFAULT_DEPTH_PATTERN
+    groups: tuple[str, ...] = ("weights",)
     _compiled: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -35,6 +36,8 @@ class Selection:
 
     def matches(self, info: TensorInfo) -> bool:
         name = info.name
+        if info.group not in self.groups:
+            return False
         if not any(fnmatchcase(name, p) for p in self.include):
             return False
         if any(fnmatchcase(name, p) for p in self.exclude):

@@ -117,9 +117,7 @@ def resolve_spec(ref: str | Path) -> Path:
     if str(ref) in bundled:
         return bundled[str(ref)]
     hint = suggest(str(ref), bundled)
-    raise SpecError(
-        ref, None, f"no such spec file or bundled spec{hint}; bundled: {', '.join(bundled)}"
-    )
+    raise SpecError(ref, None, f"no such spec file or bundled spec{hint}; bundled: {', '.join(bundled)}")
 
 
 def load_spec(ref: str | Path) -> Spec:
@@ -150,9 +148,7 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
         raise SpecError(path, 1, "a spec must be a mapping with an 'assertions' list")
     _check_keys(doc, TOP_KEYS, path, "top-level key")
     if doc.get("version", 1) != 1:
-        raise SpecError(
-            path, doc.key_lines["version"], "unsupported spec version (this plugin reads version 1)"
-        )
+        raise SpecError(path, doc.key_lines["version"], "unsupported spec version (this plugin reads version 1)")
     defaults = doc.get("defaults") or _Map()
     if not isinstance(defaults, dict):
         raise SpecError(path, doc.key_lines["defaults"], "'defaults' must be a mapping")
@@ -160,9 +156,7 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
     items = doc.get("assertions")
     if not isinstance(items, list) or not items:
         line = doc.key_lines.get("assertions", doc.line)
-        raise SpecError(
-            path, line, "'assertions' must be a non-empty list of mappings with a 'kind'"
-        )
+        raise SpecError(path, line, "'assertions' must be a non-empty list of mappings with a 'kind'")
     entries, used = [], set()
     for i, raw in enumerate(items):
         line = raw.line if isinstance(raw, _Map) else doc.key_lines["assertions"]
@@ -213,9 +207,7 @@ def _entry(raw: Any, defaults: Mapping[str, Any], name: str, path: str, line: in
         raise SpecError(path, line, "each assertion must be a mapping with a 'kind'")
     kind = raw.get("kind")
     if kind is None:
-        raise SpecError(
-            path, line, f"assertion {name!r} has no 'kind'; kinds: {', '.join(sorted(REGISTRY))}"
-        )
+        raise SpecError(path, line, f"assertion {name!r} has no 'kind'; kinds: {', '.join(sorted(REGISTRY))}")
     if kind not in REGISTRY:
         raise SpecError(
             path,
@@ -261,7 +253,7 @@ def _selection(base: Any, over: Any, raw: _Map, defaults: Any, path: str) -> Sel
 
 
 def _select_value(key: str, value: Any, path: str, line: int | None) -> Any:
-    if key in ("include", "exclude"):
+    if key in ("include", "exclude", "groups"):
         items = value if isinstance(value, list) else [value]
         if not all(isinstance(v, str) for v in items):
             raise SpecError(path, line, f"'{key}' must be a glob or a list of globs")
@@ -282,9 +274,7 @@ def _select_value(key: str, value: Any, path: str, line: int | None) -> Any:
             raise SpecError(path, line, "'depth_pattern' must be a regex string")
         try:
             if re.compile(value).groups < 1:
-                raise SpecError(
-                    path, line, "'depth_pattern' needs a group capturing the layer index"
-                )
+                raise SpecError(path, line, "'depth_pattern' needs a group capturing the layer index")
         except re.error as e:
             raise SpecError(path, line, f"'depth_pattern' is not a valid regex: {e}") from None
         return value

@@ -129,17 +129,14 @@ def build(cls: type[Assertion], raw: Mapping[str, Any]) -> Assertion:
             known = ", ".join(fields) or "none"
             raise ParamError(
                 key,
-                f"unknown parameter {key!r} for kind {cls.kind!r}{suggest(key, fields)}; "
-                f"parameters: {known}",
+                f"unknown parameter {key!r} for kind {cls.kind!r}{suggest(key, fields)}; parameters: {known}",
             )
     values = {}
     for name, f in fields.items():
         if name in raw:
             values[name] = _convert(name, raw[name], hints[name])
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ParamError(
-                None, f"kind {cls.kind!r} needs parameter {name!r} ({_typename(hints[name])})"
-            )
+            raise ParamError(None, f"kind {cls.kind!r} needs parameter {name!r} ({_typename(hints[name])})")
     obj = cls(**values)
     problem = obj.validate()
     if problem:
@@ -194,9 +191,8 @@ def _convert(name: str, value: Any, tp: Any) -> Any:
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-    elif tp is bool or tp is str:
-        if isinstance(value, tp):
-            return value
+    elif (tp is bool or tp is str) and isinstance(value, tp):
+        return value
     raise ParamError(name, f"parameter {name!r} must be {_typename(tp)}, got {value!r}")
 
 
@@ -234,10 +230,7 @@ def per_tensor(
     rows.sort(key=lambda d: -d.score)
     n = len(tensors)
     text = summary or expected
-    if rows:
-        text = f"{len(rows)} of {n} tensors deviate: expected {text}"
-    else:
-        text = f"all {n} tensors: {text}"
+    text = f"{len(rows)} of {n} tensors deviate: expected {text}" if rows else f"all {n} tensors: {text}"
     return Outcome(not rows, text, tuple(rows), n, observed=observed)
 
 

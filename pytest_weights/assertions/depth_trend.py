@@ -112,8 +112,5 @@ class DepthTrend(Assertion):
             )
         rows.sort(key=lambda d: -d.score)
         what = f"{self.stat} {self.direction} with depth"
-        if rows:
-            summary = f"{len(rows)} of {judged} roles: {what} does not hold"
-        else:
-            summary = f"{what} in all {judged} roles"
+        summary = f"{len(rows)} of {judged} roles: {what} does not hold" if rows else f"{what} in all {judged} roles"
         return Outcome(not rows, summary, tuple(rows), len(tensors), tuple(notes), observed)

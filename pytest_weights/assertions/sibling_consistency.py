@@ -55,11 +55,7 @@ class SiblingConsistency(Assertion):
             for name, v in values.items():
                 ratio = v / med if med else (1.0 if v == 0 else math.inf)
                 if math.isnan(ratio) or not 1 / self.max_ratio <= ratio <= self.max_ratio:
-                    score = (
-                        math.inf
-                        if math.isnan(ratio) or ratio in (0, math.inf)
-                        else abs(math.log(ratio))
-                    )
+                    score = math.inf if math.isnan(ratio) or ratio in (0, math.inf) else abs(math.log(ratio))
                     rows.append(
                         Deviation(
                             name,
@@ -80,7 +76,5 @@ class SiblingConsistency(Assertion):
         rows.sort(key=lambda d: -d.score)
         what = f"{self.stat} within ×{fmt(self.max_ratio)} of the role median"
         if rows:
-            return Outcome(
-                False, f"{len(rows)} of {judged} tensors: {what} does not hold", tuple(rows), judged
-            )
+            return Outcome(False, f"{len(rows)} of {judged} tensors: {what} does not hold", tuple(rows), judged)
         return Outcome(True, f"all {judged} tensors: {what}", (), judged)

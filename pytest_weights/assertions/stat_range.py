@@ -26,10 +26,7 @@ class StatRange(Assertion):
 
     def validate(self) -> str | None:
         if self.stat not in SCALARS:
-            return (
-                f"unknown statistic {self.stat!r}{suggest(self.stat, SCALARS)}; "
-                f"known: {', '.join(SCALARS)}"
-            )
+            return f"unknown statistic {self.stat!r}{suggest(self.stat, SCALARS)}; known: {', '.join(SCALARS)}"
         if self.min is None and self.max is None:
             return "stat_range needs 'min', 'max' or both"
         if self.min is not None and self.max is not None and self.min > self.max:

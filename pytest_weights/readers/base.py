@@ -28,6 +28,9 @@ class TensorInfo:
     shape: tuple[int, ...]
     dtype: torch.dtype
     file: str
+    #: "weights" for model parameters and buffers; "optimizer" for optimizer state
+    #: (e.g. Adam's exp_avg), which default selections leave out.
+    group: str = "weights"
 
     @property
     def numel(self) -> int:

@@ -53,8 +53,7 @@ def parse_header(path: Path) -> tuple[int, dict[str, dict], bytes]:
             if n > MAX_HEADER_BYTES or n > size - 8:
                 raise CheckpointError(
                     path,
-                    f"not a safetensors file, or truncated: header length {n} bytes "
-                    f"but the file has {size} bytes",
+                    f"not a safetensors file, or truncated: header length {n} bytes but the file has {size} bytes",
                 )
             raw = f.read(n)
     except OSError as e:
@@ -80,11 +79,7 @@ def _check_entry(path: Path, name: str, entry: object, data_size: int) -> None:
         raise CheckpointError(path, f"tensor {name!r}: unknown dtype {dtype!r}")
     if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
         raise CheckpointError(path, f"tensor {name!r}: invalid shape {shape!r}")
-    if (
-        not isinstance(offsets, list)
-        or len(offsets) != 2
-        or not all(isinstance(o, int) for o in offsets)
-    ):
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets):
         raise CheckpointError(path, f"tensor {name!r}: invalid data_offsets {offsets!r}")
     begin, end = offsets
     numel = 1
@@ -94,8 +89,7 @@ def _check_entry(path: Path, name: str, entry: object, data_size: int) -> None:
     if not 0 <= begin <= end or end - begin != expected:
         raise CheckpointError(
             path,
-            f"tensor {name!r}: data_offsets {offsets} do not match shape {shape} of {dtype} "
-            f"({expected} bytes)",
+            f"tensor {name!r}: data_offsets {offsets} do not match shape {shape} of {dtype} ({expected} bytes)",
         )
     if end > data_size:
         raise CheckpointError(
@@ -116,10 +110,7 @@ class SafetensorsFile(Checkpoint):
         digest = hashlib.sha256(raw).hexdigest()[:16]
         self._identity = f"{st.st_size}:{st.st_mtime_ns}:{digest}"
         order = sorted(self._entries.items(), key=lambda kv: kv[1]["data_offsets"][0])
-        self._infos = [
-            TensorInfo(name, tuple(e["shape"]), DTYPES[e["dtype"]], str(self.path))
-            for name, e in order
-        ]
+        self._infos = [TensorInfo(name, tuple(e["shape"]), DTYPES[e["dtype"]], str(self.path)) for name, e in order]
         self._fd: int | None = None
 
     def tensors(self) -> list[TensorInfo]:

@@ -79,9 +79,7 @@ class Moments(Statistic):
         m3 = t3 - 3 * delta * t2 + 2 * n * delta**3
         m4 = t4 - 4 * delta * t3 + 6 * delta**2 * t2 - 3 * n * delta**4
         mean = float(c) + delta
-        return MomentsState(
-            n, mean, max(m2, 0.0), m3, max(m4, 0.0), float(lo), float(hi), nan, inf, numel
-        )
+        return MomentsState(n, mean, max(m2, 0.0), m3, max(m4, 0.0), float(lo), float(hi), nan, inf, numel)
 
     def merge(self, a: MomentsState, b: MomentsState) -> MomentsState:
         if a.n == 0 or b.n == 0:

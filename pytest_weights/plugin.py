@@ -260,15 +260,10 @@ class SpecErrorItem(pytest.Item):
         self.error = error
 
     def setup(self) -> None:
-        raise self.error
+        pytest.fail(f"invalid spec: {self.error}", pytrace=False)
 
-    def runtest(self) -> None:  # pragma: no cover - setup always raises
-        raise self.error
-
-    def repr_failure(self, excinfo, style=None):
-        if isinstance(excinfo.value, SpecError):
-            return f"invalid spec: {excinfo.value}"
-        return super().repr_failure(excinfo, style=style)
+    def runtest(self) -> None:  # pragma: no cover - setup always fails
+        pytest.fail(f"invalid spec: {self.error}", pytrace=False)
 
     def reportinfo(self):
         return self.path, (self.error.line or 1) - 1, f"invalid spec: {self.name}"

@@ -112,7 +112,9 @@ class ParamError(Exception):
 
 def suggest(word: str, choices: typing.Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` when a close match exists, else ``''``."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    options = [str(c) for c in choices]
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    close = close or [c for c in options if len(c) >= 3 and (word.startswith(c) or c.startswith(word))][:1]
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

@@ -61,8 +61,8 @@ class Moments(Statistic):
         n = x.numel()
         if n == 0:
             return EMPTY._replace(nan=nan, inf=inf, numel=numel)
-        c = s1 / n
-        d = x - c.to(x.dtype)
+        c = (s1 / n).to(x.dtype)  # centre in the data's precision: x − c is exact near c
+        d = x - c
         d2 = d * d
         sums = torch.stack(
             [

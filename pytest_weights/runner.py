@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .assertions.base import Outcome, TensorView
+from .cache import StatCache
 from .device import resolve_device
 from .engine import PassProgress, Progress, StatStore, compute_pass
 from .readers import Checkpoint, TensorInfo, open_checkpoint
@@ -39,10 +40,12 @@ class Checker:
         device: str | torch.device = "auto",
         progress: Progress | None = None,
         store: StatStore | None = None,
+        cache: StatCache | None = None,
     ) -> None:
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.progress = progress
         self.store = store or StatStore()
+        self.cache = cache
         self.passes: list[PassProgress] = []
 
     def select(self, checkpoint: Checkpoint, spec: AssertionSpec) -> Selected:
@@ -59,7 +62,7 @@ class Checker:
             for info in self.select(ckpt, spec).tensors:
                 plans[ckpt][info.name].update(stats)
         for ckpt, requests in plans.items():
-            self.passes.append(compute_pass(ckpt, requests, self.store, self.device, self.progress))
+            self.passes.append(compute_pass(ckpt, requests, self.store, self.device, self.progress, cache=self.cache))
 
     def evaluate(self, checkpoint: Checkpoint, spec: AssertionSpec) -> AssertionResult:
         """Judge one assertion (its statistics are computed first if missing)."""
@@ -109,8 +112,12 @@ def check(
     checkpoint: str | Path | Checkpoint,
     spec: str | Path | Spec = "default",
     device: str = "auto",
+    cache_dir: str | Path | None = None,
 ) -> Report:
     """Check one checkpoint against a spec (a path, a bundled name, or a loaded :class:`Spec`).
+
+    ``cache_dir``: keep computed statistics there, so re-checking an unchanged checkpoint
+    reads nothing.
 
     >>> report = check("model.safetensors")          # the bundled default spec
     >>> report.passed, [r.name for r in report.failures]
@@ -119,6 +126,6 @@ def check(
     if loaded.errors:
         raise loaded.errors[0]
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else open_checkpoint(checkpoint)
-    checker = Checker(device)
+    checker = Checker(device, cache=StatCache(cache_dir) if cache_dir is not None else None)
     checker.prepare((ckpt, a) for a in loaded.assertions)
     return Report(tuple(checker.evaluate(ckpt, a) for a in loaded.assertions))

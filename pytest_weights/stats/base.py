@@ -12,11 +12,21 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 Deps = Mapping["Statistic", Any]
+T = TypeVar("T", bound=type)
+
+#: Result types that may be stored in the persistent cache (as JSON, never pickled).
+RESULT_TYPES: dict[str, type] = {}
+
+
+def cacheable(cls: T) -> T:
+    """Class decorator: mark a NamedTuple of numbers/strings as a cacheable result type."""
+    RESULT_TYPES[cls.__qualname__] = cls
+    return cls
 
 
 class Statistic(ABC):

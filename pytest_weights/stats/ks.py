@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import torch
 
-from .base import Deps, Statistic
+from .base import Deps, Statistic, cacheable
 from .moments import Moments
 
 
@@ -33,6 +33,7 @@ class HistogramResult(NamedTuple):
     n_candidates: int  # values in candidate bins
 
 
+@cacheable
 class KSResult(NamedTuple):
     """KS distance D = sup|F_n − Φ((x − mean)/std)|, like ``scipy.stats.kstest``'s statistic."""
 

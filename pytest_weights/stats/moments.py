@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from .base import Deps, Statistic
+from .base import Deps, Statistic, cacheable
 
 
 class MomentsState(NamedTuple):
@@ -24,6 +24,7 @@ class MomentsState(NamedTuple):
     numel: int
 
 
+@cacheable
 class MomentsResult(NamedTuple):
     """Moments of the finite elements; ``std`` is the population std (ddof=0)."""
 

@@ -79,7 +79,8 @@ def _not_a_checkpoint(p: Path) -> str:
         return f"a directory holding no checkpoint this plugin can read (known formats: {known})"
     if not p.is_file():
         return "not a regular file or directory"
-    return f"not a checkpoint this plugin can read: unknown file type {p.suffix or '(no suffix)'!r} (known formats: {known})"
+    kind = repr(p.suffix) if p.suffix else "(no suffix)"
+    return f"not a checkpoint this plugin can read: unknown file type {kind} (known formats: {known})"
 
 
 __all__ = [

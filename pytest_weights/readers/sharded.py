@@ -1,0 +1,147 @@
+"""Sharded checkpoints (a Hugging Face ``*.index.json`` and its shards) and HF model directories.
+
+An index is JSON with a ``weight_map`` from tensor name to shard file name, e.g.
+``model.safetensors.index.json`` → ``model-00001-of-00002.safetensors``. Each shard is opened
+with its own reader (:class:`SafetensorsFile`, or :class:`TorchFile` for
+``pytorch_model-*.bin``), so reads stay per tensor and bounded; every shard named in the
+index must exist (checked on open), and every tensor the index lists must be in its shard.
+
+A model directory is one holding ``model.safetensors``, ``model.safetensors.index.json``,
+``pytorch_model.bin`` or ``pytorch_model.bin.index.json`` (tried in that order).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+from ._util import combine_identities, file_identity, is_plain_filename
+from .base import Checkpoint, TensorInfo
+from .safetensors_file import SafetensorsFile
+from .torch_file import SUFFIXES as TORCH_SUFFIXES
+from .torch_file import TorchFile
+
+INDEX_SUFFIX = ".index.json"
+MAX_INDEX_BYTES = 64 * 1024 * 1024
+
+#: Files that make a directory a Hugging Face model directory, in order of preference.
+MODEL_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def is_index_file(path: Path) -> bool:
+    return path.is_file() and path.name.endswith(INDEX_SUFFIX)
+
+
+def _open_shard(path: Path, label: str) -> Checkpoint:
+    if path.suffix == ".safetensors":
+        return SafetensorsFile(path, label=label)
+    if path.suffix in TORCH_SUFFIXES:
+        return TorchFile(path, label=label)
+    raise CheckpointError(path, "unknown shard format (expected .safetensors or a torch.save file such as .bin)")
+
+
+def _read_index(path: Path) -> tuple[bytes, dict[str, str], dict]:
+    try:
+        size = path.stat().st_size
+        if size > MAX_INDEX_BYTES:
+            raise CheckpointError(path, f"index file is implausibly large ({size} bytes)")
+        raw = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(path, f"cannot read: {e.strerror or e}") from None
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(path, f"not a checkpoint index: not JSON ({e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("weight_map"), dict):
+        raise CheckpointError(path, 'not a checkpoint index: no "weight_map" object')
+    weight_map = data["weight_map"]
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str) or not is_plain_filename(shard):
+            raise CheckpointError(path, f"tensor {name!r}: shard {shard!r} is not a file name in the index's directory")
+    metadata = data.get("metadata")
+    return raw, weight_map, metadata if isinstance(metadata, dict) else {}
+
+
+class ShardedCheckpoint(Checkpoint):
+    """The shards listed by one ``*.index.json``, seen as one checkpoint."""
+
+    def __init__(self, path: str | Path, label: str | None = None) -> None:
+        self.path = Path(path)
+        self.label = label or self.path.name
+        self._index_identity = file_identity(self.path)
+        _raw, weight_map, metadata = _read_index(self.path)
+        #: The index's ``metadata`` object (e.g. ``{"total_size": …}``).
+        self.metadata: dict = metadata
+        shard_names = sorted(set(weight_map.values()))
+        for shard in shard_names:
+            if not (self.path.parent / shard).is_file():
+                raise CheckpointError(self.path, f"shard {shard!r} listed in the index is missing")
+        self._shards: dict[str, Checkpoint] = {}
+        try:
+            for shard in shard_names:
+                prefix = f"{self.label.rsplit('/', 1)[0]}/" if "/" in self.label else ""
+                self._shards[shard] = _open_shard(self.path.parent / shard, f"{prefix}{shard}")
+        except BaseException:
+            self.close()
+            raise
+        self._where: dict[str, Checkpoint] = {}
+        self._infos: list[TensorInfo] = []
+        for shard, ckpt in self._shards.items():  # (shard, offset) order
+            for info in ckpt.tensors():
+                if weight_map.get(info.name) == shard:
+                    self._where[info.name] = ckpt
+                    self._infos.append(info)
+        for name, shard in weight_map.items():
+            if name not in self._where:
+                raise CheckpointError(
+                    self.path, f"tensor {name!r} is listed in the index for shard {shard!r} but that shard lacks it"
+                )
+
+    @property
+    def shards(self) -> list[Checkpoint]:
+        return list(self._shards.values())
+
+    def tensors(self) -> list[TensorInfo]:
+        return list(self._infos)
+
+    def read(self, name: str) -> torch.Tensor:
+        try:
+            shard = self._where[name]
+        except KeyError:
+            raise CheckpointError(self.path, f"no tensor named {name!r}") from None
+        return shard.read(name)
+
+    def identity(self) -> str:
+        return combine_identities(
+            [self._index_identity, *(f"{name}={c.identity()}" for name, c in self._shards.items())]
+        )
+
+    def close(self) -> None:
+        for shard in self._shards.values():
+            shard.close()
+
+
+def is_model_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / f).is_file() for f in MODEL_FILES)
+
+
+def open_model_dir(path: Path) -> Checkpoint:
+    """Open the weights of a Hugging Face model directory (single file or sharded)."""
+    path = Path(path)
+    for name in MODEL_FILES:
+        f = path / name
+        if not f.is_file():
+            continue
+        label = f"{path.name}/{name}"
+        if name.endswith(INDEX_SUFFIX):
+            return ShardedCheckpoint(f, label=label)
+        return _open_shard(f, label)
+    raise CheckpointError(path, f"not a model directory: none of {', '.join(MODEL_FILES)}")

@@ -1,7 +1,7 @@
 """Kolmogorov–Smirnov distance to the normal with the tensor's own mean and std.
 
 Exact without sorting the tensor. Sweep 1 histograms the standardised values
-z = (x − mean)/std on a fine fixed grid (:class:`StdHistogram`). Between grid edges the
+z = (x − mean)/std on a fine grid (:class:`StdHistogram`, ~64·√n bins). Between grid edges the
 empirical CDF and Φ are both monotone, so each bin bounds the distance reachable inside
 it; edges give a lower bound D_lo. Sweep 2 (:class:`KSNormal`) gathers only the values in
 bins whose upper bound exceeds D_lo (typically a few thousand) and evaluates the exact
@@ -43,40 +43,59 @@ class KSResult(NamedTuple):
     error_bound: float  # 0 when exact
 
 
-def _standardise(block: torch.Tensor, m) -> torch.Tensor:
+def _finite(block: torch.Tensor, m) -> torch.Tensor:
     x = block.reshape(-1)
-    x = x[torch.isfinite(x)] if (m.nan or m.inf) else x
-    return (x - m.mean) / m.std
+    return x[torch.isfinite(x)] if (m.nan or m.inf) else x
 
 
 @dataclass(frozen=True)
 class StdHistogram(Statistic):
-    """Histogram of standardised values on ``bins`` equal bins over [−span, span]."""
+    """Histogram of standardised values on equal bins over [−span, span].
 
-    bins: int = 16384
+    ``bins=0`` (default) picks the number from the count n: the next power of two of
+    64·√n, within [2¹⁴, 2²²]. A bin then holds at most 0.4·2·span/bins of Φ's mass, well
+    below the distance of a Gaussian sample (≈ 0.63/√n), so few bins are candidates.
+    """
+
+    bins: int = 0
     span: float = 8.0
+
+    def nbins(self, n: int) -> int:
+        if self.bins:
+            return self.bins
+        want = 64 * math.sqrt(max(n, 1))
+        return int(min(max(2 ** math.ceil(math.log2(want)), 1 << 14), 1 << 22))
 
     def requires(self) -> tuple[Statistic, ...]:
         return (Moments(),)
 
-    def bin_index(self, z: torch.Tensor) -> torch.Tensor:
-        scale = self.bins / (2 * self.span)
-        idx = torch.floor((z + self.span) * scale).clamp_(-1, self.bins)
-        return idx.to(torch.int64).add_(1)
+    def bin_index(self, x: torch.Tensor, m) -> torch.Tensor:
+        """Bin of each value: 0 underflow, 1..bins, bins+1 overflow (int32, monotone in x).
+
+        One fused affine map u = x·a + b with a = scale/std, b = (span − mean/std)·scale + 1,
+        then clamp and truncate (u ≥ 0, so truncation is floor).
+        """
+        bins = self.nbins(m.n)
+        scale = bins / (2 * self.span)
+        a = torch.tensor(scale / m.std, dtype=x.dtype, device=x.device)
+        b = torch.tensor((self.span - m.mean / m.std) * scale + 1, dtype=x.dtype, device=x.device)
+        u = torch.addcmul(b, x, a).clamp_(0, bins + 1)
+        return u.to(torch.int32)
 
     def reduce(self, block: torch.Tensor, deps: Deps) -> torch.Tensor:
         m = deps[Moments()]
+        bins = self.nbins(m.n)
         if not m.std > 0:
-            return torch.zeros(self.bins + 2, dtype=torch.int64)
-        idx = self.bin_index(_standardise(block, m))
-        return torch.bincount(idx, minlength=self.bins + 2).cpu()
+            return torch.zeros(bins + 2, dtype=torch.int64)
+        idx = self.bin_index(_finite(block, m), m)
+        return torch.bincount(idx, minlength=bins + 2).cpu()
 
     def merge(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return a + b
 
-    def edges(self) -> torch.Tensor:
+    def edges(self, bins: int) -> torch.Tensor:
         """Bin edges in z, float64, with ±inf outside the grid: [bins + 3]."""
-        inner = torch.linspace(-self.span, self.span, self.bins + 1, dtype=torch.float64)
+        inner = torch.linspace(-self.span, self.span, bins + 1, dtype=torch.float64)
         inf = torch.tensor([math.inf], dtype=torch.float64)
         return torch.cat([-inf, inner, inf])
 
@@ -85,7 +104,7 @@ class StdHistogram(Statistic):
         n = int(counts.sum())
         if n == 0:
             return HistogramResult(counts, 0, 1.0, torch.zeros_like(counts, dtype=torch.bool), 0)
-        cdf_edges = torch.special.ndtr(self.edges())  # Φ at each edge
+        cdf_edges = torch.special.ndtr(self.edges(len(counts) - 2))  # Φ at each edge
         before = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])  # #values < edge
         f_edge = before.to(torch.float64) / n
         lower = float((f_edge - cdf_edges).abs().max())
@@ -99,9 +118,9 @@ class StdHistogram(Statistic):
 class KSNormal(Statistic):
     """KS distance D of the tensor's values to N(mean, std²) (exact; see module doc)."""
 
-    bins: int = 16384
+    bins: int = 0
     span: float = 8.0
-    max_exact: int = 1 << 24
+    max_exact: int = 1 << 22
 
     @property
     def histogram(self) -> StdHistogram:
@@ -119,12 +138,10 @@ class KSNormal(Statistic):
             empty = torch.empty(0)
             return empty.to(torch.float64), empty.to(torch.int64)
         m, h = deps[Moments()], deps[self.histogram]
-        z = _standardise(block, m)
-        idx = self.histogram.bin_index(z)
-        keep = h.candidates.to(z.device)[idx]
-        x = block.reshape(-1)
-        x = x[torch.isfinite(x)] if (m.nan or m.inf) else x
-        return x[keep].to(torch.float64).cpu(), idx[keep].cpu()
+        x = _finite(block, m)
+        idx = self.histogram.bin_index(x, m)
+        keep = h.candidates.to(x.device)[idx]
+        return x[keep].to(torch.float64).cpu(), idx[keep].to(torch.int64).cpu()
 
     def merge(self, a, b):
         return torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]])
@@ -151,7 +168,7 @@ class KSNormal(Statistic):
 
 
 def _upper_bound(h: HistogramResult, hist: StdHistogram) -> float:
-    cdf_edges = torch.special.ndtr(hist.edges())
+    cdf_edges = torch.special.ndtr(hist.edges(len(h.counts) - 2))
     before = torch.cat([torch.zeros(1, dtype=torch.int64), h.counts.cumsum(0)])
     f = before.to(torch.float64) / h.n
     upper = torch.maximum(f[1:] - cdf_edges[:-1], cdf_edges[1:] - f[:-1])

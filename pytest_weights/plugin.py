@@ -15,9 +15,10 @@ import pytest
 from .cache import StatCache
 from .engine import PassProgress
 from .errors import CheckpointError, SpecError, WeightsError
-from .readers import Checkpoint, open_checkpoint
+from .readers import Checkpoint, detect_format, open_checkpoint
 from .report import AssertionResult
 from .runner import Checker
+from .runs import discover_run
 from .spec import SPEC_SUFFIXES, AssertionSpec, load_spec, resolve_spec
 
 SESSION_KEY = pytest.StashKey["WeightsSession"]()
@@ -31,7 +32,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=[],
         metavar="PATH",
         dest="weights_checkpoints",
-        help="checkpoint to check (a .safetensors file or a model directory); repeatable",
+        help="checkpoint to check (any supported format, a model directory, or a run directory "
+        "of step checkpoints); repeatable",
+    )
+    group.addoption(
+        "--weights-latest",
+        action="store_true",
+        default=False,
+        dest="weights_latest",
+        help="for a run directory, check only its newest checkpoint",
+    )
+    group.addoption(
+        "--reference",
+        default=None,
+        metavar="PATH",
+        dest="weights_reference",
+        help="a checkpoint to compare against (e.g. the base model of a fine-tune)",
     )
     group.addoption(
         "--weights-spec",
@@ -107,21 +123,39 @@ class WeightsSession:
         self.checkpoint_paths = checkpoint_paths
         self.spec_paths = spec_paths
         self.checker = Checker(device, progress=self._progress)
+        #: Step number of each checkpoint that came from a run directory.
+        self.steps: dict[Path, int] = {}
+        #: ``--reference``: a checkpoint to compare against (opened with :meth:`checkpoint`).
+        self.reference_path: Path | None = None
         self._opened: dict[Path, Checkpoint | CheckpointError] = {}
         self._prepared = False
         self._live = False
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> WeightsSession:
-        paths = []
+        paths: list[Path] = []
+        steps: dict[Path, int] = {}
         for raw in config.option.weights_checkpoints:
             p = Path(raw).expanduser()
             if not p.exists():
                 raise CheckpointError(p, "--checkpoint: no such file or directory")
-            paths.append(p.resolve())
+            run = discover_run(p) if detect_format(p) is None else None
+            if run is None:
+                paths.append(p.resolve())
+                continue
+            entries = [run.latest] if config.option.weights_latest else list(run.entries)
+            for entry in entries:
+                paths.append(entry.path.resolve())
+                steps[entry.path.resolve()] = entry.step
+        reference = config.option.weights_reference
+        if reference is not None and not Path(reference).expanduser().exists():
+            raise CheckpointError(reference, "--reference: no such file or directory")
         specs = [resolve_spec(s).resolve() for s in config.option.weights_specs]
         device = config.option.weights_device or config.getini("weights_device") or "auto"
-        return cls(config, paths, specs, device)
+        session = cls(config, paths, specs, device)
+        session.steps = steps
+        session.reference_path = Path(reference).expanduser().resolve() if reference else None
+        return session
 
     def checkpoint(self, path: Path) -> Checkpoint:
         if path not in self._opened:
@@ -137,7 +171,11 @@ class WeightsSession:
     def label(self, path: Path) -> str:
         """Short id of a checkpoint for node ids (its name, disambiguated if needed)."""
         names = [p.name for p in self.checkpoint_paths]
-        return path.name if names.count(path.name) == 1 else str(path)
+        if names.count(path.name) == 1:
+            return path.name
+        if path in self.steps:
+            return f"{path.parent.name}/{path.name}"
+        return str(path)
 
     def prepare(self, items: list[pytest.Item]) -> None:
         """Before the first item runs: one pass computing what every selected item needs."""
@@ -190,6 +228,12 @@ class WeightsSession:
                     f"{p.checkpoint}: read {p.tensors_done} tensors ({p.bytes_done / 1e6:.1f} MB) "
                     f"in {p.seconds:.2f} s ({rate:.0f} MB/s) on {self.checker.device}"
                 )
+        if self.steps:
+            lines.append(
+                f"run: {len(self.steps)} checkpoint(s), steps {', '.join(map(str, sorted(self.steps.values())))}"
+            )
+        if self.reference_path is not None:
+            lines.append(f"reference: {self.reference_path}")
         for path, got in self._opened.items():
             if isinstance(got, CheckpointError):
                 lines.append(f"{path}: could not be read: {got.message}")
@@ -248,6 +292,8 @@ class WeightsItem(pytest.Item):
         session.prepare(self.session.items)
         self.result = session.checker.evaluate(session.checkpoint(self.checkpoint_path), self.spec)
         self.user_properties.append(("checkpoint", self.result.checkpoint))
+        if self.checkpoint_path in session.steps:
+            self.user_properties.append(("step", session.steps[self.checkpoint_path]))
         self.user_properties.append(("summary", self.result.summary))
         if self.result.skipped:
             pytest.skip(self.result.summary)

@@ -8,9 +8,10 @@ one streamed pass per checkpoint, then evaluates each assertion. The pytest plug
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -19,6 +20,7 @@ from .cache import StatCache
 from .device import resolve_device
 from .engine import PassProgress, Progress, StatStore, compute_pass
 from .readers import Checkpoint, TensorInfo, open_checkpoint
+from .readers.memory import StateDictCheckpoint
 from .report import AssertionResult, Report
 from .spec import AssertionSpec, Spec, load_spec
 from .stats.base import Statistic
@@ -109,12 +111,15 @@ def _non_float_note(infos: Sequence[TensorInfo]) -> tuple[str, ...]:
 
 
 def check(
-    checkpoint: str | Path | Checkpoint,
+    checkpoint: str | Path | Checkpoint | Mapping[str, Any] | torch.nn.Module,
     spec: str | Path | Spec = "default",
     device: str = "auto",
     cache_dir: str | Path | None = None,
 ) -> Report:
     """Check one checkpoint against a spec (a path, a bundled name, or a loaded :class:`Spec`).
+
+    ``checkpoint`` is a path, an opened :class:`Checkpoint`, or in-memory weights (a
+    ``state_dict`` or an ``nn.Module``, e.g. from a training loop).
 
     ``cache_dir``: keep computed statistics there, so re-checking an unchanged checkpoint
     reads nothing.
@@ -125,7 +130,12 @@ def check(
     loaded = spec if isinstance(spec, Spec) else load_spec(spec)
     if loaded.errors:
         raise loaded.errors[0]
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else open_checkpoint(checkpoint)
+    if isinstance(checkpoint, Checkpoint):
+        ckpt = checkpoint
+    elif isinstance(checkpoint, (Mapping, torch.nn.Module)):
+        ckpt = StateDictCheckpoint(checkpoint)
+    else:
+        ckpt = open_checkpoint(checkpoint)
     checker = Checker(device, cache=StatCache(cache_dir) if cache_dir is not None else None)
     checker.prepare((ckpt, a) for a in loaded.assertions)
     return Report(tuple(checker.evaluate(ckpt, a) for a in loaded.assertions))

@@ -91,3 +91,16 @@ def test_check_api_without_pytest_reports_failures(tmp_path):
     assert not report.passed
     assert [r.name for r in report.failures] == ["finite"]
     assert "model.layers.0.attn.q.weight" in str(report)
+
+
+def test_check_in_memory_module_and_state_dict():
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.layers = torch.nn.ModuleList(torch.nn.Linear(96, 96) for _ in range(4))
+    for layer in model.layers:
+        torch.nn.init.normal_(layer.weight, std=0.02)
+    assert check(model, device="cpu").passed
+    torch.nn.init.uniform_(model.layers[2].weight, -0.03, 0.03)  # left at a uniform init
+    report = check(model.state_dict(), device="cpu")
+    assert [r.name for r in report.failures] == ["not-flat"]
+    assert report.failures[0].deviations[0].subject == "layers.2.weight"

@@ -225,3 +225,27 @@ def test_bfloat16_checkpoint(pytester, tmp_path):
         {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in transformer_like().items()},
     )
     run(pytester, "--checkpoint", str(ckpt)).assert_outcomes(passed=len(DEFAULT_ITEMS))
+
+
+def test_run_directory_gives_items_per_step_and_latest(pytester, tmp_path):
+    run_dir = tmp_path / "run"
+    for step in (100, 2000, 500):
+        save(run_dir / f"checkpoint-{step}" / "model.safetensors", transformer_like(seed=step))
+    result = run(pytester, "--checkpoint", str(run_dir), "-k", "finite", "-v")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(
+        ["*finite?checkpoint-100? PASSED*", "*finite?checkpoint-500? PASSED*", "*finite?checkpoint-2000? PASSED*"]
+    )
+    result.stdout.fnmatch_lines(["*run: 3 checkpoint(s), steps 100, 500, 2000*"])
+    latest = run(pytester, "--checkpoint", str(run_dir), "--weights-latest", "-k", "finite", "-v")
+    latest.assert_outcomes(passed=1)
+    latest.stdout.fnmatch_lines(["*run: 1 checkpoint(s), steps 2000*"])
+
+
+def test_reference_must_exist(pytester, healthy, tmp_path):
+    result = run(pytester, "--checkpoint", str(healthy), "--reference", str(tmp_path / "base.safetensors"))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*base.safetensors: --reference: no such file or directory*"])
+    ok = run(pytester, "--checkpoint", str(healthy), "--reference", str(healthy), "-k", "finite")
+    ok.assert_outcomes(passed=1)
+    ok.stdout.fnmatch_lines(["*reference: *healthy.safetensors*"])

@@ -184,6 +184,11 @@ class WeightsSession:
         self._prepared = True
         if not self.config.option.weights_no_cache and getattr(self.config, "cache", None) is not None:
             self.checker.cache = StatCache(self.config.cache.mkdir("pytest-weights"))
+        if self.reference_path is not None:
+            try:
+                self.checker.reference = self.checkpoint(self.reference_path)
+            except CheckpointError:
+                pass  # every item reports it
         work = []
         for item in items:
             if isinstance(item, WeightsItem) and item.checkpoint_path is not None:
@@ -290,6 +295,8 @@ class WeightsItem(pytest.Item):
             pytest.skip("no checkpoint given: run with --checkpoint PATH")
         session: WeightsSession = self.config.stash[SESSION_KEY]
         session.prepare(self.session.items)
+        if session.reference_path is not None:
+            session.checkpoint(session.reference_path)  # raises the reference's error, if any
         self.result = session.checker.evaluate(session.checkpoint(self.checkpoint_path), self.spec)
         self.user_properties.append(("checkpoint", self.result.checkpoint))
         if self.checkpoint_path in session.steps:

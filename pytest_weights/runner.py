@@ -19,8 +19,11 @@ from .assertions.base import Outcome, TensorView
 from .cache import StatCache
 from .device import resolve_device
 from .engine import PassProgress, Progress, StatStore, compute_pass
+from .errors import WeightsError
 from .readers import Checkpoint, TensorInfo, open_checkpoint
+from .readers.derived import DeltaCheckpoint, LoraDelta
 from .readers.memory import StateDictCheckpoint
+from .readers.peft import PeftAdapter
 from .report import AssertionResult, Report
 from .spec import AssertionSpec, Spec, load_spec
 from .stats.base import Statistic
@@ -43,12 +46,43 @@ class Checker:
         progress: Progress | None = None,
         store: StatStore | None = None,
         cache: StatCache | None = None,
+        reference: Checkpoint | None = None,
     ) -> None:
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.progress = progress
         self.store = store or StatStore()
         self.cache = cache
+        #: The checkpoint ``view: delta`` and reference-comparing kinds compare against.
+        self.reference = reference
         self.passes: list[PassProgress] = []
+        self._derived: dict[int, Checkpoint] = {}
+
+    def target(self, checkpoint: Checkpoint, spec: AssertionSpec) -> Checkpoint:
+        """The checkpoint an assertion reads: the weights, or ΔW for ``view: delta``."""
+        if spec.view == "weights":
+            return checkpoint
+        if id(checkpoint) not in self._derived:
+            if isinstance(checkpoint, PeftAdapter):
+                self._derived[id(checkpoint)] = LoraDelta(checkpoint)
+            elif self.reference is not None:
+                self._derived[id(checkpoint)] = DeltaCheckpoint(checkpoint, self.reference)
+            else:
+                raise WeightsError(
+                    f"{spec.location}: {spec.name}: 'view: delta' needs a reference checkpoint "
+                    "(--reference PATH, or check(..., reference=PATH)) or a PEFT adapter"
+                )
+        return self._derived[id(checkpoint)]
+
+    def _requests(self, checkpoint: Checkpoint, spec: AssertionSpec) -> list[tuple[Checkpoint, list[TensorInfo]]]:
+        """(checkpoint, tensors) whose statistics ``spec`` needs: its target, and the reference
+        for kinds that compare against it."""
+        target = self.target(checkpoint, spec)
+        tensors = list(self.select(target, spec).tensors)
+        out = [(target, tensors)]
+        if spec.assertion.needs_reference and self.reference is not None:
+            names = {i.name for i in tensors}
+            out.append((self.reference, [i for i in self.reference.tensors() if i.name in names]))
+        return out
 
     def select(self, checkpoint: Checkpoint, spec: AssertionSpec) -> Selected:
         matched = [i for i in checkpoint.tensors() if spec.selection.matches(i)]
@@ -61,26 +95,38 @@ class Checker:
         plans: dict[Checkpoint, dict[str, set[Statistic]]] = defaultdict(lambda: defaultdict(set))
         for ckpt, spec in work:
             stats = spec.assertion.statistics()
-            for info in self.select(ckpt, spec).tensors:
-                plans[ckpt][info.name].update(stats)
+            try:
+                needed = self._requests(ckpt, spec)
+            except WeightsError:
+                continue  # reported when the assertion is evaluated
+            for target, infos in needed:
+                for info in infos:
+                    plans[target][info.name].update(stats)
         for ckpt, requests in plans.items():
             self.passes.append(compute_pass(ckpt, requests, self.store, self.device, self.progress, cache=self.cache))
 
     def evaluate(self, checkpoint: Checkpoint, spec: AssertionSpec) -> AssertionResult:
         """Judge one assertion (its statistics are computed first if missing)."""
-        sel = self.select(checkpoint, spec)
+        target = self.target(checkpoint, spec)
+        sel = self.select(target, spec)
         notes = _non_float_note(sel.non_float)
+        if isinstance(target, DeltaCheckpoint) and target.unmatched:
+            notes += (f"{len(target.unmatched)} tensor(s) not in the reference left out of ΔW",)
         if not sel.tensors:
             outcome = Outcome(False, "the selection matches no tensor" + (" (float)" if sel.non_float else ""))
+        elif spec.assertion.needs_reference and self.reference is None:
+            outcome = Outcome(False, f"kind {spec.assertion.kind!r} compares against a reference: pass --reference")
         else:
             self.prepare([(checkpoint, spec)])  # no-op when already computed
-            cid = checkpoint.identity()
+            cid = target.identity()
+            rid = self.reference.identity() if self.reference is not None else ""
             views = [
                 TensorView(
                     i,
                     spec.selection.role(i.name),
                     spec.selection.depth(i.name),
                     self.store.get(cid, i.name),
+                    self.store.get(rid, i.name) if spec.assertion.needs_reference else None,
                 )
                 for i in sel.tensors
             ]
@@ -90,7 +136,7 @@ class Checker:
             kind=spec.assertion.kind,
             description=spec.assertion.describe(),
             location=spec.location,
-            checkpoint=checkpoint.label,
+            checkpoint=target.label,
             passed=outcome.passed,
             summary=outcome.summary,
             deviations=outcome.deviations,
@@ -115,12 +161,15 @@ def check(
     spec: str | Path | Spec = "default",
     device: str = "auto",
     cache_dir: str | Path | None = None,
+    reference: str | Path | Checkpoint | None = None,
 ) -> Report:
     """Check one checkpoint against a spec (a path, a bundled name, or a loaded :class:`Spec`).
 
     ``checkpoint`` is a path, an opened :class:`Checkpoint`, or in-memory weights (a
     ``state_dict`` or an ``nn.Module``, e.g. from a training loop).
 
+    ``reference``: the checkpoint that ``view: delta`` assertions subtract (ΔW = W − W_ref)
+    and that reference-comparing kinds compare against.
     ``cache_dir``: keep computed statistics there, so re-checking an unchanged checkpoint
     reads nothing.
 
@@ -136,6 +185,7 @@ def check(
         ckpt = StateDictCheckpoint(checkpoint)
     else:
         ckpt = open_checkpoint(checkpoint)
-    checker = Checker(device, cache=StatCache(cache_dir) if cache_dir is not None else None)
+    ref = open_checkpoint(reference) if isinstance(reference, (str, Path)) else reference
+    checker = Checker(device, cache=StatCache(cache_dir) if cache_dir is not None else None, reference=ref)
     checker.prepare((ckpt, a) for a in loaded.assertions)
     return Report(tuple(checker.evaluate(ckpt, a) for a in loaded.assertions))

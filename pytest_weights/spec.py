@@ -28,7 +28,9 @@ from .selection import Selection
 
 SPEC_SUFFIXES = (".weights.yaml", ".weights.yml")
 TOP_KEYS = ("version", "description", "defaults", "assertions")
-ENTRY_KEYS = ("name", "kind", "select")
+ENTRY_KEYS = ("name", "kind", "select", "view")
+#: Which tensors an assertion looks at: the weights, or ΔW against the reference / a LoRA adapter.
+VIEWS = ("weights", "delta")
 SELECT_KEYS = tuple(f.name for f in fields(Selection) if f.init)
 BUNDLED_DIRS = (Path(__file__).parent / "specs", Path(__file__).parent.parent / "specs")
 
@@ -69,6 +71,7 @@ class AssertionSpec:
     selection: Selection
     path: str
     line: int
+    view: str = "weights"
 
     @property
     def location(self) -> str:
@@ -191,7 +194,7 @@ def _check_keys(m: _Map, allowed: tuple[str, ...], path: str, what: str) -> None
 
 
 def _check_defaults(defaults: Mapping[str, Any], path: str) -> None:
-    known = {"select"} | {f.name for cls in REGISTRY.values() for f in fields(cls) if f.init}  # type: ignore[arg-type]
+    known = {"select", "view"} | {f.name for cls in REGISTRY.values() for f in fields(cls) if f.init}  # type: ignore[arg-type]
     for key in defaults:
         if key not in known:
             line = defaults.key_lines.get(key) if isinstance(defaults, _Map) else None
@@ -227,7 +230,11 @@ def _entry(raw: Any, defaults: Mapping[str, Any], name: str, path: str, line: in
         if e.key and e.key not in raw and isinstance(defaults, _Map):
             key_line = defaults.key_lines.get(e.key, key_line)
         raise SpecError(path, key_line, e.message) from None
-    return AssertionSpec(name, assertion, selection, path, line)
+    view = raw.get("view", defaults.get("view", "weights"))
+    if view not in VIEWS:
+        where = raw.key_lines.get("view") or (defaults.key_lines.get("view") if isinstance(defaults, _Map) else None)
+        raise SpecError(path, where or line, f"'view' must be one of {', '.join(VIEWS)}, got {view!r}")
+    return AssertionSpec(name, assertion, selection, path, line, view)
 
 
 def _selection(base: Any, over: Any, raw: _Map, defaults: Any, path: str) -> Selection:

@@ -40,6 +40,8 @@ class TensorView:
     role: str
     depth: int | None
     values: Mapping[Statistic, Any]
+    #: The same tensor's statistics in the reference checkpoint (kinds with ``needs_reference``).
+    reference: Mapping[Statistic, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -80,6 +82,8 @@ class Assertion(ABC):
     kind: ClassVar[str]
     #: False for kinds that inspect non-float tensors too (e.g. ``finite`` ignores them anyway).
     float_only: ClassVar[bool] = True
+    #: True for kinds comparing each tensor with the reference checkpoint's (``TensorView.reference``).
+    needs_reference: ClassVar[bool] = False
 
     @abstractmethod
     def statistics(self) -> tuple[Statistic, ...]:

@@ -1,0 +1,109 @@
+"""Transformation weights ΔW = W − W_ref (paper A) and LoRA ΔW = (α/r)·B·A."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import save, transformer_like
+from safetensors.torch import save_file
+
+from pytest_weights import CheckpointError, WeightsError, check, open_checkpoint
+from pytest_weights.readers.derived import DeltaCheckpoint, LoraDelta
+from pytest_weights.spec import parse_spec
+
+FINETUNE_SPEC = """
+defaults:
+  select: {include: ["model.layers.*.weight"], exclude: ["*norm*"], min_ndim: 2}
+assertions:
+  - {name: delta-gaussian, kind: gaussian_ks, view: delta, tol: 0.02}
+  - {name: delta-centred, kind: stat_range, stat: mean, view: delta, min: -0.001, max: 0.001}
+  - {name: delta-std-grows, kind: depth_trend, stat: std, direction: grows, min_rho: 0.9, view: delta}
+  - {name: widens, kind: reference_ratio, stat: std, min_ratio: 1.0}
+"""
+
+
+def finetuned(base: dict[str, torch.Tensor], scale: float = 0.002) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(99)
+    out = {}
+    for name, t in base.items():
+        if t.is_floating_point() and ".layers." in name:
+            depth = int(name.split(".layers.")[1].split(".")[0])
+            out[name] = t + torch.randn(t.shape, generator=g) * scale * (1 + depth)
+        else:
+            out[name] = t.clone()
+    return out
+
+
+def test_finetune_delta_spec_passes_and_matches_numpy(tmp_path):
+    base = transformer_like(layers=6, width=96)
+    tuned = finetuned(base)
+    b, f = save(tmp_path / "base.safetensors", base), save(tmp_path / "ft.safetensors", tuned)
+    report = check(f, parse_spec(FINETUNE_SPEC, "ft.weights.yaml"), device="cpu", reference=b)
+    assert report.passed, str(report)
+    means = report.results[1].observed
+    for name, m in means.items():
+        ref = (tuned[name].double() - base[name].double()).numpy()
+        assert m == pytest.approx(ref.mean(), abs=1e-6 * ref.std())
+
+
+def test_identical_models_have_a_degenerate_delta(tmp_path):
+    base = transformer_like()
+    b = save(tmp_path / "base.safetensors", base)
+    report = check(b, parse_spec(FINETUNE_SPEC, "ft.weights.yaml"), device="cpu", reference=b)
+    failed = {r.name for r in report.failures}
+    assert {"delta-gaussian", "delta-std-grows"} <= failed  # ΔW = 0: D = 1, no trend
+
+
+def test_delta_without_reference_is_a_clear_error(tmp_path):
+    b = save(tmp_path / "base.safetensors", transformer_like())
+    with pytest.raises(WeightsError, match="'view: delta' needs a reference checkpoint"):
+        check(b, parse_spec(FINETUNE_SPEC, "ft.weights.yaml"), device="cpu")
+
+
+def test_shape_mismatch_names_both_files(tmp_path):
+    a = save(tmp_path / "a.safetensors", {"w": torch.randn(4, 4)})
+    b = save(tmp_path / "b.safetensors", {"w": torch.randn(4, 5)})
+    with pytest.raises(CheckpointError, match=r"shape \[4, 4\] here but \[4, 5\] in the reference .*b.safetensors"):
+        DeltaCheckpoint(open_checkpoint(a), open_checkpoint(b))
+
+
+def test_lora_adapter_delta_is_scaled_b_times_a(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    r, alpha = 8, 16
+    tensors = {}
+    for i in range(4):
+        p = f"base_model.model.model.layers.{i}.self_attn.q_proj"
+        tensors[f"{p}.lora_A.weight"] = torch.randn(r, 64, generator=g) * 0.01
+        tensors[f"{p}.lora_B.weight"] = torch.randn(96, r, generator=g) * 0.01
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    save_file(tensors, str(adapter / "adapter_model.safetensors"))
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": r, "lora_alpha": alpha}))
+    delta = LoraDelta(open_checkpoint(adapter))
+    names = [i.name for i in delta.tensors()]
+    assert names == [f"base_model.model.model.layers.{i}.self_attn.q_proj.weight" for i in range(4)]
+    want = (alpha / r) * (
+        tensors[names[0].replace(".weight", ".lora_B.weight")].double().numpy()
+        @ tensors[names[0].replace(".weight", ".lora_A.weight")].double().numpy()
+    )
+    np.testing.assert_allclose(delta.read(names[0]).double().numpy(), want, rtol=1e-5, atol=1e-9)
+    spec = parse_spec("assertions:\n  - {kind: stat_range, stat: std, view: delta, min: 0.0}\n", "l.weights.yaml")
+    report = check(adapter, spec, device="cpu")
+    assert report.passed
+    assert report.results[0].observed[names[0]] == pytest.approx(want.std(), rel=1e-5)
+
+
+def test_plugin_reference_option_runs_delta_assertions(pytester, tmp_path):
+    base = transformer_like(layers=6, width=96)
+    b, f = save(tmp_path / "base.safetensors", base), save(tmp_path / "ft.safetensors", finetuned(base))
+    pytester.makefile(".weights.yaml", ft=FINETUNE_SPEC)
+    result = pytester.runpytest(
+        "ft.weights.yaml", "--checkpoint", str(f), "--reference", str(b), "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(passed=4)
+    without = pytester.runpytest("ft.weights.yaml", "--checkpoint", str(f), "-p", "no:cacheprovider")
+    without.assert_outcomes(failed=4)
+    without.stdout.fnmatch_lines(["*needs a reference checkpoint*", "*pass --reference*"])

@@ -8,6 +8,7 @@ item, and failures render as tables.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -185,10 +186,8 @@ class WeightsSession:
         if not self.config.option.weights_no_cache and getattr(self.config, "cache", None) is not None:
             self.checker.cache = StatCache(self.config.cache.mkdir("pytest-weights"))
         if self.reference_path is not None:
-            try:
+            with contextlib.suppress(CheckpointError):  # every item reports it
                 self.checker.reference = self.checkpoint(self.reference_path)
-            except CheckpointError:
-                pass  # every item reports it
         work = []
         for item in items:
             if isinstance(item, WeightsItem) and item.checkpoint_path is not None:

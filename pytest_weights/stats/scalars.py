@@ -13,6 +13,9 @@ from typing import Any
 from .base import Statistic
 from .ks import KSNormal
 from .moments import Moments
+from .shape import Shape, bimodality_coefficient
+from .spectral import Spectral
+from .weibull import LogAbsHistogram, WeibullFit
 
 
 @dataclass(frozen=True)
@@ -39,5 +42,26 @@ SCALARS: dict[str, Scalar] = {
         _scalar("kurtosis", Moments(), "kurtosis", "excess kurtosis (Fisher; 0 for a Gaussian)"),
         _scalar("skewness", Moments(), "skewness", "skewness (Fisher–Pearson, biased)"),
         _scalar("ks", KSNormal(), "statistic", "KS distance to the moment-matched normal"),
+        # Weibull fit of |w| (paper D), the library's default protocol: mid-80 probability plot
+        _scalar("weibull_k", WeibullFit(), "k", "Weibull shape k of |w| (mid-80 probability plot)"),
+        _scalar("weibull_lambda", WeibullFit(), "lam", "Weibull scale λ of |w| (mid-80 probability plot)"),
+        _scalar("weibull_r2", WeibullFit(), "r2", "R² of the mid-80 Weibull probability-plot line"),
+        _scalar("weibull_ks", WeibullFit(), "ks", "KS of the mid-80 Weibull fit (npm-weibull definition)"),
+        _scalar("zero_fraction", LogAbsHistogram(), "zero_fraction", "fraction of exact zeros among finite values"),
+        # shape and i.i.d. structure (paper A); z = (w − mean)/std
+        _scalar("near_zero_mass", Shape(), "near_zero", "fraction with |w − mean| < 0.1·std (Gaussian 0.0797)"),
+        _scalar("outlier_fraction_3sigma", Shape(), "outlier_3", "fraction with |w − mean| > 3·std (Gaussian 0.0027)"),
+        _scalar("q99_q50", Shape(), "q99_q50", "Q99/Q50 of |w − mean| (Gaussian 3.82)"),
+        _scalar("p999_p50", Shape(), "p999_p50", "P99.9/P50 of |w − mean| (Gaussian 4.88)"),
+        _scalar("mean_over_std", Shape(), "mean_over_std", "|mean| / std"),
+        _scalar("lag1_corr", Shape(), "lag1_corr", "lag-1 autocorrelation along rows (≈ 0 for i.i.d.)"),
+        _scalar("row_mean_var_ratio", Shape(), "row_mean_var_ratio", "var(row means)·n_cols/std² (≈ 1 for i.i.d.)"),
+        _scalar("col_mean_var_ratio", Shape(), "col_mean_var_ratio", "var(column means)·n_rows/std² (≈ 1 for i.i.d.)"),
+        # bimodality (paper C)
+        Scalar("bimodality", Moments(), bimodality_coefficient, "Sarle's bimodality coefficient (> 5/9: bimodal)"),
+        # singular values (WeightWatcher conventions; needs the whole matrix)
+        _scalar("spectral_norm", Spectral(), "spectral_norm", "largest singular value ‖W‖₂"),
+        _scalar("stable_rank", Spectral(), "stable_rank", "‖W‖_F² / ‖W‖₂²"),
+        _scalar("esd_alpha", Spectral(), "alpha", "WeightWatcher power-law α of the eigenvalues of WᵀW"),
     ]
 }

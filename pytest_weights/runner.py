@@ -80,9 +80,14 @@ class Checker:
         tensors = list(self.select(target, spec).tensors)
         out = [(target, tensors)]
         if spec.assertion.needs_reference and self.reference is not None:
-            names = {i.name for i in tensors}
-            out.append((self.reference, [i for i in self.reference.tensors() if i.name in names]))
+            out.append((self.reference, self._reference_tensors(spec, tensors)))
         return out
+
+    def _reference_tensors(self, spec: AssertionSpec, tensors: Sequence[TensorInfo]) -> list[TensorInfo]:
+        if spec.assertion.match_reference == "role":
+            return list(self.select(self.reference, spec).tensors)  # type: ignore[arg-type]
+        names = {i.name for i in tensors}
+        return [i for i in self.reference.tensors() if i.name in names]  # type: ignore[union-attr]
 
     def select(self, checkpoint: Checkpoint, spec: AssertionSpec) -> Selected:
         matched = [i for i in checkpoint.tensors() if spec.selection.matches(i)]
@@ -126,11 +131,22 @@ class Checker:
                     spec.selection.role(i.name),
                     spec.selection.depth(i.name),
                     self.store.get(cid, i.name),
-                    self.store.get(rid, i.name) if spec.assertion.needs_reference else None,
+                    self.store.get(rid, i.name)
+                    if spec.assertion.match_reference == "name" and spec.assertion.needs_reference
+                    else None,
                 )
                 for i in sel.tensors
             ]
-            outcome = spec.assertion.evaluate(views)
+            if spec.assertion.match_reference == "role" and self.reference is not None:
+                ref_views = [
+                    TensorView(
+                        i, spec.selection.role(i.name), spec.selection.depth(i.name), self.store.get(rid, i.name)
+                    )
+                    for i in self._reference_tensors(spec, sel.tensors)
+                ]
+                outcome = spec.assertion.evaluate_reference(views, ref_views)
+            else:
+                outcome = spec.assertion.evaluate(views)
         return AssertionResult(
             name=spec.name,
             kind=spec.assertion.kind,

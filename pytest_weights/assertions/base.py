@@ -84,6 +84,9 @@ class Assertion(ABC):
     float_only: ClassVar[bool] = True
     #: True for kinds comparing each tensor with the reference checkpoint's (``TensorView.reference``).
     needs_reference: ClassVar[bool] = False
+    #: How reference tensors are matched: "name" (same name, ``TensorView.reference``) or
+    #: "role" (all selected reference tensors go to :meth:`evaluate_reference`).
+    match_reference: ClassVar[str] = "name"
 
     @abstractmethod
     def statistics(self) -> tuple[Statistic, ...]:
@@ -92,6 +95,10 @@ class Assertion(ABC):
     @abstractmethod
     def evaluate(self, tensors: Sequence[TensorView]) -> Outcome:
         """Judge the selected tensors (never empty: the caller fails empty selections)."""
+
+    def evaluate_reference(self, tensors: Sequence[TensorView], reference: Sequence[TensorView]) -> Outcome:
+        """Judge against the reference's selected tensors (kinds with ``match_reference = "role"``)."""
+        return self.evaluate(tensors)
 
     def describe(self) -> str:
         """One line saying what is asserted, e.g. ``KS distance ≤ 0.05``."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,8 @@ from pytest_weights.engine import reduce_tensor
 from pytest_weights.spec import parse_spec
 from pytest_weights.stats.transfer import RowColNorms, StdEntryHistogram, hist_distances, sample_distances
 
-# Entries: 1k–16k values per matrix: trained pairs measured KS 0.036–0.041, uniform noise 0.077–0.082. Row/column norms: only 32 rows in the narrow
+# Entries: 1k–16k values per matrix: trained pairs measured KS 0.036–0.041, uniform noise
+# 0.077–0.082. Row/column norms: only 32 rows in the narrow
 # model, where the two-sample KS 5% critical value (n=32, m=128) is 1.36·√(160/4096) = 0.27.
 SPEC = """
 defaults:
@@ -32,7 +35,7 @@ def train(width: int, steps: int = 150, seed: int = 0) -> dict[str, torch.Tensor
     g = torch.Generator().manual_seed(1234)
     teacher = torch.randn(16, 4, generator=g)
     dims = [16, width, width, width, 4]
-    layers = [torch.nn.Linear(a, b, bias=False) for a, b in zip(dims, dims[1:], strict=False)]
+    layers = [torch.nn.Linear(a, b, bias=False) for a, b in itertools.pairwise(dims)]
     for layer in layers:
         torch.nn.init.normal_(layer.weight, std=layer.in_features**-0.5)
     opt = torch.optim.AdamW([{"params": [m.weight], "lr": 0.05 / m.in_features} for m in layers], weight_decay=0.01)

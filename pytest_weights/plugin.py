@@ -126,6 +126,8 @@ class WeightsSession:
         self.checker = Checker(device, progress=self._progress)
         #: Step number of each checkpoint that came from a run directory.
         self.steps: dict[Path, int] = {}
+        #: Each run directory's checkpoints as (step, path), for run-scope assertions.
+        self.runs: dict[Path, list[tuple[int, Path]]] = {}
         #: ``--reference``: a checkpoint to compare against (opened with :meth:`checkpoint`).
         self.reference_path: Path | None = None
         self._opened: dict[Path, Checkpoint | CheckpointError] = {}
@@ -136,6 +138,7 @@ class WeightsSession:
     def from_config(cls, config: pytest.Config) -> WeightsSession:
         paths: list[Path] = []
         steps: dict[Path, int] = {}
+        runs: dict[Path, list[tuple[int, Path]]] = {}
         for raw in config.option.weights_checkpoints:
             p = Path(raw).expanduser()
             if not p.exists():
@@ -144,6 +147,7 @@ class WeightsSession:
             if run is None:
                 paths.append(p.resolve())
                 continue
+            runs[p.resolve()] = [(e.step, e.path.resolve()) for e in run.entries]
             entries = [run.latest] if config.option.weights_latest else list(run.entries)
             for entry in entries:
                 paths.append(entry.path.resolve())
@@ -155,6 +159,7 @@ class WeightsSession:
         device = config.option.weights_device or config.getini("weights_device") or "auto"
         session = cls(config, paths, specs, device)
         session.steps = steps
+        session.runs = runs
         session.reference_path = Path(reference).expanduser().resolve() if reference else None
         return session
 
@@ -190,9 +195,17 @@ class WeightsSession:
                 self.checker.reference = self.checkpoint(self.reference_path)
         work = []
         for item in items:
-            if isinstance(item, WeightsItem) and item.checkpoint_path is not None:
+            if not isinstance(item, WeightsItem):
+                continue
+            if item.checkpoint_path is not None:
+                paths = [item.checkpoint_path]
+            elif item.run_path is not None:
+                paths = [p for _, p in self.runs[item.run_path]]
+            else:
+                paths = []
+            for path in paths:
                 try:
-                    work.append((self.checkpoint(item.checkpoint_path), item.spec))
+                    work.append((self.checkpoint(path), item.spec))
                 except CheckpointError:
                     continue  # reported by the item itself
         try:
@@ -267,6 +280,12 @@ class SpecFile(pytest.File):
             if not isinstance(entry, AssertionSpec):
                 yield SpecErrorItem.from_parent(self, name=entry.name, error=entry.error)
                 continue
+            if entry.assertion.scope == "run":
+                runs = list(session.runs) or [None]
+                for run in runs:
+                    name = entry.name if len(runs) == 1 else f"{entry.name}[{run.name}]"  # type: ignore[union-attr]
+                    yield WeightsItem.from_parent(self, name=name, spec=entry, checkpoint_path=None, run_path=run)
+                continue
             for path in paths:
                 name = entry.name if len(paths) == 1 else f"{entry.name}[{session.label(path)}]"
                 yield WeightsItem.from_parent(self, name=name, spec=entry, checkpoint_path=path)
@@ -283,20 +302,41 @@ class WeightsFailure(Exception):
 class WeightsItem(pytest.Item):
     """One assertion of a spec, checked on one checkpoint."""
 
-    def __init__(self, *, spec: AssertionSpec, checkpoint_path: Path | None, **kwargs) -> None:
+    def __init__(
+        self, *, spec: AssertionSpec, checkpoint_path: Path | None, run_path: Path | None = None, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.spec = spec
         self.checkpoint_path = checkpoint_path
+        self.run_path = run_path
         self.result: AssertionResult | None = None
 
     def runtest(self) -> None:
-        if self.checkpoint_path is None:
-            pytest.skip("no checkpoint given: run with --checkpoint PATH")
         session: WeightsSession = self.config.stash[SESSION_KEY]
-        session.prepare(self.session.items)
-        if session.reference_path is not None:
-            session.checkpoint(session.reference_path)  # raises the reference's error, if any
-        self.result = session.checker.evaluate(session.checkpoint(self.checkpoint_path), self.spec)
+        if self.spec.assertion.scope == "run":
+            if self.run_path is None:
+                if not session.checkpoint_paths:
+                    pytest.skip("no checkpoint given: run with --checkpoint RUN_DIR")
+                pytest.fail(
+                    f"{self.spec.location}: {self.spec.name}: {self.spec.assertion.kind} judges a training run: "
+                    "pass a directory of step checkpoints (--checkpoint RUN_DIR)",
+                    pytrace=False,
+                )
+            session.prepare(self.session.items)
+            run = [(step, session.checkpoint(path)) for step, path in session.runs[self.run_path]]
+            self.result = session.checker.evaluate_run(run, self.spec, self.run_path.name)
+        else:
+            if self.checkpoint_path is None:
+                pytest.skip("no checkpoint given: run with --checkpoint PATH")
+            session.prepare(self.session.items)
+            if session.reference_path is not None:
+                session.checkpoint(session.reference_path)  # raises the reference's error, if any
+            self.result = session.checker.evaluate(session.checkpoint(self.checkpoint_path), self.spec)
+        self._report()
+
+    def _report(self) -> None:
+        session: WeightsSession = self.config.stash[SESSION_KEY]
+        assert self.result is not None
         self.user_properties.append(("checkpoint", self.result.checkpoint))
         if self.checkpoint_path in session.steps:
             self.user_properties.append(("step", session.steps[self.checkpoint_path]))

@@ -163,6 +163,43 @@ class Checker:
             observed=dict(outcome.observed),
         )
 
+    def evaluate_run(self, run: Sequence[tuple[int, Checkpoint]], spec: AssertionSpec, label: str) -> AssertionResult:
+        """Judge a run-scope assertion on the checkpoints of a run, given as (step, checkpoint)."""
+        run = sorted(run, key=lambda sc: sc[0])
+        self.prepare((ckpt, spec) for _, ckpt in run)
+        steps, views = [], []
+        for step, ckpt in run:
+            target = self.target(ckpt, spec)
+            cid = target.identity()
+            steps.append(step)
+            views.append(
+                [
+                    TensorView(
+                        i, spec.selection.role(i.name), spec.selection.depth(i.name), self.store.get(cid, i.name)
+                    )
+                    for i in self.select(target, spec).tensors
+                ]
+            )
+        if not any(views):
+            outcome = Outcome(False, "the selection matches no tensor")
+        else:
+            outcome = spec.assertion.evaluate_run(steps, views)  # type: ignore[attr-defined]
+        return AssertionResult(
+            name=spec.name,
+            kind=spec.assertion.kind,
+            description=spec.assertion.describe(),
+            location=spec.location,
+            checkpoint=label,
+            passed=outcome.passed,
+            summary=outcome.summary,
+            deviations=outcome.deviations,
+            checked=outcome.checked,
+            skipped=outcome.skipped,
+            notes=outcome.notes,
+            selection=spec.selection.describe(),
+            observed=dict(outcome.observed),
+        )
+
 
 def _non_float_note(infos: Sequence[TensorInfo]) -> tuple[str, ...]:
     if not infos:

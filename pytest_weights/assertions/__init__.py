@@ -11,7 +11,7 @@ import pkgutil
 from .base import REGISTRY, Assertion, Deviation, Outcome, TensorView, register
 
 for _mod in pkgutil.iter_modules(__path__):
-    if _mod.name not in ("base", "groups"):
+    if _mod.name not in ("base", "groups", "series"):
         importlib.import_module(f"{__name__}.{_mod.name}")
 
 __all__ = ["REGISTRY", "Assertion", "Deviation", "Outcome", "TensorView", "register"]

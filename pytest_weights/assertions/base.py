@@ -80,6 +80,8 @@ class Assertion(ABC):
     """Base of all assertion kinds (subclasses are frozen dataclasses)."""
 
     kind: ClassVar[str]
+    #: "checkpoint": judged on one checkpoint; "run": judged on a run's series (see ``series.py``).
+    scope: ClassVar[str] = "checkpoint"
     #: False for kinds that inspect non-float tensors too (e.g. ``finite`` ignores them anyway).
     float_only: ClassVar[bool] = True
     #: True for kinds comparing each tensor with the reference checkpoint's (``TensorView.reference``).

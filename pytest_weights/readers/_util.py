@@ -28,7 +28,7 @@ OPTIMIZER_KEYS = frozenset(
 
 
 def file_identity(path: Path) -> str:
-    """``size:mtime_ns:digest`` where the digest covers the first and last 64 KiB of the file."""
+    """``path:size:mtime_ns:digest``; the digest covers the first and last 64 KiB of the file."""
     try:
         st = path.stat()
         h = hashlib.sha256()
@@ -39,7 +39,8 @@ def file_identity(path: Path) -> str:
                 h.update(f.read(_IDENTITY_SPAN))
     except OSError as e:
         raise CheckpointError(path, f"cannot read: {e.strerror or e}") from None
-    return f"{st.st_size}:{st.st_mtime_ns}:{h.hexdigest()[:16]}"
+    # the absolute path too: files written within one clock tick can share size and mtime
+    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}:{h.hexdigest()[:16]}"
 
 
 def combine_identities(parts: Iterable[str]) -> str:

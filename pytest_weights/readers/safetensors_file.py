@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
+from ._util import file_identity
 from .base import Checkpoint, TensorInfo
 
 #: safetensors dtype codes → torch dtypes.
@@ -106,9 +107,7 @@ class SafetensorsFile(Checkpoint):
         self.path = Path(path)
         self.label = label or self.path.name
         self._start, self._entries, raw = parse_header(self.path)
-        st = self.path.stat()
-        digest = hashlib.sha256(raw).hexdigest()[:16]
-        self._identity = f"{st.st_size}:{st.st_mtime_ns}:{digest}"
+        self._identity = f"{file_identity(self.path)}:{hashlib.sha256(raw).hexdigest()[:16]}"
         order = sorted(self._entries.items(), key=lambda kv: kv[1]["data_offsets"][0])
         self._infos = [TensorInfo(name, tuple(e["shape"]), DTYPES[e["dtype"]], str(self.path)) for name, e in order]
         self._fd: int | None = None

@@ -1,0 +1,118 @@
+"""Shared machinery for run-scope kinds: a statistic as a time series over checkpoints.
+
+A run-scope kind (``scope = "run"``) sees every checkpoint of a training run, ordered by
+step. :class:`Trajectory` turns the selected tensors into series of one statistic, per
+tensor, per role (median over the role's tensors) or pooled (median over all), and each
+concrete kind judges one series at a time (:meth:`Trajectory.judge`).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from ..stats import Statistic
+from ..stats.scalars import SCALARS
+from .base import Assertion, Deviation, Outcome, TensorView, fmt, suggest
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float]) -> str:
+    finite = [v for v in values if not math.isnan(v)]
+    if not finite:
+        return "?" * len(values)
+    lo, hi = min(finite), max(finite)
+    span = hi - lo or 1.0
+    return "".join("?" if math.isnan(v) else SPARK[min(7, int((v - lo) / span * 8))] for v in values)
+
+
+def show(steps: Sequence[int], values: Sequence[float], limit: int = 6) -> str:
+    """Compact series: a sparkline and a few step=value pairs (first, last, and evenly between)."""
+    n = len(values)
+    picks = sorted({round(i * (n - 1) / (limit - 1)) for i in range(limit)}) if n > limit else range(n)
+    pairs = " ".join(f"{steps[i]}:{fmt(values[i])}" for i in picks)
+    return f"{sparkline(values)} {pairs}"
+
+
+@dataclass(frozen=True)
+class Series:
+    subject: str  # tensor name, role, or "pooled"
+    steps: tuple[int, ...]
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Trajectory(Assertion):
+    """Base of run-scope kinds: ``stat`` over the run, ``per`` tensor / role / pooled."""
+
+    scope: ClassVar[str] = "run"
+    stat: str
+    per: Literal["tensor", "role", "pooled"] = "tensor"
+
+    def validate(self) -> str | None:
+        if self.stat not in SCALARS:
+            return f"unknown statistic {self.stat!r}{suggest(self.stat, SCALARS)}; known: {', '.join(SCALARS)}"
+        return None
+
+    def statistics(self) -> tuple[Statistic, ...]:
+        return (SCALARS[self.stat].statistic,)
+
+    def evaluate(self, tensors: Sequence[TensorView]) -> Outcome:
+        return Outcome(False, f"{self.kind} judges a run: pass a run directory (--checkpoint RUN_DIR)")
+
+    # -- run evaluation ---------------------------------------------------------------
+
+    def series(self, steps: Sequence[int], views: Sequence[Sequence[TensorView]]) -> list[Series]:
+        s = SCALARS[self.stat]
+        per_step = [{t.name: (t, s.read(t[s.statistic])) for t in step_views} for step_views in views]
+        names = [n for n in per_step[-1] if all(n in d for d in per_step)]
+        if self.per == "tensor":
+            return [Series(n, tuple(steps), tuple(d[n][1] for d in per_step)) for n in names]
+        groups: dict[str, list[str]] = {}
+        for n in names:
+            key = per_step[-1][n][0].role if self.per == "role" else "pooled"
+            groups.setdefault(key, []).append(n)
+        return [
+            Series(key, tuple(steps), tuple(statistics.median(d[n][1] for n in members) for d in per_step))
+            for key, members in sorted(groups.items())
+        ]
+
+    def evaluate_run(self, steps: Sequence[int], views: Sequence[Sequence[TensorView]]) -> Outcome:
+        if len(steps) < 2:
+            return Outcome(False, f"a run of {len(steps)} checkpoint(s): {self.kind} needs at least 2")
+        all_series = self.series(steps, views)
+        if not all_series:
+            return Outcome(False, "no selected tensor is present in every checkpoint of the run")
+        rows, observed = [], {}
+        for ser in all_series:
+            observed[ser.subject] = {"steps": list(ser.steps), "values": list(ser.values)}
+            problem = self.judge(ser)
+            if problem is not None:
+                observed_text, score = problem
+                rows.append(Deviation(ser.subject, observed_text, self.expected(), show(ser.steps, ser.values), score))
+        rows.sort(key=lambda d: -d.score)
+        what = f"{self.stat} {self.expected()}"
+        n = len(all_series)
+        summary = f"{len(rows)} of {n} series: {what} does not hold" if rows else f"all {n} series: {what}"
+        return Outcome(not rows, summary, tuple(rows), n, observed=observed)
+
+    def expected(self) -> str:
+        return self.kind
+
+    def describe(self) -> str:
+        return f"{self.stat} ({self.per}) over the run: {self.expected()}"
+
+    def judge(self, series: Series) -> tuple[str, float] | None:
+        """None if the series is fine, else (what was observed, badness)."""
+        raise NotImplementedError
+
+
+def relative(a: float, b: float) -> float:
+    """|a − b| / |b| (inf when b = 0 and a ≠ 0)."""
+    if b == 0:
+        return 0.0 if a == 0 else math.inf
+    return abs(a - b) / abs(b)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import save
+
 from pytest_weights.assertions.series import Series, show, sparkline
 
 STD_BY_STEP = {0: 0.020, 100: 0.030, 200: 0.036, 300: 0.040, 400: 0.0402, 500: 0.0403}  # rises, saturates

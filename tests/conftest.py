@@ -12,6 +12,10 @@ from safetensors.torch import save_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Tests run in parallel (pytest -n 2) on small tensors: one intra-op thread per process
+# avoids oversubscribing the cores (torch's thread pool stalls badly when they are busy).
+torch.set_num_threads(1)
+
 
 def transformer_like(layers: int = 6, width: int = 64, seed: int = 0, std: float = 0.02) -> dict[str, torch.Tensor]:
     """A healthy-looking state dict: Gaussian matrices per layer, biases, norms, an int buffer."""

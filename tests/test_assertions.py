@@ -18,6 +18,7 @@ from pytest_weights.assertions.groups import ranks, slope, spearman
 from pytest_weights.spec import parse_spec
 
 
+@pytest.mark.filterwarnings("ignore::scipy.stats.ConstantInputWarning")
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.integers(-5, 5), min_size=3, max_size=30), st.integers(0, 1000))
 def test_spearman_and_ranks_match_scipy(values, seed):

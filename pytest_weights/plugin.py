@@ -9,6 +9,7 @@ item, and failures render as tables.
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="weights_no_cache",
         help="do not read or write cached statistics (kept in pytest's cache dir)",
     )
+    group.addoption(
+        "--weights-json",
+        default=None,
+        metavar="PATH",
+        dest="weights_json",
+        help="write every assertion's result as JSON (for dashboards; written once, also under xdist)",
+    )
     parser.addini("weights_specs", "specs to run with --checkpoint when no paths are given", type="args")
     parser.addini("weights_device", "default for --weights-device", default="auto")
 
@@ -83,6 +91,8 @@ def pytest_configure(config: pytest.Config) -> None:
     except WeightsError as e:
         raise pytest.UsageError(str(e)) from None
     config.stash[SESSION_KEY] = session
+    if config.option.weights_json and not hasattr(config, "workerinput"):  # the xdist controller writes
+        config.pluginmanager.register(JsonReport(config, config.option.weights_json), "weights-json")
     extra = [str(p) for p in session.spec_paths]
     if session.checkpoint_paths and config.args_source != pytest.Config.ArgsSource.ARGS:
         # `pytest --checkpoint X` with no paths: run the specs, not the project's tests.
@@ -101,6 +111,42 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     except ValueError:  # e.g. a bundled spec: name it by its file name
         return SpecFile.from_parent(parent, path=file_path, nodeid=file_path.name)
     return SpecFile.from_parent(parent, path=file_path)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    if call.when == "call" and isinstance(item, WeightsItem) and item.result is not None:
+        report.weights_result = item.result.to_dict()  # travels to the xdist controller with the report
+    return report
+
+
+class JsonReport:
+    """Collects every assertion's result (from workers too) and writes ``--weights-json``."""
+
+    def __init__(self, config: pytest.Config, path: str) -> None:
+        self.config = config
+        self.path = Path(path)
+        self.results: list[dict] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        result = getattr(report, "weights_result", None)
+        if result is not None:
+            self.results.append({"nodeid": report.nodeid, **result})
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        results = sorted(self.results, key=lambda r: r["nodeid"])
+        doc = {
+            "version": 1,
+            "checkpoints": [str(p) for p in self.config.stash[SESSION_KEY].checkpoint_paths],
+            "summary": {
+                "passed": sum(r["passed"] and not r["skipped"] for r in results),
+                "failed": sum(not r["passed"] for r in results),
+                "skipped": sum(r["skipped"] for r in results),
+            },
+            "results": results,
+        }
+        self.path.write_text(json.dumps(doc, indent=2, ensure_ascii=False))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .assertions.base import Deviation
 
@@ -40,6 +42,41 @@ class AssertionResult:
             lines.extend("  " + row for row in table(self.deviations, max_rows))
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready record (the ``--weights-json`` schema, version 1; see README)."""
+        file, _, line = self.location.rpartition(":")
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "description": self.description,
+            "spec": {"file": file, "line": int(line) if line.isdigit() else None},
+            "checkpoint": self.checkpoint,
+            "passed": self.passed,
+            "skipped": self.skipped,
+            "summary": self.summary,
+            "checked": self.checked,
+            "selection": self.selection,
+            "deviations": [
+                {"tensor": d.subject, "observed": d.observed, "expected": d.expected, "tolerance": d.tolerance}
+                for d in self.deviations
+            ],
+            "notes": list(self.notes),
+            "observed": _jsonable(self.observed),
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    """Floats that JSON cannot hold (NaN, ±inf) become None; tuples become lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (int, str, bool)) or value is None:
+        return value
+    return str(value)
 
 
 def table(rows: Sequence[Deviation], max_rows: int = MAX_ROWS) -> list[str]:

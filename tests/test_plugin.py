@@ -249,3 +249,24 @@ def test_reference_must_exist(pytester, healthy, tmp_path):
     ok = run(pytester, "--checkpoint", str(healthy), "--reference", str(healthy), "-k", "finite")
     ok.assert_outcomes(passed=1)
     ok.stdout.fnmatch_lines(["*reference: *healthy.safetensors*"])
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_json_report(pytester, tmp_path, workers):
+    import json
+
+    tensors = transformer_like()
+    tensors["model.layers.1.attn.o.weight"] *= 100
+    ckpt = save(tmp_path / "bad.safetensors", tensors)
+    out = tmp_path / "report.json"
+    result = pytester.runpytest_subprocess("--checkpoint", str(ckpt), f"--weights-json={out}", *workers)
+    result.assert_outcomes(passed=4, failed=1)
+    doc = json.loads(out.read_text())
+    assert doc["version"] == 1 and doc["summary"] == {"passed": 4, "failed": 1, "skipped": 0}
+    by_name = {r["name"]: r for r in doc["results"]}
+    bad = by_name["consistent-with-siblings"]
+    assert not bad["passed"] and bad["spec"]["file"].endswith("default.weights.yaml") and bad["spec"]["line"] > 0
+    assert bad["deviations"][0]["tensor"] == "model.layers.1.attn.o.weight"
+    assert set(by_name["bell-shaped"]["observed"]) == {
+        n for n, t in tensors.items() if t.ndim == 2 and t.numel() >= 4096
+    }

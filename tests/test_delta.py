@@ -107,3 +107,12 @@ def test_plugin_reference_option_runs_delta_assertions(pytester, tmp_path):
     without = pytester.runpytest("ft.weights.yaml", "--checkpoint", str(f), "-p", "no:cacheprovider")
     without.assert_outcomes(failed=4)
     without.stdout.fnmatch_lines(["*needs a reference checkpoint*", "*pass --reference*"])
+
+
+def test_bundled_finetune_delta_spec(tmp_path):
+    base = transformer_like(layers=6, width=96)
+    b, f = save(tmp_path / "base.safetensors", base), save(tmp_path / "ft.safetensors", finetuned(base))
+    assert check(f, "finetune-delta", device="cpu", reference=b).passed
+    shrunk = {k: v * 0.9 if k.endswith("attn.q.weight") else v for k, v in finetuned(base).items()}
+    report = check(save(tmp_path / "shrunk.safetensors", shrunk), "finetune-delta", device="cpu", reference=b)
+    assert "widens" in {r.name for r in report.failures}

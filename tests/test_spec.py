@@ -99,3 +99,13 @@ def test_bundled_specs_load_cleanly():
 def test_unknown_bundled_name():
     with pytest.raises(SpecError, match="did you mean 'default'"):
         load_spec("defualt")
+
+
+def test_spec_reference_doc_is_generated_from_the_registry():
+    from conftest import ROOT
+
+    from pytest_weights.reference_docs import kinds_markdown
+
+    assert (ROOT / "docs" / "kinds.md").read_text() == kinds_markdown(), (
+        "docs/kinds.md is stale: python -m pytest_weights.reference_docs > docs/kinds.md"
+    )

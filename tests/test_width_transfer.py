@@ -143,3 +143,9 @@ def test_norm_profile_and_histogram_against_numpy():
     h = v[StdEntryHistogram("rms")]
     assert sum(h.counts) == 2000
     assert hist_distances(h, h) == (0.0, 0.0)
+
+
+def test_bundled_width_transfer_spec(trained):
+    assert check(trained["grown"], "width-transfer", device="cpu", reference=trained["narrow"]).passed
+    bad = check(trained["uniform"], "width-transfer", device="cpu", reference=trained["narrow"])
+    assert "entries-follow-reference" in {r.name for r in bad.failures}

@@ -1,0 +1,50 @@
+"""The spec reference (docs/kinds.md), generated from the assertion registry and the
+statistics table, so the documentation cannot drift from what the loader accepts."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+
+from .assertions import REGISTRY
+from .assertions.base import _typename, params
+from .stats.scalars import SCALARS
+
+
+def _default(f: dataclasses.Field) -> str:
+    if f.default is not dataclasses.MISSING:
+        return repr(f.default).replace("'", "")
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return repr(f.default_factory()).replace("'", "")  # type: ignore[misc]
+    return "**required**"
+
+
+def kinds_markdown() -> str:
+    """Markdown: every assertion kind with its description and parameters, then statistics."""
+    out = [
+        "# Spec reference",
+        "",
+        "Generated from the registry by `python -m pytest_weights.reference_docs` (a test keeps it current).",
+        "Every assertion entry takes `name`, `kind`, `select` (see README) and `view` (`weights`, or `delta`:",
+        "ΔW = W − W_ref against `--reference`, or B·A of a LoRA adapter), plus the parameters below.",
+        "",
+    ]
+    for kind in sorted(REGISTRY):
+        cls = REGISTRY[kind]
+        hints = typing.get_type_hints(cls)
+        scope = " (run scope: judged over a run's checkpoints)" if cls.scope == "run" else ""
+        ref = " (needs `--reference`)" if cls.needs_reference else ""
+        out += [f"## `{kind}`{scope}{ref}", "", inspect.cleandoc(cls.__doc__ or ""), ""]
+        fields = params(cls)
+        if fields:
+            out += ["| parameter | type | default |", "|---|---|---|"]
+            out += [f"| `{f.name}` | {_typename(hints[f.name])} | {_default(f)} |" for f in fields]
+            out.append("")
+    out += ["# Statistics (`stat:`)", "", "| name | definition |", "|---|---|"]
+    out += [f"| `{s.name}` | {s.description} |" for s in SCALARS.values()]
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(kinds_markdown(), end="")

@@ -15,6 +15,7 @@ it is as far from a Gaussian as can be.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -41,6 +42,12 @@ class KSResult(NamedTuple):
     n: int
     exact: bool
     error_bound: float  # 0 when exact
+
+
+@functools.lru_cache(maxsize=16)
+def _edge_cdf(bins: int, span: float) -> torch.Tensor:
+    """Φ at the grid edges (float64, read-only: shared between tensors of similar size)."""
+    return torch.special.ndtr(StdHistogram(bins, span).edges(bins))
 
 
 def _finite(block: torch.Tensor, m) -> torch.Tensor:
@@ -104,7 +111,7 @@ class StdHistogram(Statistic):
         n = int(counts.sum())
         if n == 0:
             return HistogramResult(counts, 0, 1.0, torch.zeros_like(counts, dtype=torch.bool), 0)
-        cdf_edges = torch.special.ndtr(self.edges(len(counts) - 2))  # Φ at each edge
+        cdf_edges = _edge_cdf(len(counts) - 2, self.span)  # Φ at each edge
         before = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])  # #values < edge
         f_edge = before.to(torch.float64) / n
         lower = float((f_edge - cdf_edges).abs().max())
@@ -168,7 +175,7 @@ class KSNormal(Statistic):
 
 
 def _upper_bound(h: HistogramResult, hist: StdHistogram) -> float:
-    cdf_edges = torch.special.ndtr(hist.edges(len(h.counts) - 2))
+    cdf_edges = _edge_cdf(len(h.counts) - 2, hist.span)
     before = torch.cat([torch.zeros(1, dtype=torch.int64), h.counts.cumsum(0)])
     f = before.to(torch.float64) / h.n
     upper = torch.maximum(f[1:] - cdf_edges[:-1], cdf_edges[1:] - f[:-1])

@@ -1,0 +1,472 @@
+"""The ``pytest-weights`` command: validate specs, inspect a checkpoint, list bundled specs.
+
+::
+
+    pytest-weights validate specs/*.weights.yaml     # OK path (N assertions) | file:line: message
+    pytest-weights inspect model.safetensors         # per-tensor table of statistics
+    pytest-weights inspect model.safetensors --roles --stats std,ks --json
+    pytest-weights specs                             # bundled specs
+
+Statistics are computed by the same one-pass engine as the pytest plugin and share its
+persistent cache (``.pytest_cache/d/pytest-weights``), so inspecting a checkpoint that
+``pytest --checkpoint`` already checked reads nothing it does not have to.
+
+Exit codes: 0 success; 1 ``validate`` found invalid specs; 2 usage error or a checkpoint
+or spec that cannot be read (one line ``pytest-weights: error: …`` on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import __version__
+from .errors import SpecError, WeightsError
+
+PROG = "pytest-weights"
+#: Statistics shown when ``--stats`` is not given (those present in SCALARS, in this order).
+DEFAULT_STATS = ("mean", "std", "absmax", "kurtosis", "ks", "weibull_k", "weibull_lambda")
+#: Where the pytest plugin keeps its statistics: ``config.cache.mkdir("pytest-weights")``.
+DEFAULT_CACHE_DIR = Path(".pytest_cache") / "d" / "pytest-weights"
+ID_COLUMNS = ("name", "shape", "dtype", "role", "depth")
+
+
+class CliError(Exception):
+    """A usage problem reported as one line, exit status 2."""
+
+
+# ---------------------------------------------------------------------------- arguments
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .stats.scalars import SCALARS
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Check and inspect the statistics of neural-network checkpoint weights.",
+        epilog="Exit status: 0 ok, 1 invalid spec (validate), 2 usage error or unreadable file.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "validate",
+        help="check spec files without a checkpoint",
+        description="Load each spec and report every error as file:line: message.",
+    )
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="spec file or bundled spec name")
+
+    p = sub.add_parser(
+        "inspect",
+        help="per-tensor statistics of a checkpoint",
+        description="A table of every tensor of CHECKPOINT with its role, depth and scalar statistics, "
+        "computed in one streamed pass (cached like the pytest plugin's).",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint file or model directory")
+    p.add_argument(
+        "--stats",
+        metavar="NAMES",
+        help=f"comma-separated statistics, or 'all' (default: {','.join(stat_names(None))}; "
+        f"available: {', '.join(SCALARS)})",
+    )
+    p.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="only tensors whose name matches GLOB ('*' matches dots too); repeatable",
+    )
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print a JSON list of objects (NaN as null)")
+    fmt.add_argument("--csv", action="store_true", help="print CSV with a header row")
+    p.add_argument("--roles", action="store_true", help="one row per role: count, depths, median of each statistic")
+    p.add_argument("--device", default="auto", metavar="DEVICE", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write cached statistics")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"where cached statistics live (default: {DEFAULT_CACHE_DIR}, shared with the pytest plugin)",
+    )
+
+    sub.add_parser("specs", help="list bundled specs", description="List the specs shipped with pytest-weights.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, usage errors: return instead of exiting
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    try:
+        if args.command == "validate":
+            return cmd_validate(args.specs)
+        if args.command == "inspect":
+            return cmd_inspect(args)
+        return cmd_specs()
+    except BrokenPipeError:  # e.g. `pytest-weights inspect m.safetensors | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except (WeightsError, CliError, OSError) as e:
+        return _error(str(e))
+    except KeyboardInterrupt:
+        _clear_progress()
+        return 130
+
+
+def _error(message: str) -> int:
+    _clear_progress()
+    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
+
+
+# ---------------------------------------------------------------------------- validate
+
+
+def cmd_validate(refs: Sequence[str]) -> int:
+    from .spec import load_spec, resolve_spec
+
+    status = 0
+    for ref in refs:
+        try:
+            path = resolve_spec(ref)
+        except SpecError as e:  # not a file nor a bundled name: nothing to validate
+            _error(str(e))
+            status = 2
+            continue
+        try:
+            spec = load_spec(path)
+        except SpecError as e:
+            print(e)
+            status = max(status, 1)
+            continue
+        if spec.errors:
+            for err in spec.errors:
+                print(err)
+            status = max(status, 1)
+        else:
+            n = len(spec.assertions)
+            print(f"OK {spec.path} ({n} assertion{'s' if n != 1 else ''})")
+    return status
+
+
+# ---------------------------------------------------------------------------- specs
+
+
+def cmd_specs() -> int:
+    from .spec import bundled_specs, load_spec
+
+    rows = []
+    for name, path in bundled_specs().items():
+        try:
+            description = load_spec(path).description
+        except SpecError as e:
+            description = f"(invalid: {e})"
+        rows.append((name, str(path), description))
+    print_table(("name", "path", "description"), rows, sys.stdout)
+    return 0
+
+
+# ---------------------------------------------------------------------------- inspect
+
+
+@dataclass
+class Row:
+    """One tensor of the inspected checkpoint and its statistics (None: not computed)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    role: str
+    depth: int | None
+    group: str
+    values: dict[str, float | None] = field(default_factory=dict)
+
+
+def stat_names(spec: str | None) -> list[str]:
+    """The statistics to show: ``--stats`` validated against SCALARS, or the defaults present."""
+    from .assertions.base import suggest
+    from .stats.scalars import SCALARS
+
+    if spec is None:
+        return [s for s in DEFAULT_STATS if s in SCALARS]
+    if spec.strip() == "all":
+        return list(SCALARS)
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:
+        raise CliError("--stats: no statistic given")
+    for name in names:
+        if name not in SCALARS:
+            raise CliError(
+                f"--stats: unknown statistic {name!r}{suggest(name, SCALARS)}; available: {', '.join(SCALARS)}"
+            )
+    return list(dict.fromkeys(names))
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    names = stat_names(args.stats)
+    rows, label = inspect_checkpoint(
+        args.checkpoint,
+        names,
+        include=args.include,
+        device=args.device,
+        cache_dir=None if args.no_cache else (args.cache_dir or DEFAULT_CACHE_DIR),
+    )
+    if args.include and not rows:
+        raise CliError(f"{label}: no tensor matches --include {' '.join(args.include)}")
+    if args.roles:
+        columns, records = role_records(rows, names)
+    else:
+        columns, records = tensor_records(rows, names, table=not (args.json or args.csv))
+    if args.json:
+        json.dump([{c: _json_value(r[c]) for c in columns} for r in records], sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    elif args.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([_csv_value(c, r[c]) for c in columns] for r in records)
+    else:
+        print_table(columns, [[_text_value(c, r[c]) for c in columns] for r in records], sys.stdout)
+    return 0
+
+
+def inspect_checkpoint(
+    path: str | Path,
+    names: Sequence[str],
+    include: Sequence[str] = (),
+    device: str = "auto",
+    cache_dir: str | Path | None = None,
+) -> tuple[list[Row], str]:
+    """Every tensor of the checkpoint at ``path`` (matching ``include``) with the scalar
+    statistics ``names``, computed in one pass; returns (rows, checkpoint label)."""
+    from .cache import StatCache
+    from .device import resolve_device
+    from .engine import StatStore, compute_pass
+    from .readers import open_checkpoint
+    from .selection import Selection
+    from .stats.scalars import SCALARS
+
+    try:
+        dev = resolve_device(device)
+    except WeightsError as e:
+        raise CliError(str(e).replace("--weights-device", "--device")) from None
+    scalars = [SCALARS[n] for n in names]
+    wanted = list(dict.fromkeys(s.statistic for s in scalars))
+    cache = StatCache(cache_dir) if cache_dir is not None else None
+    selection = Selection()
+    store = StatStore()
+    with open_checkpoint(path) as ckpt:
+        cid = ckpt.identity()
+        infos = [i for i in ckpt.tensors() if not include or any(fnmatchcase(i.name, g) for g in include)]
+        requests = {i.name: wanted for i in infos if i.is_float and i.numel > 0}
+        if cache is not None:
+            _load_cached(cache, cid, requests, store)
+        progress = _progress if sys.stderr.isatty() else None
+        done = compute_pass(ckpt, requests, store, dev, progress)
+        if cache is not None and done.tensors_done:
+            if Path(cache_dir) == DEFAULT_CACHE_DIR:
+                _ensure_pytest_cache_root(DEFAULT_CACHE_DIR.parent.parent)
+            with contextlib.suppress(OSError):  # a read-only directory: nothing is cached
+                cache.save(cid, {n: {s: store.get(cid, n)[s] for s in w} for n, w in requests.items()})
+        rows = []
+        for info in infos:
+            row = Row(
+                info.name,
+                tuple(info.shape),
+                info.dtype_name,
+                selection.role(info.name),
+                selection.depth(info.name),
+                info.group,
+            )
+            if info.name in requests:
+                computed = store.get(cid, info.name)
+                row.values = {s.name: s.read(computed[s.statistic]) for s in scalars}
+            rows.append(row)
+        return rows, ckpt.label
+
+
+def _load_cached(cache: Any, cid: str, requests: Mapping[str, Sequence[Any]], store: Any) -> None:
+    """Put cached values into ``store`` for the tensors whose requested statistics are all cached.
+
+    A tensor with only some of them cached is recomputed whole: ``reduce_tensor`` cannot yet
+    take part of a dependency chain as known (``stages`` fails on a requirement that is
+    neither known nor to compute, e.g. KS's histogram when only Moments is cached).
+    """
+    for name, values in cache.load(cid, requests).items():
+        if all(s in values for s in requests[name]):
+            store.put(cid, name, values)
+
+
+def _ensure_pytest_cache_root(root: Path) -> None:
+    """Create ``.pytest_cache`` as pytest does (with a ``.gitignore``), so it is never committed."""
+    if root.exists():
+        return
+    try:
+        root.mkdir(parents=True)
+        (root / ".gitignore").write_text("# Created by pytest automatically.\n*\n", encoding="utf-8")
+        (root / "CACHEDIR.TAG").write_text(
+            "Signature: 8a477f597d28d172789f06886806bc55\n"
+            "# This file is a cache directory tag created by pytest.\n"
+            "# For information about cache directory tags, see:\n"
+            "#\thttps://bford.info/cachedir/spec.html\n",
+            encoding="utf-8",
+        )
+    except OSError:
+        pass  # a read-only directory: the cache then simply does not save
+
+
+def tensor_records(
+    rows: Sequence[Row], names: Sequence[str], table: bool = False
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Columns and one record per tensor; the table shows ``group`` only when optimizer
+    state is present, JSON and CSV always have it."""
+    columns = list(ID_COLUMNS)
+    if not table or any(r.group != "weights" for r in rows):
+        columns.append("group")
+    columns += names
+    records = []
+    for r in rows:
+        rec: dict[str, Any] = {"name": r.name, "shape": list(r.shape), "dtype": r.dtype, "role": r.role}
+        rec.update(depth=r.depth, group=r.group)
+        rec.update({n: r.values.get(n) for n in names})
+        records.append(rec)
+    return columns, records
+
+
+def role_records(rows: Sequence[Row], names: Sequence[str]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Rows grouped by role (in storage order of first appearance); medians over finite values."""
+    groups: dict[str, list[Row]] = {}
+    for r in rows:
+        groups.setdefault(r.role, []).append(r)
+    records = []
+    for role, members in groups.items():
+        rec: dict[str, Any] = {
+            "role": role,
+            "count": len(members),
+            "depths": sorted({m.depth for m in members if m.depth is not None}),
+        }
+        for n in names:
+            finite = [v for m in members if (v := m.values.get(n)) is not None and math.isfinite(v)]
+            computed = any(m.values.get(n) is not None for m in members)
+            rec[n] = statistics.median(finite) if finite else (math.nan if computed else None)
+        records.append(rec)
+    return ["role", "count", "depths", *names], records
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None  # JSON has no NaN/Inf
+    return v
+
+
+def _csv_value(column: str, v: Any) -> Any:
+    if isinstance(v, float):
+        return repr(v)  # round-trips exactly; nan/inf parse with float()
+    return _text_value(column, v)
+
+
+def _text_value(column: str, v: Any) -> str:
+    if v is None:
+        return ""
+    if column == "shape":
+        return "x".join(map(str, v)) if v else "()"
+    if column == "depths":
+        return _ranges(v)
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.7g}"
+    return str(v)
+
+
+def _ranges(values: Sequence[int]) -> str:
+    """``[0, 1, 2, 5]`` → ``0-2,5``."""
+    spans: list[list[int]] = []
+    for v in sorted(values):
+        if spans and v == spans[-1][1] + 1:
+            spans[-1][1] = v
+        else:
+            spans.append([v, v])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    """Left-aligned text columns, right-aligned numbers, a dashed rule under the header."""
+    cells = [list(map(str, header)), *[list(map(str, r)) for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    numeric = [
+        all(_is_number(r[i]) for r in cells[1:] if r[i]) and any(r[i] for r in cells[1:]) for i in range(len(header))
+    ]
+
+    def line(r: Sequence[str]) -> str:
+        parts = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric, strict=True)]
+        return "  ".join(parts).rstrip()
+
+    out.write(line(cells[0]) + "\n")
+    out.write("  ".join("-" * w for w in widths) + "\n")
+    for r in cells[1:]:
+        out.write(line(r) + "\n")
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------- progress
+
+_live = False
+_last_write = 0.0
+
+
+def _progress(p: Any) -> None:
+    """One rewritten status line on stderr, at most 10 times a second (only installed
+    when stderr is a TTY)."""
+    global _live, _last_write
+    if p.tensors_total == 0:
+        return
+    if p.finished:
+        _clear_progress()
+        return
+    now = time.monotonic()
+    if _live and now - _last_write < 0.1:
+        return
+    _last_write = now
+    rate = p.bytes_done / p.seconds / 1e9 if p.seconds > 0 else 0.0
+    sys.stderr.write(
+        f"\r\x1b[K{PROG}: {p.checkpoint}: {p.tensors_done}/{p.tensors_total} tensors, "
+        f"{p.bytes_done / 1e9:.2f}/{p.bytes_total / 1e9:.2f} GB, {rate:.2f} GB/s"
+    )
+    sys.stderr.flush()
+    _live = True
+
+
+def _clear_progress() -> None:
+    global _live
+    if _live:
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
+        _live = False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

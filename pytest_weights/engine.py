@@ -81,7 +81,7 @@ def reduce_tensor(
     """
     device = torch.device(device)
     values: dict[Statistic, Any] = dict(known or {})
-    todo = [s for s in closure(list(stats)) if s not in values]
+    todo = closure(list(stats), known=values)
     if not todo:
         return values
     single = tensor.numel() <= chunk_elements

@@ -101,6 +101,14 @@ def pytest_configure(config: pytest.Config) -> None:
         config.args = [*config.args, *(p for p in extra if p not in config.args)]
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """The one pass, before the first item runs (so item durations exclude it)."""
+    weights = session.config.stash.get(SESSION_KEY, None)
+    if weights is not None and not session.config.option.collectonly and weights.checkpoint_paths:
+        weights.prepare(session.items)
+
+
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     session = parent.config.stash.get(SESSION_KEY, None)
     named = session is not None and file_path.resolve() in session.spec_paths
@@ -261,23 +269,29 @@ class WeightsSession:
 
     def _progress(self, p: PassProgress) -> None:
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
-        if tr is None or not getattr(tr, "isatty", False) or p.tensors_total == 0:
+        if tr is None or not tr.isatty or p.tensors_total == 0:
             return
-        if not self._live:
-            tr.write("\n")
-            self._live = True
         rate = p.bytes_done / p.seconds / 1e9 if p.seconds > 0 else 0.0
-        tr.rewrite(
-            f"pytest-weights: {p.checkpoint}: {p.tensors_done}/{p.tensors_total} tensors, "
-            f"{p.bytes_done / 1e9:.2f}/{p.bytes_total / 1e9:.2f} GB, {rate:.2f} GB/s",
-            erase=True,
-        )
+        with self._terminal():
+            if not self._live:
+                tr.write("\n")
+                self._live = True
+            tr.rewrite(
+                f"pytest-weights: {p.checkpoint}: {p.tensors_done}/{p.tensors_total} tensors, "
+                f"{p.bytes_done / 1e9:.2f}/{p.bytes_total / 1e9:.2f} GB, {rate:.2f} GB/s",
+                erase=True,
+            )
 
     def _end_live(self) -> None:
         if self._live:
-            tr = self.config.pluginmanager.get_plugin("terminalreporter")
-            tr.write("\n")
+            with self._terminal():
+                self.config.pluginmanager.get_plugin("terminalreporter").write("\n")
             self._live = False
+
+    def _terminal(self) -> contextlib.AbstractContextManager:
+        """Output capture suspended, so the live line reaches the terminal."""
+        capman = self.config.pluginmanager.get_plugin("capturemanager")
+        return capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext()
 
     def summary_lines(self) -> list[str]:
         lines = []

@@ -101,3 +101,20 @@ def test_xdist_gives_identical_results(pytester, tmp_path):
         return sorted(line for line in lines if ("model.layers." in line and "×" in line) or "-1.1" in line)
 
     assert failures("-n", "2") == failures("-p", "no:xdist")
+
+
+def test_partly_cached_statistics_are_completed(tmp_path, reads):
+    from pytest_weights.spec import parse_spec
+
+    ckpt = save(tmp_path / "m.safetensors", transformer_like())
+    std_only = parse_spec("assertions:\n  - {kind: stat_range, stat: std, min: 0}\n", "a.weights.yaml")
+    check(ckpt, std_only, cache_dir=tmp_path / "cache")  # caches Moments only
+    both = check(ckpt, "default", cache_dir=tmp_path / "cache")  # KS needs the cached Moments' histogram
+    assert both.passed
+    weibull = parse_spec("assertions:\n  - {kind: weibull, r2_min: 0.5, select: {min_ndim: 2}}\n", "w.weights.yaml")
+    reads.clear()
+    again = check(ckpt, weibull, cache_dir=tmp_path / "cache")
+    assert reads
+    reads.clear()
+    assert check(ckpt, weibull, cache_dir=tmp_path / "cache").results[0].observed == again.results[0].observed
+    assert reads == []  # Weibull results are cacheable too

@@ -54,10 +54,11 @@ class Statistic(ABC):
         return repr(self)
 
 
-def closure(stats: set[Statistic] | list[Statistic]) -> list[Statistic]:
-    """``stats`` plus everything they require, dependencies first (topological order)."""
+def closure(stats: set[Statistic] | list[Statistic], known: Mapping[Statistic, Any] | None = None) -> list[Statistic]:
+    """``stats`` plus everything they require, dependencies first (topological order);
+    statistics in ``known`` (already computed) are left out and not descended into."""
     order: list[Statistic] = []
-    seen: set[Statistic] = set()
+    seen: set[Statistic] = set(known or ())
 
     def visit(s: Statistic) -> None:
         if s in seen:
@@ -75,8 +76,8 @@ def closure(stats: set[Statistic] | list[Statistic]) -> list[Statistic]:
 def stages(stats: list[Statistic]) -> list[list[Statistic]]:
     """Group a topologically ordered closure into sweeps: each needs only earlier sweeps."""
     level: dict[Statistic, int] = {}
-    for s in stats:
-        level[s] = 1 + max((level[d] for d in s.requires()), default=-1)
+    for s in stats:  # requirements outside ``stats`` are already known: level −1
+        level[s] = 1 + max((level.get(d, -1) for d in s.requires()), default=-1)
     out: list[list[Statistic]] = [[] for _ in range(1 + max(level.values(), default=-1))]
     for s in stats:
         out[level[s]].append(s)

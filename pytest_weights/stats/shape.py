@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 import torch
 
-from .base import Deps, Statistic
+from .base import Deps, Statistic, cacheable
 from .moments import Moments, MomentsResult
 
 #: Shape of a Gaussian, for reference: P(|z| < 0.1) and P(0.1 ≤ |z| < 0.2).
@@ -40,6 +40,7 @@ GAUSSIAN_NEAR_ZERO = 0.0796557
 GAUSSIAN_SHELL = 0.0788637
 
 
+@cacheable
 class ShapeResult(NamedTuple):
     n: int
     near_zero: float  # fraction with |z| < 0.1

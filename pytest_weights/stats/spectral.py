@@ -40,7 +40,7 @@ from typing import Literal, NamedTuple
 
 import torch
 
-from .base import Deps, Statistic
+from .base import Deps, Statistic, cacheable
 
 EVALS_THRESH = 1e-5  # WeightWatcher's EVALS_THRESH
 SMALL_N_CUTOFF = 20  # WeightWatcher's SMALL_N_CUTOFF
@@ -56,6 +56,7 @@ class PowerLawFit(NamedTuple):
     n: int  # eigenvalues > 1e−5 that were fitted
 
 
+@cacheable
 class SpectralResult(NamedTuple):
     rows: int
     cols: int

@@ -44,7 +44,7 @@ from typing import Literal, NamedTuple
 
 import torch
 
-from .base import Deps, Statistic
+from .base import Deps, Statistic, cacheable
 from .moments import Moments
 
 Protocol = Literal["mid_80", "mid_90", "full_range", "mle"]
@@ -133,6 +133,7 @@ class LogAbsHistogram(Statistic):
         return LogAbsHistogramResult(counts, n, zeros, below, above, nonfinite, n + zeros + below + above)
 
 
+@cacheable
 class WeibullResult(NamedTuple):
     """Weibull(k, λ) of |w|: shape k, scale λ, R² of the plot line, KS; NaN when not ``ok``."""
 

@@ -135,7 +135,9 @@ def test_transpose_permutation_and_scale(rows, cols, seed, c):
     scaled = spectral(t * c)
     assert scaled.spectral_norm == pytest.approx(c * base.spectral_norm, rel=1e-10)
     assert scaled.stable_rank == pytest.approx(base.stable_rank, rel=1e-10)
-    assert scaled.alpha == pytest.approx(base.alpha, rel=1e-8)  # all λ ≫ 1e-5: α is scale-free
+    smallest = min(np.linalg.svd((t * c).numpy(), compute_uv=False)) ** 2
+    if smallest > 1e-4:  # α is scale-free only while no eigenvalue nears the 1e-5 cut-off
+        assert scaled.alpha == pytest.approx(base.alpha, rel=1e-8)
 
 
 # ---------------------------------------------------------------- WeightWatcher's α

@@ -270,3 +270,15 @@ def test_json_report(pytester, tmp_path, workers):
     assert set(by_name["bell-shaped"]["observed"]) == {
         n for n, t in tensors.items() if t.ndim == 2 and t.numel() >= 4096
     }
+
+
+def test_html_report_option(pytester, tmp_path):
+    tensors = transformer_like()
+    tensors["model.layers.1.attn.o.weight"] *= 100
+    ckpt = save(tmp_path / "bad.safetensors", tensors)
+    out = tmp_path / "report.html"
+    result = run(pytester, "--checkpoint", str(ckpt), f"--weights-report={out}")
+    result.assert_outcomes(passed=4, failed=1)
+    html = out.read_text()
+    assert "consistent-with-siblings" in html and "model.layers.1.attn.o.weight" in html
+    assert html.count("<svg") >= 1

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import torch
 
+from . import kernels
 from .base import Deps, Statistic, cacheable
 from .moments import Moments
 
@@ -86,8 +87,7 @@ class StdHistogram(Statistic):
         scale = bins / (2 * self.span)
         a = torch.tensor(scale / m.std, dtype=x.dtype, device=x.device)
         b = torch.tensor((self.span - m.mean / m.std) * scale + 1, dtype=x.dtype, device=x.device)
-        u = torch.addcmul(b, x, a).clamp_(0, bins + 1)
-        return u.to(torch.int32)
+        return kernels.bin_index(x, a, b, bins + 1)
 
     def reduce(self, block: torch.Tensor, deps: Deps) -> torch.Tensor:
         m = deps[Moments()]

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from . import kernels
 from .base import Deps, Statistic, cacheable
 
 
@@ -66,17 +67,13 @@ class Moments(Statistic):
         if n == 0:
             return EMPTY._replace(nan=nan, inf=inf, numel=numel)
         c = (s1 / n).to(x.dtype)
-        d = x - c
-        d2 = d * d
-        lo, hi = torch.aminmax(x)
-        sums = torch.stack([d.sum(), d2.sum(), (d2 * d).sum(), (d2 * d2).sum()]).double()
-        t1, t2, t3, t4 = sums.tolist()
+        t1, t2, t3, t4, lo, hi = kernels.central_sums(x, c).tolist()
         delta = t1 / n  # correct the centre from c to the exact mean
         m2 = t2 - n * delta**2
         m3 = t3 - 3 * delta * t2 + 2 * n * delta**3
         m4 = t4 - 4 * delta * t3 + 6 * delta**2 * t2 - 3 * n * delta**4
         mean = float(c) + delta
-        return MomentsState(n, mean, max(m2, 0.0), m3, max(m4, 0.0), float(lo), float(hi), nan, inf, numel)
+        return MomentsState(n, mean, max(m2, 0.0), m3, max(m4, 0.0), lo, hi, nan, inf, numel)
 
     def merge(self, a: MomentsState, b: MomentsState) -> MomentsState:
         if a.n == 0 or b.n == 0:

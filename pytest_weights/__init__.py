@@ -6,6 +6,7 @@ tensors) → :mod:`.stats` via :mod:`.engine` (one streamed pass) → :mod:`.ass
 """
 
 from .errors import CheckpointError, SpecError, WeightsError
+from .gate import WeightsGate, WeightsGateError
 from .readers import Checkpoint, TensorInfo, open_checkpoint
 from .report import AssertionResult, Report
 from .runner import Checker, check
@@ -21,6 +22,8 @@ __all__ = [
     "SpecError",
     "TensorInfo",
     "WeightsError",
+    "WeightsGate",
+    "WeightsGateError",
     "check",
     "load_spec",
     "open_checkpoint",

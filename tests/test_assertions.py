@@ -105,3 +105,9 @@ def test_check_in_memory_module_and_state_dict():
     report = check(model.state_dict(), device="cpu")
     assert [r.name for r in report.failures] == ["not-flat"]
     assert report.failures[0].deviations[0].subject == "layers.2.weight"
+
+
+def test_sibling_consistency_with_an_all_nan_role(tmp_path):
+    t = {f"model.layers.{i}.w": torch.full((8, 8), float("nan")) for i in range(3)}
+    r = run(tmp_path, t, "assertions:\n  - {kind: sibling_consistency}\n").results[0]
+    assert not r.passed and len(r.deviations) == 3

@@ -50,7 +50,8 @@ class SiblingConsistency(Assertion):
             if len(group) < self.min_siblings:
                 continue
             values = {t.name: s.read(t[s.statistic]) for t in group}
-            med = median(v for v in values.values() if not math.isnan(v))
+            finite = [v for v in values.values() if not math.isnan(v)]
+            med = median(finite) if finite else math.nan  # all NaN: every tensor deviates
             judged += len(group)
             for name, v in values.items():
                 ratio = v / med if med else (1.0 if v == 0 else math.inf)

@@ -1,0 +1,150 @@
+"""Hugging Face ``Trainer`` integration: check every checkpoint as it is saved, stop on failure.
+
+>>> from pytest_weights.integrations.huggingface import WeightsGateCallback
+>>> trainer = Trainer(model, args, train_dataset=ds, callbacks=[WeightsGateCallback("default")])
+
+On each ``on_save`` the callback checks the checkpoint just written
+(``args.output_dir/checkpoint-{state.global_step}``) with a :class:`~pytest_weights.gate.WeightsGate`.
+On failure the report is logged and, by ``on_failure``: ``"stop"`` (default) sets
+``control.should_training_stop`` so the Trainer ends after this step, ``"raise"`` raises
+:class:`~pytest_weights.gate.WeightsGateError` out of ``trainer.train()``, ``"warn"`` only logs.
+Run-scope assertions are judged over the checkpoints saved so far (the gate keeps their
+statistics, so ``save_total_limit`` deleting old checkpoints does not matter); deferred
+end-of-run kinds (``saturates``, ``final_range``) are judged at ``on_train_end``.
+
+In distributed training the world's process zero (which wrote the checkpoint) checks it and
+the verdict is shared with every process (``all_reduce``), so all of them stop together.
+
+Needs ``pip install 'pytest-weights[huggingface]'``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import check_on_failure, missing_extra
+
+try:
+    from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise missing_extra("transformers", "huggingface", e) from e
+
+from ..gate import DEFER_KINDS, WeightsGate, WeightsGateError
+from ..report import Report
+from ..spec import Spec
+
+
+class WeightsGateCallback(TrainerCallback):
+    """A ``TrainerCallback`` that gates training on the health of each saved checkpoint.
+
+    ``spec``, ``device``, ``cache_dir``, ``reference``, ``defer``: as for
+    :class:`~pytest_weights.gate.WeightsGate` (or pass a ready ``gate``: its ``on_failure``
+    becomes ``"return"``, the callback acting on failures).
+    ``on_failure``: ``"stop"``, ``"raise"`` or ``"warn"``. ``logger``: a logger or its name.
+
+    After training, ``reports`` maps each checked step to its :class:`Report` and
+    ``failed_step`` is the first step that failed (None if none did).
+    """
+
+    def __init__(
+        self,
+        spec: str | Path | Spec = "default",
+        device: str = "auto",
+        on_failure: str = "stop",
+        cache_dir: str | Path | None = None,
+        logger: logging.Logger | str | None = None,
+        reference: str | Path | None = None,
+        defer: Collection[str] = DEFER_KINDS,
+        gate: WeightsGate | None = None,
+    ) -> None:
+        self.on_failure = check_on_failure(on_failure)
+        self.gate = gate or WeightsGate(
+            spec,
+            device=device,
+            on_failure="return",
+            cache_dir=cache_dir,
+            logger=logger,
+            reference=reference,
+            defer=defer,
+        )
+        self.gate.on_failure = "return"  # the callback decides what a failure does
+        self.logger = self.gate.logger
+        self.reports: dict[int, Report] = {}
+        self.failed_step: int | None = None
+
+    def checkpoint_dir(self, args: TrainingArguments, state: TrainerState) -> Path:
+        """The directory the Trainer saved the checkpoint of this step to."""
+        return Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> TrainerControl:
+        step = state.global_step
+        report, error = None, None
+        if state.is_world_process_zero:
+            path = self.checkpoint_dir(args, state)
+            if not path.is_dir():
+                self.logger.warning("weights gate: no checkpoint at %s (step %d): not checked", path, step)
+            else:
+                try:
+                    report = self.gate.check(path, step=step)
+                except Exception as e:  # shared with the other processes first, then re-raised
+                    error = e
+        failed = _any_process(error is not None or (report is not None and not report.passed), args.device)
+        if error is not None:
+            raise error
+        if report is not None:
+            self.reports[step] = report
+        if failed:
+            self._failed(step, report)
+            if self.on_failure != "warn":  # ("raise" raised on process zero: the others stop)
+                control.should_training_stop = True
+        return control
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> TrainerControl:
+        # deferred end-of-run kinds (saturates, final_range) on the checkpoints saved
+        if self.failed_step is None and state.is_world_process_zero and self._has_deferred():
+            report = self.gate.finish()
+            if not report.passed:
+                self._failed(max(self.gate.steps), report, stopping=False)
+        return control
+
+    def _has_deferred(self) -> bool:
+        return len(self.gate.steps) >= 2 and any(
+            {a.assertion.kind, a.name} & self.gate.defer for a in self.gate.run_scope
+        )
+
+    def _failed(self, step: int, report: Report | None, stopping: bool = True) -> None:
+        if self.failed_step is None:
+            self.failed_step = step
+        if report is None:  # another process found the failure and logged it
+            self.logger.error("weights gate: a failure on another process stops training at step %d", step)
+            return
+        if self.on_failure == "raise":
+            raise WeightsGateError(report, step)
+        if stopping and self.on_failure == "stop":
+            self.logger.error("weights gate: stopping training at step %d (control.should_training_stop)", step)
+        elif stopping:
+            self.logger.warning("weights gate: failed at step %d; training goes on (on_failure='warn')", step)
+
+
+def _any_process(flag: bool, device: Any) -> bool:
+    """True if ``flag`` is true on any process (just ``flag`` when not distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+__all__ = ["WeightsGateCallback"]

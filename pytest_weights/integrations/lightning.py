@@ -1,0 +1,152 @@
+"""Lightning integration: check the live ``LightningModule`` during ``trainer.fit``, stop on failure.
+
+>>> from pytest_weights.integrations.lightning import WeightsGateCallback
+>>> trainer = Trainer(callbacks=[WeightsGateCallback("default", every_n_steps=500)])
+
+The callback checks the module's weights *in memory* (no file is written or read) with a
+:class:`~pytest_weights.gate.WeightsGate`:
+
+- every ``every_n_steps`` optimizer steps (``trainer.global_step``), after the batch;
+- at the end of each validation run, with ``on_validation=True`` (not the sanity check);
+- when Lightning saves a checkpoint (``on_checkpoint=True``, the default): the
+  ``state_dict`` about to be written is checked; with ``on_failure="raise"`` it is not written.
+
+A step is checked once, whichever hook comes first. On failure the report is logged and, by
+``on_failure``: ``"stop"`` (default) sets ``trainer.should_stop`` (the fit ends after the
+current batch, like ``EarlyStopping``; ``min_epochs``/``min_steps`` still apply), ``"raise"``
+raises :class:`~pytest_weights.gate.WeightsGateError` out of ``trainer.fit``, ``"warn"`` only
+logs. Run-scope assertions are judged over the steps checked so far; deferred end-of-run kinds
+(``saturates``, ``final_range``) at ``on_train_end``. Under DDP every process checks its
+replica and the decision is reduced over processes (any failure stops all).
+
+Uses ``lightning.pytorch`` (``pip install 'pytest-weights[lightning]'``), or the standalone
+``pytorch_lightning`` package when only that is installed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+from . import check_on_failure, missing_extra
+
+try:
+    from lightning.pytorch import Callback, LightningModule, Trainer
+except ImportError as _e:  # pragma: no cover - depends on what is installed
+    try:
+        from pytorch_lightning import Callback, LightningModule, Trainer
+    except ImportError:
+        raise missing_extra("lightning", "lightning", _e) from _e
+
+from ..gate import DEFER_KINDS, WeightsGate, WeightsGateError
+from ..report import Report
+from ..spec import Spec
+
+
+class WeightsGateCallback(Callback):
+    """A Lightning ``Callback`` that gates ``trainer.fit`` on the health of the module's weights.
+
+    ``spec``, ``device``, ``cache_dir``, ``reference``, ``defer``: as for
+    :class:`~pytest_weights.gate.WeightsGate` (or pass a ready ``gate``: its ``on_failure``
+    becomes ``"return"``, the callback acting on failures). ``every_n_steps``,
+    ``on_validation``, ``on_checkpoint``: when to check (see the module docs).
+    ``on_failure``: ``"stop"``, ``"raise"`` or ``"warn"``. ``logger``: a logger or its name.
+
+    ``reports`` maps each checked step to its :class:`Report`; ``failed_step`` is the first
+    step that failed (None if none did).
+    """
+
+    def __init__(
+        self,
+        spec: str | Path | Spec = "default",
+        every_n_steps: int | None = None,
+        on_validation: bool = False,
+        on_checkpoint: bool = True,
+        on_failure: str = "stop",
+        device: str = "auto",
+        cache_dir: str | Path | None = None,
+        logger: logging.Logger | str | None = None,
+        reference: str | Path | None = None,
+        defer: Collection[str] = DEFER_KINDS,
+        gate: WeightsGate | None = None,
+    ) -> None:
+        if every_n_steps is not None and every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be ≥ 1 or None, got {every_n_steps}")
+        self.on_failure = check_on_failure(on_failure)
+        self.every_n_steps = every_n_steps
+        self.on_validation = on_validation
+        self.on_checkpoint = on_checkpoint
+        self.gate = gate or WeightsGate(
+            spec,
+            device=device,
+            on_failure="return",
+            cache_dir=cache_dir,
+            logger=logger,
+            reference=reference,
+            defer=defer,
+        )
+        self.gate.on_failure = "return"  # the callback decides what a failure does
+        self.logger = self.gate.logger
+        self.reports: dict[int, Report] = {}
+        self.failed_step: int | None = None
+
+    # ------------------------------------------------------------------ Lightning hooks
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0:
+            self._check(trainer, pl_module, step)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.on_validation and not trainer.sanity_checking:
+            self._check(trainer, pl_module, trainer.global_step)
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        if self.on_checkpoint:
+            self._check(trainer, checkpoint.get("state_dict", pl_module), trainer.global_step)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.failed_step is not None or not self._has_deferred():
+            return
+        report = self.gate.finish()
+        failed = trainer.strategy.reduce_boolean_decision(not report.passed, all=False)
+        if failed:
+            self._failed(max(self.gate.steps), report)
+
+    # ------------------------------------------------------------------ internals
+
+    def _has_deferred(self) -> bool:
+        return len(self.gate.steps) >= 2 and any(
+            {a.assertion.kind, a.name} & self.gate.defer for a in self.gate.run_scope
+        )
+
+    def _check(self, trainer: Trainer, weights: LightningModule | Mapping[str, Any], step: int) -> None:
+        if step in self.reports:
+            return  # the weights of a step are checked once
+        report = self.gate.check(weights, step=step)
+        self.reports[step] = report
+        failed = trainer.strategy.reduce_boolean_decision(not report.passed, all=False)
+        if not failed:
+            return
+        if self.on_failure != "warn":
+            trainer.should_stop = True
+        self._failed(step, report)
+
+    def _failed(self, step: int, report: Report) -> None:
+        if self.failed_step is None:
+            self.failed_step = step
+        if self.on_failure == "raise":
+            raise WeightsGateError(report, step)
+        if report.passed:  # the failure was on another process, which logged it
+            self.logger.error("weights gate: a failure on another process stops training at step %d", step)
+        elif self.on_failure == "stop":
+            self.logger.error("weights gate: stopping training at step %d (trainer.should_stop)", step)
+        else:
+            self.logger.warning("weights gate: failed at step %d; training goes on (on_failure='warn')", step)
+
+
+__all__ = ["WeightsGateCallback"]

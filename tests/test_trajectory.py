@@ -89,3 +89,29 @@ def test_sparkline_and_compact_series():
     text = show(list(range(0, 1000, 100)), [float(i) for i in range(10)])
     assert text.startswith("▁") and "0:0" in text and "900:9" in text
     assert Series("x", (1, 2), (1.0, 2.0)).subject == "x"
+
+
+def test_bifurcation_bimodal_and_split(pytester, tmp_path):
+    root = tmp_path / "run"
+    for step in (0, 100, 200, 300):
+        g = torch.Generator().manual_seed(step)
+        t = {f"model.layers.{i}.mlp.weight": torch.randn(64, 64, generator=g) * 0.02 for i in range(3)}
+        if step >= 200:  # layer 2 turns bimodal (two clusters at ±0.05) and its scale splits from the others
+            w = torch.randn(64, 64, generator=g) * 0.005
+            t["model.layers.2.mlp.weight"] = w + 0.05 * torch.sign(torch.randn(64, 64, generator=g))
+        save(root / f"checkpoint-{step}" / "model.safetensors", t)
+    pytester.makefile(
+        ".weights.yaml",
+        run="""
+assertions:
+  - {name: no-bimodal, kind: bifurcation}
+  - {name: not-before-300, kind: bifurcation, not_before: 300}
+  - {name: late-is-fine, kind: bifurcation, not_before: 200}
+  - {name: no-split, kind: bifurcation, mode: split, stat: std, threshold: 0.5}
+""",
+    )
+    result = pytester.runpytest("run.weights.yaml", "--checkpoint", str(root), "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=3, passed=1)
+    out = result.stdout.str()
+    assert "model.layers.2.mlp.weight" in out and "bifurcates at step 200" in out
+    assert "model.layers.*.mlp.weight" in out  # the split role

@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import torch
 
+from .assertions.base import Outcome
 from .cache import StatCache
 from .device import resolve_device
 from .engine import StatStore
@@ -40,7 +41,7 @@ from .errors import CheckpointError, WeightsError
 from .readers import Checkpoint, TensorInfo, open_checkpoint
 from .readers.memory import StateDictCheckpoint
 from .report import AssertionResult, Report
-from .runner import Checker
+from .runner import Checker, make_result
 from .runs import discover_run
 from .spec import AssertionSpec, Spec, load_spec
 from .stats.base import Statistic
@@ -331,30 +332,11 @@ def _crash(e: Exception) -> str:
 
 
 def _skipped(spec: AssertionSpec, label: str, why: str) -> AssertionResult:
-    return AssertionResult(
-        name=spec.name,
-        kind=spec.assertion.kind,
-        description=spec.assertion.describe(),
-        location=spec.location,
-        checkpoint=label,
-        passed=True,
-        summary=why,
-        skipped=True,
-        selection=spec.selection.describe(),
-    )
+    return make_result(spec, label, Outcome(True, why, skipped=True))
 
 
 def _error_result(spec: AssertionSpec, label: str, message: str) -> AssertionResult:
-    return AssertionResult(
-        name=spec.name,
-        kind=spec.assertion.kind,
-        description=spec.assertion.describe(),
-        location=spec.location,
-        checkpoint=label,
-        passed=False,
-        summary=message,
-        selection=spec.selection.describe(),
-    )
+    return make_result(spec, label, Outcome(False, message))
 
 
 __all__ = ["DEFER_KINDS", "WeightsGate", "WeightsGateError", "WeightsGateWarning", "failure_message"]

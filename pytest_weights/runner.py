@@ -151,21 +151,7 @@ class Checker:
                 outcome = spec.assertion.evaluate_reference(views, ref_views)
             else:
                 outcome = spec.assertion.evaluate(views)
-        return AssertionResult(
-            name=spec.name,
-            kind=spec.assertion.kind,
-            description=spec.assertion.describe(),
-            location=spec.location,
-            checkpoint=target.label,
-            passed=outcome.passed,
-            summary=outcome.summary,
-            deviations=outcome.deviations,
-            checked=outcome.checked,
-            skipped=outcome.skipped,
-            notes=outcome.notes + notes,
-            selection=spec.selection.describe(),
-            observed=dict(outcome.observed),
-        )
+        return make_result(spec, target.label, outcome, notes)
 
     def evaluate_run(self, run: Sequence[tuple[int, Checkpoint]], spec: AssertionSpec, label: str) -> AssertionResult:
         """Judge a run-scope assertion on the checkpoints of a run, given as (step, checkpoint)."""
@@ -188,21 +174,26 @@ class Checker:
             outcome = Outcome(False, "the selection matches no tensor")
         else:
             outcome = spec.assertion.evaluate_run(steps, views)  # type: ignore[attr-defined]
-        return AssertionResult(
-            name=spec.name,
-            kind=spec.assertion.kind,
-            description=spec.assertion.describe(),
-            location=spec.location,
-            checkpoint=label,
-            passed=outcome.passed,
-            summary=outcome.summary,
-            deviations=outcome.deviations,
-            checked=outcome.checked,
-            skipped=outcome.skipped,
-            notes=outcome.notes,
-            selection=spec.selection.describe(),
-            observed=dict(outcome.observed),
-        )
+        return make_result(spec, label, outcome)
+
+
+def make_result(spec: AssertionSpec, label: str, outcome: Outcome, notes: tuple[str, ...] = ()) -> AssertionResult:
+    """The :class:`AssertionResult` of ``spec`` judged on ``label`` (a checkpoint or a run)."""
+    return AssertionResult(
+        name=spec.name,
+        kind=spec.assertion.kind,
+        description=spec.assertion.describe(),
+        location=spec.location,
+        checkpoint=label,
+        passed=outcome.passed,
+        summary=outcome.summary,
+        deviations=outcome.deviations,
+        checked=outcome.checked,
+        skipped=outcome.skipped,
+        notes=outcome.notes + notes,
+        selection=spec.selection.describe(),
+        observed=dict(outcome.observed),
+    )
 
 
 def _non_float_note(infos: Sequence[TensorInfo]) -> tuple[str, ...]:

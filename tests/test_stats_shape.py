@@ -30,16 +30,6 @@ from pytest_weights.stats.shape import (
 BIN_RATIO = math.exp(math.log(1e4 / 1e-4) / 16384)  # one log-spaced |z| bin
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """These tensors are small: one torch thread avoids OpenMP/MKL stalls on a busy machine
-    (on 2 oversubscribed cores a 384² eigvalsh went from 25 ms to 0.5–3 s with 2 threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def shape(t: torch.Tensor, chunk: int = 1 << 24):
     v = reduce_tensor(t, [Shape()], chunk_elements=chunk)
     return v[Moments()], v[Shape()]

@@ -18,16 +18,6 @@ from pytest_weights.stats.scalars import SCALARS
 from pytest_weights.stats.spectral import Spectral, powerlaw_fit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """These tensors are small: one torch thread avoids OpenMP/MKL stalls on a busy machine
-    (on 2 oversubscribed cores a 384² eigvalsh went from 25 ms to 0.5–3 s with 2 threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def spectral(t: torch.Tensor, chunk: int = 1 << 24, method: str = "gram"):
     return reduce_tensor(t, [Spectral(method)], chunk_elements=chunk)[Spectral(method)]
 

@@ -26,16 +26,6 @@ from pytest_weights.stats.weibull import (
 EDGES = np.linspace(-12, 2, 1025)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """These tensors are small: one torch thread avoids OpenMP/MKL stalls on a busy machine
-    (on 2 oversubscribed cores a 384² eigvalsh went from 25 ms to 0.5–3 s with 2 threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def fit(t: torch.Tensor, protocol: str = "mid_80", chunk: int = 1 << 24):
     return reduce_tensor(t, [WeibullFit(protocol)], chunk_elements=chunk)[WeibullFit(protocol)]
 

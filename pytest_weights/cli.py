@@ -66,7 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="check spec files without a checkpoint",
         description="Load each spec and report every error as file:line: message.",
     )
-    p.add_argument("specs", nargs="+", metavar="SPEC", help="spec file or bundled spec name")
+    p.add_argument("specs", nargs="*", metavar="SPEC", help="spec file or bundled spec name")
+    p.add_argument(
+        "--schema",
+        action="store_true",
+        help="print the JSON Schema of the spec format instead (for editors: > specs/weights.schema.json)",
+    )
 
     p = sub.add_parser(
         "inspect",
@@ -103,6 +108,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("specs", help="list bundled specs", description="List the specs shipped with pytest-weights.")
+
+    p = sub.add_parser(
+        "init",
+        help="generate a baseline spec from a known-good checkpoint",
+        description="Profile CHECKPOINT in one pass and write a commented spec of what it looks like: finiteness, "
+        "and per role std bands, Gaussian KS tolerance, Weibull k band, depth trends that hold, sibling "
+        "consistency (observed values widened by --margin; observed values in comments).",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint file or model directory")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the spec to FILE (and weights.schema.json next to it if missing); default: stdout",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    p.add_argument(
+        "--margin", type=float, default=0.5, metavar="M", help="widen observed ranges by M (default 0.5: ÷/× 1.5)"
+    )
+    p.add_argument(
+        "--preset",
+        choices=("llama", "gpt2", "bert", "vit", "generic"),
+        default=None,
+        help="architecture preset (default: detected from tensor names)",
+    )
+    p.add_argument(
+        "--schema-ref",
+        default="weights.schema.json",
+        metavar="REF",
+        help="path or URL of the JSON Schema on the spec's first line (default: weights.schema.json)",
+    )
+    p.add_argument("--device", default="auto", metavar="DEVICE", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write cached statistics")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"where cached statistics live (default: {DEFAULT_CACHE_DIR}, shared with the pytest plugin)",
+    )
     return parser
 
 
@@ -114,7 +161,18 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     try:
         if args.command == "validate":
+            if args.schema:
+                from .schema import schema_json
+
+                if args.specs:
+                    raise CliError("validate --schema prints the schema: give no SPEC")
+                sys.stdout.write(schema_json())
+                return 0
+            if not args.specs:
+                raise CliError("validate: give at least one SPEC (or --schema)")
             return cmd_validate(args.specs)
+        if args.command == "init":
+            return cmd_init(args)
         if args.command == "inspect":
             return cmd_inspect(args)
         return cmd_specs()
@@ -163,6 +221,48 @@ def cmd_validate(refs: Sequence[str]) -> int:
             n = len(spec.assertions)
             print(f"OK {spec.path} ({n} assertion{'s' if n != 1 else ''})")
     return status
+
+
+# ---------------------------------------------------------------------------- init
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .authoring import init_spec
+    from .schema import SCHEMA_FILENAME, write_schema
+    from .spec import parse_spec
+
+    out: Path | None = args.output
+    if out is not None and out.exists() and not args.force:
+        raise CliError(
+            f"{out} exists: --force overwrites it; pytest --checkpoint ... --weights-regen updates its numbers"
+        )
+    cache_dir = None if args.no_cache else (args.cache_dir or DEFAULT_CACHE_DIR)
+    if cache_dir is not None and Path(cache_dir) == DEFAULT_CACHE_DIR:
+        _ensure_pytest_cache_root(DEFAULT_CACHE_DIR.parent.parent)
+    start = time.perf_counter()
+    try:
+        text = init_spec(
+            args.checkpoint,
+            margin=args.margin,
+            preset=args.preset,
+            device=args.device,
+            cache_dir=cache_dir,
+            schema=args.schema_ref,
+        )
+    except WeightsError as e:
+        raise CliError(str(e).replace("--weights-device", "--device")) from None
+    if out is None:
+        sys.stdout.write(text)
+        return 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    n = len(parse_spec(text, str(out)).assertions)
+    print(f"wrote {out}: {n} assertions in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    schema = out.parent / SCHEMA_FILENAME
+    if args.schema_ref == SCHEMA_FILENAME and not schema.exists():
+        write_schema(schema)
+        print(f"wrote {schema} (JSON Schema of the spec format, for editors)", file=sys.stderr)
+    return 0
 
 
 # ---------------------------------------------------------------------------- specs

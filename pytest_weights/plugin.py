@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="weights_report",
         help="write a self-contained HTML report (plots need the 'report' extra: matplotlib)",
     )
+    group.addoption(
+        "--weights-regen",
+        action="store_true",
+        default=False,
+        dest="weights_regen",
+        help="rewrite, in the collected spec files, the baseline numbers (min/max, tol, k_min/k_max …) that the "
+        "checkpoint violates, in place (comments kept); the rewritten items fail once, saying what changed",
+    )
+    group.addoption(
+        "--weights-regen-margin",
+        type=float,
+        default=None,
+        metavar="M",
+        dest="weights_regen_margin",
+        help="margin for --weights-regen (default: the one 'pytest-weights init' recorded in the spec, else 0.5)",
+    )
     parser.addini("weights_specs", "specs to run with --checkpoint when no paths are given", type="args")
     parser.addini("weights_device", "default for --weights-device", default="auto")
 
@@ -106,6 +123,14 @@ def pytest_configure(config: pytest.Config) -> None:
     except WeightsError as e:
         raise pytest.UsageError(str(e)) from None
     config.stash[SESSION_KEY] = session
+    if config.option.weights_regen:
+        if len(session.checkpoint_paths) != 1:
+            raise pytest.UsageError(
+                "--weights-regen needs exactly one checkpoint "
+                "(--checkpoint PATH; for a run directory, --weights-latest)"
+            )
+        if getattr(config.option, "numprocesses", None):
+            raise pytest.UsageError("--weights-regen rewrites spec files: run it without -n (pytest-xdist)")
     wants_report = config.option.weights_json or config.option.weights_report
     if wants_report and not hasattr(config, "workerinput"):  # the xdist controller writes
         config.pluginmanager.register(ResultReports(config), "weights-reports")
@@ -213,6 +238,9 @@ class WeightsSession:
         self._opened: dict[Path, Checkpoint | CheckpointError] = {}
         self._prepared = False
         self._live = False
+        #: --weights-regen: every number rewritten (readable lines), and what was left alone.
+        self.regen_changes: list[str] = []
+        self.regen_notes: list[str] = []
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> WeightsSession:
@@ -319,8 +347,45 @@ class WeightsSession:
         capman = self.config.pluginmanager.get_plugin("capturemanager")
         return capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext()
 
+    def regen(self, node: pytest.File) -> dict[str, list[str]]:
+        """--weights-regen: rewrite ``node``'s baseline numbers from the checkpoint; changes by entry name."""
+        from .authoring import regen_spec
+
+        try:
+            node.path.resolve().relative_to(self.config.rootpath)
+        except ValueError:
+            self.regen_notes.append(f"{node.path}: a bundled spec is never rewritten (copy it into your project)")
+            return {}
+        cache = None
+        if not self.config.option.weights_no_cache and getattr(self.config, "cache", None) is not None:
+            cache = self.config.cache.mkdir("pytest-weights")
+        try:
+            result = regen_spec(
+                node.path,
+                self.checkpoint_paths[0],
+                self.config.option.weights_regen_margin,
+                device=str(self.checker.device),
+                cache_dir=cache,
+                reference=self.reference_path,
+                label=node.nodeid,
+            )
+        except WeightsError as e:
+            self.regen_notes.append(str(e))
+            return {}
+        self.regen_changes += result
+        self.regen_notes += result.notes
+        changed: dict[str, list[str]] = {}
+        for change in result:
+            changed.setdefault(change.entry, []).append(str(change))
+        return changed
+
     def summary_lines(self) -> list[str]:
         lines = []
+        if self.config.option.weights_regen:
+            n = len(self.regen_changes)
+            lines.append(f"--weights-regen: {n} number(s) rewritten" + (" (review with git diff):" if n else ""))
+            lines += [f"  {c}" for c in self.regen_changes]
+            lines += [f"  not rewritten: {note}" for note in self.regen_notes]
         cache = self.checker.cache
         if cache is not None and cache.hits:
             lines.append(f"{cache.hits} statistic value(s) taken from the cache (--weights-no-cache to recompute)")
@@ -356,6 +421,7 @@ class SpecFile(pytest.File):
 
     def collect(self):
         session: WeightsSession = self.config.stash[SESSION_KEY]
+        regen = session.regen(self) if self.config.option.weights_regen else {}
         try:
             spec = load_spec(self.path)
         except SpecError as e:
@@ -374,7 +440,9 @@ class SpecFile(pytest.File):
                 continue
             for path in paths:
                 name = entry.name if len(paths) == 1 else f"{entry.name}[{session.label(path)}]"
-                yield WeightsItem.from_parent(self, name=name, spec=entry, checkpoint_path=path)
+                yield WeightsItem.from_parent(
+                    self, name=name, spec=entry, checkpoint_path=path, regen=regen.get(entry.name, ())
+                )
 
 
 class WeightsFailure(Exception):
@@ -389,9 +457,17 @@ class WeightsItem(pytest.Item):
     """One assertion of a spec, checked on one checkpoint."""
 
     def __init__(
-        self, *, spec: AssertionSpec, checkpoint_path: Path | None, run_path: Path | None = None, **kwargs
+        self,
+        *,
+        spec: AssertionSpec,
+        checkpoint_path: Path | None,
+        run_path: Path | None = None,
+        regen: Sequence[str] = (),
+        **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        #: --weights-regen rewrote this assertion's numbers (the lines saying what changed).
+        self.regen = tuple(regen)
         self.spec = spec
         self.checkpoint_path = checkpoint_path
         self.run_path = run_path
@@ -399,6 +475,13 @@ class WeightsItem(pytest.Item):
 
     def runtest(self) -> None:
         session: WeightsSession = self.config.stash[SESSION_KEY]
+        if self.regen:
+            pytest.fail(
+                "--weights-regen rewrote this assertion's baseline:\n  "
+                + "\n  ".join(self.regen)
+                + "\nrun again without --weights-regen to check the new values",
+                pytrace=False,
+            )
         if self.spec.assertion.scope == "run":
             if self.run_path is None:
                 if not session.checkpoint_paths:

@@ -1,0 +1,411 @@
+"""A JSON Schema (draft 2020-12) of the spec format, generated from the assertion registry.
+
+Editors validate and autocomplete ``*.weights.yaml`` files with it (VS Code's YAML
+extension, JetBrains IDEs, any yaml-language-server client), e.g. with a first line::
+
+    # yaml-language-server: $schema=weights.schema.json
+
+Print it with ``python -m pytest_weights.schema > weights.schema.json``. Like
+``docs/kinds.md`` it is derived from the same dataclasses the loader builds assertions
+from (parameter names, types, ``Literal`` choices, defaults, docstrings), so it cannot
+drift from what :func:`pytest_weights.spec.parse_spec` accepts. The loader remains the
+authority: it also checks what a schema cannot say (parameter consistency such as
+``min ≤ max``, regex syntax) and reports ``file:line``; the schema never rejects a spec
+the loader accepts (tested on every bundled and example spec).
+
+:func:`schema_errors` validates a spec text against the schema with the ``jsonschema``
+package (an optional dependency) and names ``file:line`` for each problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import re
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from .assertions import REGISTRY
+from .assertions.base import params
+from .selection import DEFAULT_DEPTH_PATTERN, Selection
+from .spec import ENTRY_KEYS, SELECT_KEYS, VIEWS
+from .stats.scalars import SCALARS
+
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+#: File name under which the schema is written next to specs (``$schema=weights.schema.json``).
+SCHEMA_FILENAME = "weights.schema.json"
+
+#: A number as PyYAML (YAML 1.1) leaves it a string, e.g. ``1e-6``: the loader converts these.
+_NUMBER_STRING = r"^\s*[-+]?(\d[\d_]*\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+#: Parameters of a kind that take a fixed set of strings although typed ``str`` (checked by
+#: the kind's ``validate``): shown as enums so editors complete them.
+_STRING_CHOICES: dict[str, tuple[str, ...]] = {"stat": tuple(SCALARS)}
+_GROUPS = ("weights", "optimizer")
+
+
+# ---------------------------------------------------------------------------- types
+
+
+def type_schema(tp: Any, param: str = "") -> dict[str, Any]:
+    """The JSON Schema of a parameter annotation, accepting what ``assertions.base._convert`` accepts."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = [type_schema(a, param) for a in typing.get_args(tp)]
+        return {"anyOf": options}
+    if origin is typing.Literal:
+        return {"enum": list(typing.get_args(tp))}
+    if origin is tuple:
+        item = type_schema(typing.get_args(tp)[0], param)
+        # the loader takes a list, or a single value as a list of one
+        return {"anyOf": [{"type": "array", "items": item}, item]}
+    if tp is type(None):
+        return {"type": "null"}
+    if tp is float:
+        return {
+            "anyOf": [
+                {"type": "number"},
+                {"type": "string", "pattern": _NUMBER_STRING, "description": "a number PyYAML reads as text (1e-6)"},
+            ]
+        }
+    if tp is bool:
+        return {"type": "boolean"}
+    if tp is int:
+        return {"type": "integer"}
+    if tp is str:
+        if param in _STRING_CHOICES:
+            choices = _STRING_CHOICES[param]
+            out: dict[str, Any] = {"type": "string", "enum": list(choices)}
+            if param == "stat":
+                out["enumDescriptions"] = [SCALARS[c].description for c in choices]
+            return out
+        return {"type": "string"}
+    return {}
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+    elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        value = f.default_factory()  # type: ignore[misc]
+    else:
+        return dataclasses.MISSING
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _markdown(text: str) -> str:
+    """reST inline literals (````x````) and roles (``:mod:`x```) as Markdown code."""
+    text = re.sub(r":\w+:`([^`]+)`", r"`\1`", text)
+    return text.replace("``", "`")
+
+
+def _mentions(doc: str, name: str) -> str:
+    """The first sentence of ``doc`` that mentions ``name`` as a literal, else ''."""
+    flat = " ".join(doc.split())
+    for sentence in re.split(r"(?<=[.;:])\s+(?=[A-Z`(])", flat):
+        if f"``{name}``" in sentence:
+            return _markdown(sentence)
+    return ""
+
+
+def kind_schema(kind: str) -> dict[str, Any]:
+    """The schema of one assertion entry of ``kind``: its parameters plus name/kind/select/view."""
+    cls = REGISTRY[kind]
+    hints = typing.get_type_hints(cls)
+    doc = inspect.cleandoc(cls.__doc__ or "")
+    summary = doc.split("\n\n")[0].replace("\n", " ")
+    props: dict[str, Any] = {
+        "name": {"$ref": "#/$defs/name"},
+        "kind": {"const": kind, "description": _markdown(summary)},
+        "select": {"$ref": "#/$defs/select"},
+        "view": {"$ref": "#/$defs/view"},
+    }
+    for f in params(cls):
+        schema = type_schema(hints[f.name], f.name)
+        default = _default(f)
+        typename = _typename(hints[f.name])
+        note = _mentions(doc, f.name)
+        if default is dataclasses.MISSING:
+            text = f"{typename}, required"
+        else:
+            schema["default"] = default
+            text = f"{typename}, default {json.dumps(default, ensure_ascii=False)}"
+        schema["description"] = f"{kind}.{f.name} ({text})" + (f": {note}" if note else "")
+        props[f.name] = schema
+    scope = " Run scope: judged over the checkpoints of a training run." if cls.scope == "run" else ""
+    ref = " Needs `--reference`." if cls.needs_reference else ""
+    return {
+        "title": kind,
+        "description": _markdown(summary) + scope + ref,
+        "markdownDescription": _markdown(doc) + ("\n\n" + (scope + ref).strip() if scope or ref else ""),
+        "type": "object",
+        "properties": props,
+        "additionalProperties": False,
+    }
+
+
+def _typename(tp: Any) -> str:
+    from .assertions.base import _typename as typename
+
+    return typename(tp)
+
+
+def _required() -> dict[str, list[str]]:
+    """Parameter name → kinds that need it (no default)."""
+    out: dict[str, list[str]] = {}
+    for kind in sorted(REGISTRY):
+        for f in params(REGISTRY[kind]):
+            if _default(f) is dataclasses.MISSING:
+                out.setdefault(f.name, []).append(kind)
+    return out
+
+
+def _select_schema() -> dict[str, Any]:
+    globs = {
+        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+    }
+    known: dict[str, dict[str, Any]] = {
+        "include": {**globs, "description": "glob(s) on the full tensor name ('*' matches dots too)", "default": ["*"]},
+        "exclude": {**globs, "description": "glob(s) of tensors to drop", "default": []},
+        "ndim": {
+            "anyOf": [{"type": "integer"}, {"type": "array", "items": {"type": "integer"}}],
+            "description": "keep tensors with exactly these numbers of dimensions (default: any)",
+        },
+        "min_ndim": {
+            "type": "integer",
+            "minimum": 0,
+            "default": 0,
+            "description": "drop tensors with fewer dimensions",
+        },
+        "min_numel": {"type": "integer", "minimum": 0, "default": 1, "description": "drop tensors with fewer elements"},
+        "depth_pattern": {
+            "type": "string",
+            "format": "regex",
+            "default": DEFAULT_DEPTH_PATTERN,
+            "description": "regex whose first group is the layer index (depth); the role is the name with it as '*'",
+        },
+        "groups": {
+            "anyOf": [
+                {"enum": list(_GROUPS)},
+                {"type": "array", "items": {"enum": list(_GROUPS)}},
+            ],
+            "default": ["weights"],
+            "description": "model weights (parameters, buffers) and/or optimizer state",
+        },
+    }
+    props = {key: known.get(key, {}) for key in SELECT_KEYS}
+    doc = " ".join(inspect.cleandoc(Selection.__doc__ or "").split())
+    return {
+        "type": "object",
+        "description": "Which tensors an assertion looks at (merged key by key over defaults.select). " + doc,
+        "properties": props,
+        "additionalProperties": False,
+    }
+
+
+def _defaults_schema(kinds: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    by_param: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for kind, schema in kinds.items():
+        for name, prop in schema["properties"].items():
+            if name not in ENTRY_KEYS:
+                by_param.setdefault(name, []).append((kind, prop))
+    props: dict[str, Any] = {"select": {"$ref": "#/$defs/select"}, "view": {"$ref": "#/$defs/view"}}
+    for name in sorted(by_param):
+        variants: list[dict[str, Any]] = []
+        for _, prop in by_param[name]:
+            bare = {k: v for k, v in prop.items() if k not in ("description", "default")}
+            if bare not in variants:
+                variants.append(bare)
+        owners = ", ".join(k for k, _ in by_param[name])
+        schema = variants[0] if len(variants) == 1 else {"anyOf": variants}
+        props[name] = {**schema, "description": f"default '{name}' for every assertion of kind: {owners}"}
+    return {
+        "type": ["object", "null"],
+        "description": "Inherited by every assertion: 'select', 'view' and parameters of assertion kinds "
+        "(each applies to the kinds that take it).",
+        "properties": props,
+        "additionalProperties": False,
+    }
+
+
+def spec_schema() -> dict[str, Any]:
+    """The JSON Schema of a spec file (draft 2020-12), from the assertion registry."""
+    kinds = {kind: kind_schema(kind) for kind in sorted(REGISTRY)}
+    summaries = [kinds[k]["description"] for k in kinds]
+    entry: dict[str, Any] = {
+        "type": "object",
+        "description": "One assertion: a kind with its parameters, a selection and a view.",
+        "properties": {
+            "name": {"$ref": "#/$defs/name"},
+            "kind": {"enum": list(kinds), "description": "the assertion kind", "enumDescriptions": summaries},
+            "select": {"$ref": "#/$defs/select"},
+            "view": {"$ref": "#/$defs/view"},
+        },
+        "required": ["kind"],
+        "allOf": [
+            {
+                "if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]},
+                "then": {"$ref": f"#/$defs/kinds/{kind}"},
+            }
+            for kind in kinds
+        ],
+    }
+    # A parameter without a default must be on the entry, unless ``defaults`` provides it.
+    needs = [
+        {
+            "if": {
+                "properties": {"defaults": {"type": "object", "required": [name]}},
+                "required": ["defaults"],
+            },
+            "else": {
+                "properties": {
+                    "assertions": {
+                        "items": {
+                            "if": {"properties": {"kind": {"enum": owners}}, "required": ["kind"]},
+                            "then": {"required": [name]},
+                        }
+                    }
+                }
+            },
+        }
+        for name, owners in _required().items()
+    ]
+    return {
+        "$schema": DRAFT,
+        "title": "pytest-weights spec (*.weights.yaml)",
+        "description": "Assertions on the statistics of neural-network checkpoint weights, checked by "
+        "`pytest --checkpoint PATH`. Reference: docs/kinds.md.",
+        "type": "object",
+        "properties": {
+            "version": {"const": 1, "description": "spec format version (1)", "default": 1},
+            "description": {
+                "type": "string",
+                "description": "what this spec asserts (shown by `pytest-weights specs`)",
+            },
+            "defaults": {"$ref": "#/$defs/defaults"},
+            "assertions": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"$ref": "#/$defs/entry"},
+                "description": "the assertions; each becomes one pytest item",
+            },
+        },
+        "required": ["assertions"],
+        "additionalProperties": False,
+        "allOf": needs,
+        "$defs": {
+            "name": {
+                "type": ["string", "number"],
+                "description": "test id of the assertion (default: its kind; made unique)",
+            },
+            "view": {
+                "enum": list(VIEWS),
+                "default": "weights",
+                "description": "weights, or delta: ΔW = W − W_ref (--reference) or (α/r)·B·A of a LoRA adapter",
+            },
+            "select": _select_schema(),
+            "defaults": _defaults_schema(kinds),
+            "entry": entry,
+            "kinds": kinds,
+        },
+    }
+
+
+def schema_json() -> str:
+    """The schema as formatted JSON text (what ``python -m pytest_weights.schema`` prints)."""
+    return json.dumps(spec_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+def write_schema(path: str | Path) -> Path:
+    """Write the schema to ``path`` (a file, or a directory to hold ``weights.schema.json``)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / SCHEMA_FILENAME
+    p.write_text(schema_json(), encoding="utf-8")
+    return p
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def schema_errors(text: str, path: str = "<spec>") -> list[str]:
+    """Problems of a spec text against the schema, as ``file:line: message`` (needs ``jsonschema``).
+
+    Invalid YAML yields the loader's message. An empty list means schema-valid (the loader
+    may still refuse parameter combinations the schema cannot express).
+    """
+    import jsonschema
+
+    from .errors import SpecError
+    from .spec import _Loader
+
+    loader = _Loader(text)
+    loader.name = path
+    try:
+        doc = loader.get_single_data()
+    except SpecError as e:
+        return [str(e)]
+    except Exception as e:  # yaml.YAMLError
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else path
+        return [f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}"]
+    finally:
+        loader.dispose()
+    validator = jsonschema.Draft202012Validator(spec_schema())
+    found: list[tuple[int, str]] = []
+    for err in validator.iter_errors(_plain(doc)):
+        for leaf in _leaves(err):
+            where = list(leaf.absolute_path)
+            if leaf.validator == "additionalProperties" and isinstance(leaf.instance, dict):
+                known = leaf.schema.get("properties", {})
+                extra = [k for k in leaf.instance if k not in known]
+                where += extra[:1]  # point at the unexpected key itself
+            line = _line(doc, where)
+            at = ".".join(str(p) for p in leaf.absolute_path) or "(top level)"
+            message = f"{path}:{line}: {at}: {leaf.message}" if line else f"{path}: {at}: {leaf.message}"
+            if message not in (m for _, m in found):
+                found.append((line or 0, message))
+    return [m for _, m in sorted(found, key=lambda lm: lm[0])]
+
+
+def _plain(value: Any) -> Any:
+    """YAML values as plain JSON-like data (mappings with non-string keys stay as they are)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _leaves(err: Any) -> list[Any]:
+    """The most specific errors under ``err`` (anyOf/if-then wrappers unfolded)."""
+    if not err.context:
+        return [err]
+    import jsonschema
+
+    best = jsonschema.exceptions.best_match(err.context)
+    return [best] if best is not None else [err]
+
+
+def _line(doc: Any, where: list[Any]) -> int | None:
+    """The line of the innermost key or list item of ``where`` in the loaded YAML."""
+    from .spec import _Map
+
+    node, line = doc, getattr(doc, "line", None)
+    for step in where:
+        if isinstance(node, _Map) and step in node:
+            line = node.key_lines.get(step, line)
+            node = node[step]
+        elif isinstance(node, list) and isinstance(step, int) and step < len(node):
+            node = node[step]
+            line = getattr(node, "line", line)
+        else:
+            break
+    return line
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.stdout.write(schema_json())

@@ -578,36 +578,7 @@ def test_regen_reference_ratio_against_the_reference(tmp_path: Path) -> None:
 # (cli.py, plugin.py); until then they are skipped.
 
 
-def _cli_has(command: str) -> bool:
-    from pytest_weights.cli import build_parser
-
-    sub = next(a for a in build_parser()._actions if a.dest == "command")
-    return command in sub.choices  # type: ignore[operator]
-
-
-def _plugin_has(option: str) -> bool:
-    from pytest_weights import plugin
-
-    names: list[str] = []
-
-    class Group:
-        def addoption(self, *opts: str, **kwargs) -> None:
-            names.extend(opts)
-
-    class Parser:
-        def getgroup(self, *args, **kwargs) -> Group:
-            return Group()
-
-        def addini(self, *args, **kwargs) -> None:
-            pass
-
-    plugin.pytest_addoption(Parser())  # type: ignore[arg-type]
-    return option in names
-
-
 def test_cli_init_writes_spec_and_schema(tmp_path: Path, capsys, monkeypatch) -> None:
-    if not _cli_has("init"):
-        pytest.skip("pytest-weights init is not wired into cli.py yet")
     from pytest_weights.cli import main
 
     ckpt = save(tmp_path / "model.safetensors", transformer_like())
@@ -624,17 +595,7 @@ def test_cli_init_writes_spec_and_schema(tmp_path: Path, capsys, monkeypatch) ->
     assert "margin 1" in capsys.readouterr().out.splitlines()[1]
 
 
-def _validate_has_schema() -> bool:
-    from pytest_weights.cli import build_parser
-
-    sub = next(a for a in build_parser()._actions if a.dest == "command")
-    validate = sub.choices["validate"]  # type: ignore[index]
-    return any("--schema" in a.option_strings for a in validate._actions)
-
-
 def test_cli_validate_schema_prints_the_schema(capsys) -> None:
-    if not _validate_has_schema():
-        pytest.skip("pytest-weights validate --schema is not wired into cli.py yet")
     from pytest_weights.cli import main
     from pytest_weights.schema import schema_json
 
@@ -643,8 +604,6 @@ def test_cli_validate_schema_prints_the_schema(capsys) -> None:
 
 
 def test_plugin_regen_rewrites_then_fails_once(pytester: pytest.Pytester, synthetic) -> None:
-    if not _plugin_has("--weights-regen"):
-        pytest.skip("--weights-regen is not wired into plugin.py yet")
     _, _, text = synthetic
     tensors = transformer_like()
     for k in range(6):

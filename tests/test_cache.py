@@ -78,12 +78,12 @@ def test_only_registered_result_types_are_stored(tmp_path):
     import torch
 
     from pytest_weights.engine import reduce_tensor
-    from pytest_weights.stats import KSNormal, Moments, StdHistogram
+    from pytest_weights.stats import KSNormal, Moments, ValueHistogram
 
     values = reduce_tensor(torch.randn(100, 100), [KSNormal()])
     cache = StatCache(tmp_path)
     cache.save("id", {"t": values})
-    loaded = cache.load("id", {"t": [Moments(), KSNormal(), StdHistogram()]})["t"]
+    loaded = cache.load("id", {"t": [Moments(), KSNormal(), ValueHistogram()]})["t"]
     assert set(loaded) == {Moments(), KSNormal()}  # the histogram holds tensors: not cached
     assert loaded[Moments()] == values[Moments()] and loaded[KSNormal()] == values[KSNormal()]
 

@@ -56,10 +56,15 @@ assertions:
 
 def test_minilm_ks_distances_match_scipy(minilm):
     weights = load_file(str(minilm))
-    spec = parse_spec("assertions:\n  - kind: gaussian_ks\n    tol: 1.0\n    select: {min_ndim: 2}\n")
-    got = check(minilm, spec, device="cpu").results[0].observed
-    assert len(got) == len([k for k, v in weights.items() if v.ndim == 2 and v.dtype.kind == "f"])
-    for name, d in got.items():
-        x = weights[name].astype(np.float64).ravel()
-        ref = stats.kstest(x, "norm", args=(x.mean(), x.std()), method="asymp").statistic
-        assert d == pytest.approx(ref, abs=1e-6), name
+    for exact in (False, True):  # the histogram bounds, and the exact value
+        entry = f"{{kind: gaussian_ks, tol: 1.0, exact: {str(exact).lower()}, select: {{min_ndim: 2}}}}"
+        spec = parse_spec(f"assertions:\n  - {entry}\n")
+        got = check(minilm, spec, device="cpu").results[0].observed
+        assert len(got) == len([k for k, v in weights.items() if v.ndim == 2 and v.dtype.kind == "f"])
+        for name, d in got.items():
+            x = weights[name].astype(np.float64).ravel()
+            ref = stats.kstest(x, "norm", args=(x.mean(), x.std()), method="asymp").statistic
+            if exact:
+                assert d == pytest.approx(ref, abs=1e-7), name
+            else:  # D − L: sampling noise inside bins; the bound itself is ≤ 2.4e−4 for centred weights
+                assert -1e-7 <= ref - d <= 2.4e-4, name

@@ -2,14 +2,19 @@
 
 The header is parsed and checked here (not trusted): its length, its JSON, every dtype,
 shape and byte range must be consistent with the file's size, so a truncated or lying
-file is refused before any tensor is read. Tensors are read with ``readinto`` into a
-fresh buffer, so memory is bounded by the tensor read, not by the file.
+file is refused before any tensor is read. A tensor is a private (copy-on-write) memory
+map of its bytes: no copy, pages come from the page cache as they are touched, writes (if
+any) never reach the file, and the mapping goes away with the tensor, so memory is
+bounded by the tensors in use, not by the file. Where mapping is not possible (a
+misaligned tensor, a file system without mmap) the bytes are read with ``preadv``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import mmap
 import os
 import struct
 from pathlib import Path
@@ -40,6 +45,8 @@ DTYPES: dict[str, torch.dtype] = {
 }
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
+#: Smaller tensors are read with one ``preadv`` (cheaper than mapping and unmapping them).
+MAP_MIN_BYTES = 1 << 20
 
 
 def parse_header(path: Path) -> tuple[int, dict[str, dict], bytes]:
@@ -125,18 +132,42 @@ class SafetensorsFile(Checkpoint):
             raise CheckpointError(self.path, f"no tensor named {name!r}") from None
         begin, end = entry["data_offsets"]
         dtype = DTYPES[entry["dtype"]]
+        if end == begin:
+            return torch.empty(entry["shape"], dtype=dtype)
+        mapped = self._map(self._start + begin, end - begin, dtype) if end - begin >= MAP_MIN_BYTES else None
+        if mapped is not None:
+            return mapped.reshape(entry["shape"])
         buf = torch.empty(end - begin, dtype=torch.uint8)
-        if end > begin:
-            self._read_into(buf, self._start + begin)
+        self._read_into(buf, self._start + begin)
         return buf.view(dtype).reshape(entry["shape"])
 
-    def _read_into(self, buf: torch.Tensor, offset: int) -> None:
+    def _open(self) -> int:
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY)
+        return self._fd
+
+    def _map(self, offset: int, nbytes: int, dtype: torch.dtype) -> torch.Tensor | None:
+        """The bytes as a 1-D tensor over a private memory map, or None if they cannot be mapped."""
+        if offset % dtype.itemsize:
+            return None  # misaligned for the dtype (the page-aligned start keeps the remainder)
+        fd = self._open()
+        if os.fstat(fd).st_size < offset + nbytes:
+            raise CheckpointError(self.path, f"truncated since it was opened: needs {offset + nbytes} bytes")
+        base = offset - offset % mmap.ALLOCATIONGRANULARITY
+        try:
+            m = mmap.mmap(fd, offset + nbytes - base, access=mmap.ACCESS_COPY, offset=base)
+        except (OSError, ValueError):
+            return None
+        with contextlib.suppress(OSError, AttributeError):
+            m.madvise(mmap.MADV_WILLNEED)  # start reading ahead while the previous tensor is reduced
+        return torch.frombuffer(m, dtype=dtype, count=nbytes // dtype.itemsize, offset=offset - base)
+
+    def _read_into(self, buf: torch.Tensor, offset: int) -> None:
+        fd = self._open()
         view = memoryview(buf.numpy()).cast("B")
         done = 0
         while done < len(view):
-            n = os.preadv(self._fd, [view[done:]], offset + done)
+            n = os.preadv(fd, [view[done:]], offset + done)
             if n <= 0:
                 raise CheckpointError(self.path, f"truncated: read stopped at byte {offset + done}")
             done += n

@@ -1,16 +1,19 @@
 """Statistics as mergeable reductions (see :mod:`.base`)."""
 
-from .base import Statistic, closure, stages
-from .ks import KSNormal, KSResult, StdHistogram
+from .base import Derived, Statistic, closure, stages
+from .histogram import HistogramResult, ValueHistogram
+from .ks import KSNormal, KSResult
 from .moments import Moments, MomentsResult
 
 __all__ = [
+    "Derived",
+    "HistogramResult",
     "KSNormal",
     "KSResult",
     "Moments",
     "MomentsResult",
     "Statistic",
-    "StdHistogram",
+    "ValueHistogram",
     "closure",
     "stages",
 ]

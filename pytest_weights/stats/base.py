@@ -1,18 +1,26 @@
 """The statistic protocol: pure, picklable, mergeable reductions over a tensor's elements.
 
-A statistic sees a tensor as *blocks*: 2-D float tensors (whole rows of the tensor viewed
-as ``(shape[0], -1)``) on the compute device. ``reduce`` turns one block into a partial
-state, ``merge`` combines two states (associative), ``finalize`` turns the merged state
-into a small, picklable value. A statistic may ``require`` others: their finalized values
-are passed to it as ``deps`` (e.g. the KS histogram standardises with the moments).
-Because states merge, a tensor can be split across chunks, processes or machines.
+A statistic sees a tensor as *blocks* on the compute device, cut by its ``layout``:
+
+* ``"rows"`` (default): 2-D float blocks of whole rows of the tensor viewed as
+  ``(shape[0], -1)`` (float32; float64 stays float64), for statistics that use a matrix's
+  structure (row norms, lag-1 correlation, singular values);
+* ``"flat"``: 1-D slices of the flattened tensor in its *storage* dtype, cut anywhere, for
+  elementwise statistics. The engine reduces these slices in parallel threads on the CPU.
+
+``reduce`` turns one block into a partial state, ``merge`` combines two states
+(associative), ``finalize`` turns the merged state into a small, picklable value. A
+statistic may ``require`` others: their finalized values are passed to it as ``deps``
+(e.g. the KS distance standardises with the moments). A statistic whose ``needs_sweep``
+says no is computed from its requirements alone (``reduce`` is not called, ``finalize``
+gets ``None``). Because states merge, a tensor can be split across chunks, processes or machines.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 
@@ -32,6 +40,14 @@ def cacheable(cls: T) -> T:
 class Statistic(ABC):
     """Base of every statistic. Subclasses are frozen dataclasses: hashable, picklable."""
 
+    #: How the engine cuts the tensor into blocks (see the module docstring).
+    layout: ClassVar[Literal["rows", "flat"]] = "rows"
+
+    def needs_sweep(self, deps: Deps) -> bool:
+        """Whether ``reduce`` must see the data, given the values of the requirements
+        (False: ``finalize`` computes the value from ``deps`` alone, with state None)."""
+        return True
+
     def requires(self) -> tuple[Statistic, ...]:
         """Statistics whose finalized values this one needs."""
         return ()
@@ -42,7 +58,10 @@ class Statistic(ABC):
 
     @abstractmethod
     def merge(self, a: Any, b: Any) -> Any:
-        """Combine two partial states (associative; order of blocks must not matter)."""
+        """Combine two partial states (associative; order of blocks must not matter).
+
+        May update and return one of its arguments: a state is consumed by its merge.
+        """
 
     @abstractmethod
     def finalize(self, state: Any, deps: Deps) -> Any:
@@ -82,3 +101,16 @@ def stages(stats: list[Statistic]) -> list[list[Statistic]]:
     for s in stats:
         out[level[s]].append(s)
     return out
+
+
+class Derived(Statistic):
+    """Base of statistics computed from their requirements alone: no pass over the data."""
+
+    def needs_sweep(self, deps: Deps) -> bool:
+        return False
+
+    def reduce(self, block: torch.Tensor, deps: Deps) -> Any:
+        raise TypeError(f"{self!r} is computed from its requirements, not from blocks")
+
+    def merge(self, a: Any, b: Any) -> Any:
+        raise TypeError(f"{self!r} is computed from its requirements, not from blocks")

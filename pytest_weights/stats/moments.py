@@ -1,4 +1,13 @@
-"""Exact streaming moments (float64 accumulation, Chan/Pébay merge) and finiteness counts."""
+"""Exact streaming moments (float64 accumulation, Chan/Pébay merge), min/max, NaN/Inf counts.
+
+float32/float64 slices: one min/max pass (NaN propagates through it, so the exact NaN/Inf
+counts are taken only for slices that hold one), then power sums tile by tile
+(:func:`.kernels.power_sums`) about 0 when the mean is small against the spread (no
+cancellation: the common case for weights), else about the slice's mean, corrected exactly
+in float64. 16- and 8-bit slices: from the count of every distinct value (the slice's
+value histogram, shared with :class:`.histogram.ValueHistogram`), summed in float64 —
+exact, and no float conversion pass.
+"""
 
 from __future__ import annotations
 
@@ -45,35 +54,50 @@ class MomentsResult(NamedTuple):
 
 EMPTY = MomentsState(0, 0.0, 0.0, 0.0, 0.0, math.inf, -math.inf, 0, 0, 0)
 
+#: Sums about 0 are used when mean² ≤ this fraction of the mean square (cancellation ≤ 1 %).
+_RAW_OK = 0.01
+
+
+def central(n: int, c: float, t1: float, t2: float, t3: float, t4: float) -> tuple[float, float, float, float]:
+    """(mean, M2, M3, M4) from the power sums t_k = Σ(x − c)^k of n values (float64)."""
+    delta = t1 / n  # correct the centre from c to the exact mean
+    m2 = t2 - n * delta**2
+    m3 = t3 - 3 * delta * t2 + 2 * n * delta**3
+    m4 = t4 - 4 * delta * t3 + 6 * delta**2 * t2 - 3 * n * delta**4
+    return c + delta, max(m2, 0.0), m3, max(m4, 0.0)
+
 
 @dataclass(frozen=True)
 class Moments(Statistic):
     """Count, mean, std, rms, min/max, skewness, excess kurtosis, NaN/Inf counts."""
 
+    layout = "flat"
+
     def reduce(self, block: torch.Tensor, deps: Deps) -> MomentsState:
-        # Sums use torch's float32 cascade summation (relative error ~1e-8, measured); the
-        # centre c makes x − c exact and the float64 shift below restores the exact mean.
         x = block.reshape(-1)
         numel = x.numel()
-        s1 = x.sum()
+        if kernels.exact_dtype(x.dtype):
+            return _from_counts(block, numel)
         nan = inf = 0
-        if not torch.isfinite(s1):
+        t1, t2, t3, t4, lo, hi = kernels.power_sums(x).tolist() if numel else (0.0,) * 4 + (math.nan,) * 2
+        if not (math.isfinite(lo) and math.isfinite(hi)):  # NaN/Inf here (or empty): count, drop
             finite = torch.isfinite(x)
             nan = int(torch.isnan(x).sum())
             inf = numel - nan - int(finite.sum())
             x = x[finite]
-            s1 = x.sum(dtype=torch.float64)  # may overflow in float32 without the bad values
+            if x.numel() == 0:
+                return EMPTY._replace(nan=nan, inf=inf, numel=numel)
+            t1, t2, t3, t4, lo, hi = kernels.power_sums(x).tolist()
         n = x.numel()
-        if n == 0:
-            return EMPTY._replace(nan=nan, inf=inf, numel=numel)
-        c = (s1 / n).to(x.dtype)
-        t1, t2, t3, t4, lo, hi = kernels.central_sums(x, c).tolist()
-        delta = t1 / n  # correct the centre from c to the exact mean
-        m2 = t2 - n * delta**2
-        m3 = t3 - 3 * delta * t2 + 2 * n * delta**3
-        m4 = t4 - 4 * delta * t3 + 6 * delta**2 * t2 - 3 * n * delta**4
-        mean = float(c) + delta
-        return MomentsState(n, mean, max(m2, 0.0), m3, max(m4, 0.0), lo, hi, nan, inf, numel)
+        if not math.isfinite(t2):  # huge values overflow float32 squares: redo in float64
+            x = x.to(torch.float64)
+            t1, t2, t3, t4, _, _ = kernels.power_sums(x).tolist()
+        c = 0.0
+        if not (math.isfinite(t2) and t1 * t1 <= _RAW_OK * n * t2):
+            c = float(torch.tensor(t1 / n, dtype=x.dtype))  # representable: x − c is exact near c
+            t1, t2, t3, t4, _, _ = kernels.power_sums(x, c).tolist()
+        mean, m2, m3, m4 = central(n, c, t1, t2, t3, t4)
+        return MomentsState(n, mean, m2, m3, m4, lo, hi, nan, inf, numel)
 
     def merge(self, a: MomentsState, b: MomentsState) -> MomentsState:
         if a.n == 0 or b.n == 0:
@@ -98,7 +122,7 @@ class Moments(Statistic):
         )  # fmt: skip
 
     def finalize(self, state: Any, deps: Deps) -> MomentsResult:
-        s = state
+        s = state if state is not None else EMPTY
         if s.n == 0:
             nan = math.nan
             return MomentsResult(0, s.numel, s.nan, s.inf, nan, nan, nan, nan, nan, nan, nan, nan)
@@ -114,3 +138,25 @@ class Moments(Statistic):
             rms=math.sqrt(s.mean**2 + var), min=s.min, max=s.max,
             absmax=max(abs(s.min), abs(s.max)), skewness=skew, kurtosis=kurt,
         )  # fmt: skip
+
+
+def _from_counts(block: torch.Tensor, numel: int) -> MomentsState:
+    """Moments of a 16- or 8-bit slice from the count of each of its distinct values."""
+    counts = kernels.key_counts(block)
+    occupied = counts.nonzero().squeeze(1)
+    values = kernels.key_values(block.dtype, occupied.cpu()).to(counts.device)
+    w = counts[occupied]
+    finite = torch.isfinite(values)
+    nan = int(w[torch.isnan(values)].sum())
+    inf = int(w[torch.isinf(values)].sum())
+    v, w = values[finite], w[finite].to(torch.float64)
+    n = int(w.sum())
+    if n == 0:
+        return EMPTY._replace(nan=nan, inf=inf, numel=numel)
+    mean = float(torch.dot(w, v)) / n
+    d = v - mean
+    wd2 = w * d * d
+    sums = torch.stack([torch.dot(w, d), wd2.sum(), torch.dot(wd2, d), torch.dot(wd2 * d, d)])
+    mean, m2, m3, m4 = central(n, mean, *sums.tolist())
+    lo, hi = torch.aminmax(v)
+    return MomentsState(n, mean, m2, m3, m4, float(lo), float(hi), nan, inf, numel)

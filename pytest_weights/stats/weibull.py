@@ -44,7 +44,7 @@ from typing import Literal, NamedTuple
 
 import torch
 
-from .base import Deps, Statistic, cacheable
+from .base import Deps, Derived, Statistic, cacheable
 from .moments import Moments
 
 Protocol = Literal["mid_80", "mid_90", "full_range", "mle"]
@@ -297,7 +297,7 @@ def fit_mle_histogram(counts: torch.Tensor, sum_ln: float, top: float, span: flo
 
 
 @dataclass(frozen=True)
-class WeibullFit(Statistic):
+class WeibullFit(Derived):
     """Weibull(k, λ) of |w| by ``protocol``: mid_80 (paper default), mid_90, full_range, mle."""
 
     protocol: Protocol = "mid_80"
@@ -308,12 +308,6 @@ class WeibullFit(Statistic):
 
     def requires(self) -> tuple[Statistic, ...]:
         return (WeibullMLE(),) if self.protocol == "mle" else (LogAbsHistogram(),)
-
-    def reduce(self, block: torch.Tensor, deps: Deps) -> None:
-        return None  # all work is in the required histogram
-
-    def merge(self, a: None, b: None) -> None:
-        return None
 
     def finalize(self, state: None, deps: Deps) -> WeibullResult:
         if self.protocol == "mle":

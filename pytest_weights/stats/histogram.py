@@ -1,0 +1,101 @@
+"""The value histogram: every value of a tensor counted on a fine, data-independent grid.
+
+One ``bincount`` over a bit-pattern key per value (:func:`.kernels.keys`); counts add
+across slices, chunks and machines, so the result is the same for any split, thread
+count or device.
+
+* float16, bfloat16, float8: the key is the value's own bit pattern, so each bin holds one
+  exact value: the histogram *is* the multiset of values (exact KS, exact moments).
+* float32: the key is the bit pattern truncated to sign, exponent and 10 mantissa bits, so
+  bin [a, b) holds the values whose magnitude lies in [a, b), b − a = 2⁻¹⁰·2^⌊log₂ a⌋:
+  2⁻¹¹ to 2⁻¹⁰ of the value, at every scale (no parameter, no overflow). float64 is rounded
+  to float32 first, which blurs each edge by half a float32 step
+  (:attr:`HistogramResult.slack`).
+
+The map value ↦ bin is monotone, so the bins are disjoint intervals in value order with
+exactly known edges: what :mod:`.ks` needs to bound the KS distance rigorously. NaN and ±Inf
+fall into the non-finite keys and are left out (counted by :class:`.moments.Moments`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from . import kernels
+from .base import Deps, Statistic
+
+
+class HistogramResult(NamedTuple):
+    """Occupied bins in value order: bin j holds ``counts[j]`` values, all in [lo[j], hi[j]].
+
+    ``exact``: every bin is a single value (lo == hi). Tensors are float64/int64 on the CPU.
+    """
+
+    lo: torch.Tensor
+    hi: torch.Tensor
+    counts: torch.Tensor
+    n: int  # finite values counted
+    exact: bool
+    #: Relative uncertainty of the edges: 2⁻²⁴ for float64 data, else 0.
+    slack: float = 0.0
+    #: Every occupied finite key and the bin it counts into (both zero keys share a bin).
+    keys: torch.Tensor | None = None
+    bin_of_key: torch.Tensor | None = None
+
+
+def key_order(dtype: torch.dtype, occupied: torch.Tensor) -> torch.Tensor:
+    """Sorted keys (as from ``nonzero``) reordered by value: negatives (sign bit set, larger
+    magnitude first), then non-negatives."""
+    half = 1 << (kernels.key_bits(dtype) - 1)
+    split = int(torch.searchsorted(occupied, half))
+    return torch.cat([occupied[split:].flip(0), occupied[:split]])
+
+
+@dataclass(frozen=True)
+class ValueHistogram(Statistic):
+    """Counts of the finite values on their dtype's grid (see the module docstring)."""
+
+    layout = "flat"
+
+    def reduce(self, block: torch.Tensor, deps: Deps) -> tuple[torch.dtype, torch.Tensor]:
+        counts = kernels.key_counts(block)
+        return block.dtype, counts.clone() if kernels.exact_dtype(block.dtype) else counts  # memoised: shared
+
+    def merge(self, a: tuple[torch.dtype, torch.Tensor], b: tuple[torch.dtype, torch.Tensor]):
+        (dtype, x), (_, y) = a, b
+        if len(x) < len(y):
+            x, y = y, x
+        x[: len(y)] += y  # in place: states are owned by whoever merges them
+        return dtype, x
+
+    def finalize(self, state: tuple[torch.dtype, torch.Tensor] | None, deps: Deps) -> HistogramResult:
+        empty = torch.zeros(0, dtype=torch.float64)
+        if state is None:
+            return HistogramResult(empty, empty, torch.zeros(0, dtype=torch.int64), 0, True)
+        dtype, counts = state
+        counts = counts.cpu()
+        k = key_order(dtype, counts.nonzero().squeeze(1))
+        value = kernels.key_values(dtype, k)
+        finite = torch.isfinite(value)
+        k, value, c = k[finite], value[finite], counts[k[finite]]
+        exact = kernels.exact_dtype(dtype)
+        if exact:
+            lo = hi = value
+        else:  # the next key's value is the far end of the bin in magnitude
+            far = kernels.key_values(dtype, k + 1)
+            lo, hi = torch.minimum(value, far), torch.maximum(value, far)
+        bins = torch.arange(len(k))
+        zero = (value == 0).nonzero().squeeze(1)  # +0 and −0 (for float32: (−tiny, 0] and [0, tiny))
+        if len(zero) == 2:  # adjacent in value order: one bin
+            i, j = int(zero[0]), int(zero[1])
+            lo, c = lo.clone(), c.clone()
+            lo[j], c[j] = lo[i], c[i] + c[j]
+            keep = bins != i
+            lo, hi, c = lo[keep], hi[keep], c[keep]
+            bins = bins - (bins > i).to(bins.dtype)
+            bins[i] = i
+        slack = 2.0**-24 if dtype == torch.float64 else 0.0
+        return HistogramResult(lo, hi, c, int(c.sum()), exact, slack, k, bins)

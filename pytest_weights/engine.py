@@ -28,6 +28,7 @@ import torch
 
 from .cache import StatCache
 from .readers.base import Checkpoint, TensorInfo
+from .stats import kernels
 from .stats.base import Deps, Statistic, closure, stages
 
 #: Elements per rows block, and per device chunk off the CPU: bounds temporaries.
@@ -191,7 +192,12 @@ def reduce_tensor(
 
 
 def _reduce_block(stats: Sequence[Statistic], deps: Deps, block: torch.Tensor) -> list[Any]:
-    return [s.reduce(block, deps) for s in stats]
+    try:
+        if len(stats) > 1:
+            kernels.fuse(block, frozenset().union(*(s.kernels for s in stats)))
+        return [s.reduce(block, deps) for s in stats]
+    finally:
+        kernels.forget()
 
 
 def _merge_in_order(stats: Sequence[Statistic], parts: Iterable[list[Any]]) -> dict[Statistic, Any]:

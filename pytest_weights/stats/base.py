@@ -42,6 +42,9 @@ class Statistic(ABC):
 
     #: How the engine cuts the tensor into blocks (see the module docstring).
     layout: ClassVar[Literal["rows", "flat"]] = "rows"
+    #: The :mod:`.kernels` a flat statistic calls on each block; the engine asks for them
+    #: together (:func:`.kernels.fuse`), so statistics sharing a sweep share its tiles.
+    kernels: ClassVar[frozenset[str]] = frozenset()
 
     def needs_sweep(self, deps: Deps) -> bool:
         """Whether ``reduce`` must see the data, given the values of the requirements

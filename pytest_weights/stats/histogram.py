@@ -46,19 +46,12 @@ class HistogramResult(NamedTuple):
     bin_of_key: torch.Tensor | None = None
 
 
-def key_order(dtype: torch.dtype, occupied: torch.Tensor) -> torch.Tensor:
-    """Sorted keys (as from ``nonzero``) reordered by value: negatives (sign bit set, larger
-    magnitude first), then non-negatives."""
-    half = 1 << (kernels.key_bits(dtype) - 1)
-    split = int(torch.searchsorted(occupied, half))
-    return torch.cat([occupied[split:].flip(0), occupied[:split]])
-
-
 @dataclass(frozen=True)
 class ValueHistogram(Statistic):
     """Counts of the finite values on their dtype's grid (see the module docstring)."""
 
     layout = "flat"
+    kernels = frozenset({"key_counts"})
 
     def reduce(self, block: torch.Tensor, deps: Deps) -> tuple[torch.dtype, torch.Tensor]:
         counts = kernels.key_counts(block)
@@ -72,30 +65,29 @@ class ValueHistogram(Statistic):
         return dtype, x
 
     def finalize(self, state: tuple[torch.dtype, torch.Tensor] | None, deps: Deps) -> HistogramResult:
-        empty = torch.zeros(0, dtype=torch.float64)
         if state is None:
+            empty = torch.zeros(0, dtype=torch.float64)
             return HistogramResult(empty, empty, torch.zeros(0, dtype=torch.int64), 0, True)
         dtype, counts = state
         counts = counts.cpu()
-        k = key_order(dtype, counts.nonzero().squeeze(1))
-        value = kernels.key_values(dtype, k)
-        finite = torch.isfinite(value)
-        k, value, c = k[finite], value[finite], counts[k[finite]]
+        occupied = counts.nonzero().squeeze(1)  # sorted keys
+        half, finite = 1 << (kernels.key_bits(dtype) - 1), kernels.finite_magnitudes(dtype)
+        at = torch.searchsorted(occupied, torch.tensor([finite, half, half + finite])).tolist()
+        neg = occupied[at[1] : at[2]].flip(0)  # v < 0 in value order: largest magnitude first
+        k = torch.cat([neg, occupied[: at[0]]])  # NaN/Inf keys (magnitudes ≥ finite) left out
+        c, value, m = counts[k], kernels.key_values(dtype, k), len(neg)
         exact = kernels.exact_dtype(dtype)
         if exact:
             lo = hi = value
-        else:  # the next key's value is the far end of the bin in magnitude
+        else:  # the next key's value is the far end of a bin in magnitude: below for v < 0
             far = kernels.key_values(dtype, k + 1)
-            lo, hi = torch.minimum(value, far), torch.maximum(value, far)
+            lo, hi = torch.cat([far[:m], value[m:]]), torch.cat([value[:m], far[m:]])
         bins = torch.arange(len(k))
-        zero = (value == 0).nonzero().squeeze(1)  # +0 and −0 (for float32: (−tiny, 0] and [0, tiny))
-        if len(zero) == 2:  # adjacent in value order: one bin
-            i, j = int(zero[0]), int(zero[1])
+        if 0 < m < len(k) and k[m - 1] == half and k[m] == 0:  # −0 and +0: adjacent, one bin
             lo, c = lo.clone(), c.clone()
-            lo[j], c[j] = lo[i], c[i] + c[j]
-            keep = bins != i
+            lo[m], c[m] = lo[m - 1], c[m - 1] + c[m]
+            keep = torch.arange(len(k)) != m - 1
             lo, hi, c = lo[keep], hi[keep], c[keep]
-            bins = bins - (bins > i).to(bins.dtype)
-            bins[i] = i
+            bins = bins - (bins >= m).to(bins.dtype)
         slack = 2.0**-24 if dtype == torch.float64 else 0.0
         return HistogramResult(lo, hi, c, int(c.sum()), exact, slack, k, bins)

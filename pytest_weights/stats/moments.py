@@ -72,6 +72,7 @@ class Moments(Statistic):
     """Count, mean, std, rms, min/max, skewness, excess kurtosis, NaN/Inf counts."""
 
     layout = "flat"
+    kernels = frozenset({"power_sums"})
 
     def reduce(self, block: torch.Tensor, deps: Deps) -> MomentsState:
         x = block.reshape(-1)

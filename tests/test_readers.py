@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 import sys
 import warnings
 
@@ -544,3 +545,19 @@ def test_open_checkpoint_refuses_non_checkpoints(tmp_path):
         open_checkpoint(tmp_path)
     with pytest.raises(CheckpointError, match="no such file"):
         open_checkpoint(tmp_path / "nope.safetensors")
+
+
+def test_safetensors_large_tensors_are_mapped_and_misaligned_ones_read(tmp_path):
+    big = torch.randn(512, 1024, generator=torch.Generator().manual_seed(0))  # 2 MiB: mapped
+    path = tmp_path / "m.safetensors"
+    save_file({"big": big, "small": big[:2].clone()}, path)
+    with open_checkpoint(path) as ckpt:
+        assert torch.equal(ckpt.read("big"), big) and torch.equal(ckpt.read("small"), big[:2])
+    # the same bytes behind a header one byte longer: float32 data no longer 4-byte aligned
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = raw[8 : 8 + n].rstrip(b" ") + b" " * (n - len(raw[8 : 8 + n].rstrip(b" ")) + 1)
+    odd = tmp_path / "odd.safetensors"
+    odd.write_bytes(struct.pack("<Q", n + 1) + header + raw[8 + n :])
+    with open_checkpoint(odd) as ckpt:
+        assert torch.equal(ckpt.read("big"), big)  # falls back to a plain read

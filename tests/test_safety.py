@@ -369,3 +369,17 @@ def test_reading_every_tensor_changes_nothing(tmp_path, fmt):
     assert _fingerprint(tmp_path) == before
     with open_checkpoint(path) as again:
         assert again.identity() == identity
+
+
+def test_memory_mapped_tensors_are_private_copies(tmp_path):
+    # tensors of ≥ 1 MiB are mapped copy-on-write: writing to one never reaches the file
+    path = tmp_path / "big.safetensors"
+    save_file({"w": torch.randn(1024, 1024), "b": torch.randn(8)}, path)
+    before = _fingerprint(path)
+    with open_checkpoint(path) as ckpt:
+        w = ckpt.read("w")
+        assert not w.is_shared() and w.untyped_storage().nbytes() == 4 * 1024 * 1024
+        w.mul_(0.0).add_(7.0)
+        assert float(ckpt.read("w")[0, 0]) != 7.0  # a fresh read sees the file, not the write
+        del w
+    assert _fingerprint(path) == before

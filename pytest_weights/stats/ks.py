@@ -113,6 +113,8 @@ class KSNormal(Statistic):
 
     def finalize(self, state, deps: Deps) -> KSResult:
         m, h = deps[Moments()], deps[ValueHistogram()]
+        with _plans_lock:
+            _plans.pop(id(h), None)  # the sweep, if any, is over
         if h.n < 2 or not m.std > 0:
             return KSResult(1.0, m.n, True, 0.0)
         bd = bounds(m, h)

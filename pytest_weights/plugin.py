@@ -69,12 +69,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="where statistics run: auto (CUDA if available), cpu, cuda, cuda:N",
     )
     group.addoption(
-        "--weights-compile",
-        action="store_true",
-        default=False,
-        dest="weights_compile",
-        help="fuse the statistics kernels with torch.compile: ~10x faster passes on large checkpoints, "
-        "after a one-off compile (seconds to a minute, cached on disk)",
+        "--weights-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        dest="weights_workers",
+        help="CPU threads for the statistics pass (default: torch's intra-op thread count)",
     )
     group.addoption(
         "--weights-no-cache",
@@ -228,7 +228,7 @@ class WeightsSession:
         self.config = config
         self.checkpoint_paths = checkpoint_paths
         self.spec_paths = spec_paths
-        self.checker = Checker(device, progress=self._progress, compile=config.option.weights_compile)
+        self.checker = Checker(device, progress=self._progress, workers=config.option.weights_workers)
         #: Step number of each checkpoint that came from a run directory.
         self.steps: dict[Path, int] = {}
         #: Each run directory's checkpoints as (step, path), for run-scope assertions.

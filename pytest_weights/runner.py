@@ -26,7 +26,6 @@ from .readers.memory import StateDictCheckpoint
 from .readers.peft import PeftAdapter
 from .report import AssertionResult, Report
 from .spec import AssertionSpec, Spec, load_spec
-from .stats import kernels
 from .stats.base import Statistic
 
 
@@ -48,10 +47,8 @@ class Checker:
         store: StatStore | None = None,
         cache: StatCache | None = None,
         reference: Checkpoint | None = None,
-        compile: bool = False,
+        workers: int | None = None,
     ) -> None:
-        if compile:
-            kernels.use_compiled(True)
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.progress = progress
         self.store = store or StatStore()
@@ -59,6 +56,8 @@ class Checker:
         #: The checkpoint ``view: delta`` and reference-comparing kinds compare against.
         self.reference = reference
         self.passes: list[PassProgress] = []
+        #: CPU threads for a pass (None: torch's intra-op thread count).
+        self.workers = workers
         self._derived: dict[int, Checkpoint] = {}
 
     def target(self, checkpoint: Checkpoint, spec: AssertionSpec) -> Checkpoint:
@@ -112,7 +111,10 @@ class Checker:
                 for info in infos:
                     plans[target][info.name].update(stats)
         for ckpt, requests in plans.items():
-            self.passes.append(compute_pass(ckpt, requests, self.store, self.device, self.progress, cache=self.cache))
+            done = compute_pass(
+                ckpt, requests, self.store, self.device, self.progress, cache=self.cache, workers=self.workers
+            )
+            self.passes.append(done)
 
     def evaluate(self, checkpoint: Checkpoint, spec: AssertionSpec) -> AssertionResult:
         """Judge one assertion (its statistics are computed first if missing)."""
@@ -210,7 +212,7 @@ def check(
     device: str = "auto",
     cache_dir: str | Path | None = None,
     reference: str | Path | Checkpoint | None = None,
-    compile: bool = False,
+    workers: int | None = None,
 ) -> Report:
     """Check one checkpoint against a spec (a path, a bundled name, or a loaded :class:`Spec`).
 
@@ -219,8 +221,7 @@ def check(
 
     ``reference``: the checkpoint that ``view: delta`` assertions subtract (ΔW = W − W_ref)
     and that reference-comparing kinds compare against.
-    ``compile``: fuse the hot-loop kernels with ``torch.compile`` (≈10× faster on large
-    checkpoints, a one-off compile of seconds to a minute; see :mod:`.stats.kernels`).
+    ``workers``: CPU threads for the pass (default: torch's intra-op thread count).
     ``cache_dir``: keep computed statistics there, so re-checking an unchanged checkpoint
     reads nothing.
 
@@ -238,6 +239,6 @@ def check(
         ckpt = open_checkpoint(checkpoint)
     ref = open_checkpoint(reference) if isinstance(reference, (str, Path)) else reference
     cache = StatCache(cache_dir) if cache_dir is not None else None
-    checker = Checker(device, cache=cache, reference=ref, compile=compile)
+    checker = Checker(device, cache=cache, reference=ref, workers=workers)
     checker.prepare((ckpt, a) for a in loaded.assertions)
     return Report(tuple(checker.evaluate(ckpt, a) for a in loaded.assertions))

@@ -1,39 +1,56 @@
-"""The torch.compile-fused kernels agree with the eager ones (and with numpy float64)."""
+"""The hot-loop kernels against numpy float64: tiled power sums, keys and their values."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from scipy import stats
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pytest_weights.engine import reduce_tensor
-from pytest_weights.stats import KSNormal, Moments, kernels
-
-pytestmark = pytest.mark.slow  # the first call compiles (seconds to a minute)
+from pytest_weights.stats import kernels
 
 
-@pytest.fixture
-def compiled():
-    kernels.use_compiled(True)
-    yield
-    kernels.use_compiled(False)
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 3 * kernels.TILE), shift=st.floats(-1, 1))
+def test_power_sums_match_float64(seed, n, shift):
+    x = torch.randn(n, generator=torch.Generator().manual_seed(seed)) * 0.02 + shift * 0.01
+    got = kernels.power_sums(x).tolist()
+    d = x.double().numpy()
+    for k, (value, want) in enumerate(zip(got[:4], [d.sum(), (d**2).sum(), (d**3).sum(), (d**4).sum()], strict=True)):
+        scale = (np.abs(d) ** (k + 1)).sum()  # relative to Σ|x|^k: a signed sum may cancel
+        assert abs(value - want) <= 1e-6 * scale + 1e-30, k
+    assert got[4:] == [d.min(), d.max()]
 
 
-def test_compiled_moments_and_ks_match_eager_and_references(compiled):
-    g = torch.Generator().manual_seed(0)
-    exact = KSNormal(max_error=0)
-    for t in (torch.randn(300, 257, generator=g) * 0.02 + 0.001, torch.rand(5000, generator=g), torch.randn(7, 3)):
-        fused = reduce_tensor(t, [exact])
-        kernels.use_compiled(False)
-        eager = reduce_tensor(t, [exact])
-        kernels.use_compiled(True)
-        x = t.double().numpy().ravel()
-        spread = eager[Moments()].std
-        for key in ("mean", "std", "min", "max"):  # within 1e-7 of the spread (a mean near 0 has no relative error)
-            assert getattr(fused[Moments()], key) == pytest.approx(getattr(eager[Moments()], key), abs=1e-7 * spread)
-        assert fused[Moments()].std == pytest.approx(x.std(), rel=1e-8)
-        assert fused[Moments()].kurtosis == pytest.approx(stats.kurtosis(x), abs=1e-7)
-        ref = stats.kstest(x, "norm", args=(x.mean(), x.std()), method="asymp").statistic
-        assert fused[exact].statistic == pytest.approx(ref, abs=1e-7)
-        assert np.isfinite(fused[exact].statistic)
+def test_power_sums_about_a_centre_and_in_float64():
+    x = 1.0 + 0.01 * torch.randn(100_000, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    d = x.numpy() - 1.0
+    got = kernels.power_sums(x, 1.0).tolist()
+    assert got[1] == pytest.approx((d**2).sum(), rel=1e-12)
+    assert got[3] == pytest.approx((d**4).sum(), rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2])
+def test_exact_keys_decode_to_the_values(dtype):
+    x = (torch.randn(5000, generator=torch.Generator().manual_seed(2)) * 2).to(dtype)
+    assert torch.equal(kernels.key_values(dtype, kernels.keys(x).long()), x.to(torch.float64))
+
+
+def test_float32_keys_decode_to_the_truncated_value():
+    x = torch.randn(5000, generator=torch.Generator().manual_seed(3)) * 1e-3
+    low = kernels.key_values(torch.float32, kernels.keys(x).long())
+    step = 2.0 ** (np.floor(np.log2(np.abs(x.double().numpy()))) - kernels.F32_MANTISSA_BITS)
+    assert (np.abs(x.double().numpy()) - np.abs(low.numpy()) >= 0).all()  # truncated towards 0
+    assert (np.abs(x.double().numpy()) - np.abs(low.numpy()) < step).all()  # by less than one step
+    assert (np.sign(low.numpy()) == np.sign(x.numpy())).all()
+
+
+def test_fused_pass_equals_the_separate_kernels():
+    x = torch.randn(700_000, generator=torch.Generator().manual_seed(4))
+    sums, counts = kernels.power_sums(x), kernels.key_counts(x)
+    kernels.fuse(x, frozenset({"power_sums", "key_counts"}))
+    try:
+        assert torch.equal(kernels.power_sums(x), sums) and torch.equal(kernels.key_counts(x), counts)
+    finally:
+        kernels.forget()

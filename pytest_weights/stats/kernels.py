@@ -5,9 +5,6 @@ a fresh 64 MB temporary page-faults and costs about three times the op itself. S
 are processed here in L2-sized tiles (``TILE`` elements) with per-thread reusable buffers:
 each op reads cache, not DRAM, and allocates nothing. On CUDA, tiles are whole slices (the
 caching allocator reuses memory; no host copies, no per-element Python).
-
-With :func:`use_compiled` on, power sums are compiled once per process by ``torch.compile``
-(Inductor: C++/OpenMP on the CPU, Triton on CUDA) into one fused pass accumulating in float64.
 """
 
 from __future__ import annotations
@@ -22,17 +19,7 @@ import torch
 #: (measured on a 2 MiB L2: 1.5 ns/element at 2¹⁷, 1.8 at 2¹⁸, 2.9 at 2¹⁴).
 TILE = 1 << 17
 
-_state = {"compiled": False}
 _local = threading.local()
-
-
-def use_compiled(on: bool) -> None:
-    """Switch the power sums to their ``torch.compile``-d version (process-wide)."""
-    _state["compiled"] = bool(on)
-
-
-def compiled() -> bool:
-    return _state["compiled"]
 
 
 def scratch(name: str, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -77,23 +64,10 @@ def _power_sums_eager(x: torch.Tensor, c: float) -> torch.Tensor:
     return torch.cat([p[:, :4].sum(0), p[:, 4].min().reshape(1), p[:, 5].max().reshape(1)])
 
 
-def _power_sums_fused(x: torch.Tensor, c: float) -> torch.Tensor:
-    d = x.double() - c  # exact: the conversion is fused, it costs no memory pass
-    d2 = d * d
-    return torch.stack([d.sum(), d2.sum(), (d2 * d).sum(), (d2 * d2).sum(), x.amin().double(), x.amax().double()])
-
-
-@functools.cache
-def _compile(fn):
-    return torch.compile(fn, dynamic=True)
-
-
 def power_sums(x: torch.Tensor, c: float = 0.0) -> torch.Tensor:
     """float64 [Σd, Σd², Σd³, Σd⁴, min x, max x] with d = x − c (1-D float32 or float64)."""
     if not c and (done := _recall("power_sums", x)) is not None:
         return done
-    if _state["compiled"]:
-        return _compile(_power_sums_fused)(x, c)
     return _power_sums_eager(x, c)
 
 
@@ -109,8 +83,6 @@ def fuse(x: torch.Tensor, wanted: frozenset[str]) -> None:
     statistics' own calls (per thread, for as long as ``x`` lives).
     """
     if not {"power_sums", "key_counts"} <= wanted or x.dtype != torch.float32 or x.device.type != "cpu":
-        return
-    if _state["compiled"]:
         return
     owner, x = x, x.reshape(-1)
     n = x.numel()

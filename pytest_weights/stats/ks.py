@@ -93,13 +93,13 @@ class KSNormal(Statistic):
     layout = "flat"
 
     def needs_sweep(self, deps: Deps) -> bool:
-        return _gather_plan(self, deps) is not None
+        return _plan(self, deps).lut is not None
 
     def requires(self) -> tuple[Statistic, ...]:
         return (Moments(), ValueHistogram())
 
     def reduce(self, block: torch.Tensor, deps: Deps) -> tuple[torch.Tensor, torch.Tensor]:
-        lut = _gather_plan(self, deps)
+        lut = _plan(self, deps).lut
         if lut is None:
             empty = torch.zeros(0, dtype=torch.float64)
             return empty, empty.to(torch.int64)
@@ -113,11 +113,11 @@ class KSNormal(Statistic):
 
     def finalize(self, state, deps: Deps) -> KSResult:
         m, h = deps[Moments()], deps[ValueHistogram()]
+        bd = _plan(self, deps).bounds
         with _plans_lock:
-            _plans.pop(id(h), None)  # the sweep, if any, is over
-        if h.n < 2 or not m.std > 0:
+            _plans.pop((id(h), self), None)  # the sweep, if any, is over
+        if bd is None:
             return KSResult(1.0, m.n, True, 0.0)
-        bd = bounds(m, h)
         if state is None or not len(state[0]) or bd.upper == bd.lower:
             return KSResult(bd.lower, h.n, bd.upper == bd.lower, bd.upper - bd.lower)
         values, bins = state
@@ -134,30 +134,35 @@ class KSNormal(Statistic):
         return KSResult(max(bd.lower, float(d_plus), float(d_minus)), n, True, 0.0)
 
 
-_plans: dict[int, tuple[HistogramResult, KSNormal, torch.Tensor | None]] = {}
+class _Plan(NamedTuple):
+    bounds: _Bounds | None  # None: D = 1 by definition (no spread)
+    lut: torch.Tensor | None  # key → candidate bin, or −1; None: no second sweep
+
+
+_plans: dict[tuple[int, KSNormal], tuple[HistogramResult, _Plan]] = {}
 _plans_lock = threading.Lock()
 
 
-def _gather_plan(ks: KSNormal, deps: Deps) -> torch.Tensor | None:
-    """key → index of its bin when the bin is a candidate, else −1 (int64, per histogram);
-    None when the bounds are narrow enough (or gathering would take too much memory)."""
+def _plan(ks: KSNormal, deps: Deps) -> _Plan:
+    """The bounds of a tensor and, when they are too wide, which keys' values to gather
+    (computed once per histogram, shared by the engine's check, the sweep and finalize)."""
     h = deps[ValueHistogram()]
     with _plans_lock:
-        cached = _plans.get(id(h))
-    if cached is not None and cached[0] is h and cached[1] == ks:
-        return cached[2]
-    lut = None
+        cached = _plans.get((id(h), ks))
+    if cached is not None and cached[0] is h:
+        return cached[1]
     m = deps[Moments()]
+    plan = _Plan(None, None)
     if h.n >= 2 and m.std > 0:
         bd = bounds(m, h)
         wanted = int(h.counts[bd.candidates].sum())
-        if bd.upper - bd.lower > ks.max_error and 0 < wanted <= ks.max_exact:
-            lut = _key_to_candidate_bin(h, bd.candidates)
+        wide = bd.upper - bd.lower > ks.max_error and 0 < wanted <= ks.max_exact
+        plan = _Plan(bd, _key_to_candidate_bin(h, bd.candidates) if wide else None)
     with _plans_lock:
-        if len(_plans) >= 32:  # tensors in flight: the oldest plans are done with
+        if len(_plans) >= 64:  # tensors in flight: the oldest plans are done with
             del _plans[next(iter(_plans))]
-        _plans[id(h)] = (h, ks, lut)  # holds h: its id is not reused while cached
-    return lut
+        _plans[(id(h), ks)] = (h, plan)  # holds h: its id is not reused while cached
+    return plan
 
 
 def _key_to_candidate_bin(h: HistogramResult, candidates: torch.Tensor) -> torch.Tensor:

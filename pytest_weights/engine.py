@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -70,6 +71,9 @@ class StatStore:
         return iter(self._values.items())
 
 
+_ALL_THREADS = threading.Lock()
+
+
 class Workers:
     """CPU threads reducing flat slices in parallel; ``n`` ≤ 1 reduces inline.
 
@@ -81,7 +85,7 @@ class Workers:
     def __init__(self, n: int | None = None) -> None:
         self.n = max(1, torch.get_num_threads() if n is None else n)
         self._pool: ThreadPoolExecutor | None = None
-        self._saved = 0
+        self._saved = torch.get_num_threads()
 
     def __enter__(self) -> Workers:
         self._saved = torch.get_num_threads()
@@ -100,12 +104,15 @@ class Workers:
 
     @contextlib.contextmanager
     def all_threads(self) -> Iterator[None]:
-        """Inside: the caller's torch ops use its own thread count (for rows statistics)."""
-        torch.set_num_threads(self._saved)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(1)
+        """Inside: the caller's torch ops use all its threads (for rows statistics, e.g. an
+        SVD); one caller at a time, so that tensors in flight do not oversubscribe the cores."""
+        with _ALL_THREADS:
+            saved = torch.get_num_threads()
+            torch.set_num_threads(self._saved)
+            try:
+                yield
+            finally:
+                torch.set_num_threads(saved)
 
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
         """``fn`` over ``items``, results in order, at most 2·n items in flight."""
@@ -176,7 +183,7 @@ def reduce_tensor(
             with workers if own else contextlib.nullcontext():
                 parts = workers.map(partial(_reduce_block, flat, values), slices(tensor, device, step))
                 states.update(_merge_in_order(flat, parts))
-        with contextlib.nullcontext() if own else workers.all_threads():  # e.g. an SVD: all cores
+        with workers.all_threads() if rows and not own else contextlib.nullcontext():
             if rows:
                 if row_blocks is None and tensor.numel() <= chunk_elements:
                     row_blocks = list(blocks(tensor, device, chunk_elements))  # converted once for all stages

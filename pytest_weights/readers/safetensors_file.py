@@ -7,6 +7,11 @@ map of its bytes: no copy, pages come from the page cache as they are touched, w
 any) never reach the file, and the mapping goes away with the tensor, so memory is
 bounded by the tensors in use, not by the file. Where mapping is not possible (a
 misaligned tensor, a file system without mmap) the bytes are read with ``preadv``.
+
+A file that is truncated *while* one of its tensors is mapped and being read (rewritten in
+place by another process) makes the reading process fail with SIGBUS, as with
+``safetensors.safe_open`` or ``torch.load(mmap=True)``; the sizes are checked before
+each tensor is mapped. Write new checkpoints to new paths (or rename them into place).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import mmap
 import os
 import struct
+import threading
 from pathlib import Path
 
 import torch
@@ -118,6 +124,7 @@ class SafetensorsFile(Checkpoint):
         order = sorted(self._entries.items(), key=lambda kv: kv[1]["data_offsets"][0])
         self._infos = [TensorInfo(name, tuple(e["shape"]), DTYPES[e["dtype"]], str(self.path)) for name, e in order]
         self._fd: int | None = None
+        self._fd_lock = threading.Lock()  # the prefetch thread and the caller may open at once
 
     def tensors(self) -> list[TensorInfo]:
         return list(self._infos)
@@ -142,9 +149,10 @@ class SafetensorsFile(Checkpoint):
         return buf.view(dtype).reshape(entry["shape"])
 
     def _open(self) -> int:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
-        return self._fd
+        with self._fd_lock:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDONLY)
+            return self._fd
 
     def _map(self, offset: int, nbytes: int, dtype: torch.dtype) -> torch.Tensor | None:
         """The bytes as a 1-D tensor over a private memory map, or None if they cannot be mapped."""
@@ -173,6 +181,7 @@ class SafetensorsFile(Checkpoint):
             done += n
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        with self._fd_lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None

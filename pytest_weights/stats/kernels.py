@@ -167,7 +167,12 @@ def keys(x: torch.Tensor) -> torch.Tensor:
     if x.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
         return out.copy_(x.view(torch.uint8))
     if x.dtype == torch.float64:
-        x = scratch("f32", n, torch.float32, x.device).copy_(x)
+        wide = x
+        x = scratch("f32", n, torch.float32, x.device).copy_(wide)
+        if torch.isinf(x).any():  # finite values beyond float32: into the top bin, not the Inf keys
+            big = torch.isinf(x) & torch.isfinite(wide)
+            x.masked_fill_(big & (wide > 0), torch.finfo(torch.float32).max)
+            x.masked_fill_(big & (wide < 0), -torch.finfo(torch.float32).max)
     torch.bitwise_right_shift(x.view(torch.int32), _F32_SHIFT, out=out)
     return out.bitwise_and_(_F32_MASK)  # the arithmetic shift copied the sign bit: clear it
 

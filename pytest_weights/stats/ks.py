@@ -15,8 +15,11 @@ bins are 2⁻¹¹–2⁻¹⁰ wide relative to the value x, so U − L ≤ max �
 2.4e−4 for centred weights (|x|/σ ≈ |z|); in practice D − L is the within-bin sampling noise,
 ~√C_j / n (≈ 1e−5 at n = 10⁶). A tensor far from 0 against its spread (a LayerNorm gain ≈ 1
 ± 0.01, say) has coarse bins in z; when U − L exceeds ``max_error`` (default 1e−3; 0 = always)
-one more sweep gathers the values of the bins where D could exceed L and evaluates D there
-exactly (float64), as ``scipy.stats.kstest`` does after a full sort.
+one more sweep gathers the distinct values (with their counts) of the bins where D could
+exceed L and evaluates D there exactly (float64), as ``scipy.stats.kstest`` does after a
+full sort. Only if those bins hold more than ``max_exact`` distinct values do the bounds
+stand (``exact`` False); :class:`~pytest_weights.assertions.gaussian_ks.GaussianKS` then
+passes a tensor only when the upper bound is within tolerance.
 
 A tensor with zero spread (or fewer than two finite values) has D = 1 by definition here:
 it is as far from a Gaussian as can be.
@@ -49,6 +52,11 @@ class KSResult(NamedTuple):
     error_bound: float
 
 
+#: The smallest float32 step (subnormal): float64 values round to float32 within half of it
+#: plus half a relative step (``HistogramResult.slack``).
+_F32_STEP = 2.0**-149
+
+
 class _Bounds(NamedTuple):
     lower: float  # L
     upper: float  # U
@@ -69,8 +77,9 @@ def bounds(m: MomentsResult, h: HistogramResult) -> _Bounds:
     p_lo = cdf(h.lo)
     p_hi = p_lo if h.exact else cdf(h.hi)  # exact: single-value bins, lo == hi
     at_edges = torch.maximum((f_lo - p_lo).abs(), (f_hi - p_hi).abs())
-    if h.slack:  # edges known to within slack·|edge|: widen the bins, shrink L by Φ's slack
-        w_lo, w_hi = cdf(h.lo - h.slack * h.lo.abs()), cdf(h.hi + h.slack * h.hi.abs())
+    if h.slack:  # edges known to within slack·|edge| (+ a float32 subnormal step): widen the bins, shrink L
+        w_lo = cdf(h.lo - h.slack * h.lo.abs() - _F32_STEP)
+        w_hi = cdf(h.hi + h.slack * h.hi.abs() + _F32_STEP)
         at_edges = at_edges - torch.maximum(p_lo - w_lo, w_hi - p_hi)
         p_lo, p_hi = w_lo, w_hi
     lower = max(float(at_edges.max()), 0.0)
@@ -87,7 +96,7 @@ class KSNormal(Statistic):
     #: Bounds wider than this are narrowed to the exact value by one more sweep over the
     #: tensor (0: always exact). Centred weights stay below ~2.4e−4 without it.
     max_error: float = 1e-3
-    #: At most this many values are gathered for the exact value, else the bounds stand.
+    #: At most this many distinct values are gathered for the exact value, else the bounds stand.
     max_exact: int = 1 << 22
 
     layout = "flat"
@@ -98,40 +107,62 @@ class KSNormal(Statistic):
     def requires(self) -> tuple[Statistic, ...]:
         return (Moments(), ValueHistogram())
 
-    def reduce(self, block: torch.Tensor, deps: Deps) -> tuple[torch.Tensor, torch.Tensor]:
+    def reduce(self, block: torch.Tensor, deps: Deps) -> _Gathered:
+        """The distinct values of the candidate bins, with their bins and counts."""
         lut = _plan(self, deps).lut
         if lut is None:
-            empty = torch.zeros(0, dtype=torch.float64)
-            return empty, empty.to(torch.int64)
+            return _Gathered.empty()
         lut = lut.to(block.device)
         b = lut[kernels.keys(block).clamp(max=len(lut) - 1)]  # non-finite keys: past the end
         keep = b >= 0
-        return block[keep].to(torch.float64).cpu(), b[keep].cpu()
+        values, inverse, counts = torch.unique(
+            block.reshape(-1)[keep].to(torch.float64), return_inverse=True, return_counts=True
+        )
+        bins = torch.zeros_like(counts).scatter_(0, inverse, b[keep])  # a value lies in one bin
+        return _Gathered(values.cpu(), bins.cpu(), counts.cpu()).capped(self.max_exact)
 
-    def merge(self, a, b):
-        return torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]])
+    def merge(self, a: _Gathered, b: _Gathered) -> _Gathered:
+        if a.overflow or b.overflow:
+            return _Gathered.empty(overflow=True)
+        return _Gathered(*(torch.cat([x, y]) for x, y in zip(a[:3], b[:3], strict=True))).capped(self.max_exact)
 
-    def finalize(self, state, deps: Deps) -> KSResult:
+    def finalize(self, state: _Gathered | None, deps: Deps) -> KSResult:
         m, h = deps[Moments()], deps[ValueHistogram()]
         bd = _plan(self, deps).bounds
         with _plans_lock:
             _plans.pop((id(h), self), None)  # the sweep, if any, is over
         if bd is None:
             return KSResult(1.0, m.n, True, 0.0)
-        if state is None or not len(state[0]) or bd.upper == bd.lower:
+        if state is None or state.overflow or not len(state.values) or bd.upper == bd.lower:
             return KSResult(bd.lower, h.n, bd.upper == bd.lower, bd.upper - bd.lower)
-        values, bins = state
-        order = torch.argsort(values, stable=True)  # bins are in value order: stays grouped by bin
-        values, bins = values[order], bins[order]
-        start = torch.searchsorted(bins, bins)  # first position of each value's bin
-        first = torch.searchsorted(values, values)  # first position of each value's ties
-        last = torch.searchsorted(values, values, right=True)
-        base = bd.before[bins]
+        values, inverse = torch.unique(state.values, return_inverse=True)  # sorted; bins stay grouped
+        counts = torch.zeros(len(values), dtype=torch.int64).scatter_add_(0, inverse, state.counts)
+        bins = torch.zeros(len(values), dtype=torch.int64).scatter_(0, inverse, state.bins)
+        before = torch.cumsum(counts, 0) - counts  # gathered values before each one
+        within = before - before[torch.searchsorted(bins, bins)]  # … in its own bin
+        rank_lt = bd.before[bins] + within  # values < v in the whole tensor
         cdf = torch.special.ndtr((values - m.mean) / m.std)
         n = h.n
-        d_plus = ((base + last - start).to(torch.float64) / n - cdf).max()
-        d_minus = (cdf - (base + first - start).to(torch.float64) / n).max()
+        d_plus = ((rank_lt + counts).to(torch.float64) / n - cdf).max()
+        d_minus = (cdf - rank_lt.to(torch.float64) / n).max()
         return KSResult(max(bd.lower, float(d_plus), float(d_minus)), n, True, 0.0)
+
+
+class _Gathered(NamedTuple):
+    """Distinct values gathered from candidate bins (float64), their bins and counts."""
+
+    values: torch.Tensor
+    bins: torch.Tensor
+    counts: torch.Tensor
+    overflow: bool = False  # more distinct values than ``max_exact``: only the bounds stand
+
+    @staticmethod
+    def empty(overflow: bool = False) -> _Gathered:
+        nothing = torch.zeros(0, dtype=torch.int64)
+        return _Gathered(nothing.to(torch.float64), nothing, nothing, overflow)
+
+    def capped(self, limit: int) -> _Gathered:
+        return _Gathered.empty(overflow=True) if len(self.values) > limit else self
 
 
 class _Plan(NamedTuple):
@@ -155,8 +186,7 @@ def _plan(ks: KSNormal, deps: Deps) -> _Plan:
     plan = _Plan(None, None)
     if h.n >= 2 and m.std > 0:
         bd = bounds(m, h)
-        wanted = int(h.counts[bd.candidates].sum())
-        wide = bd.upper - bd.lower > ks.max_error and 0 < wanted <= ks.max_exact
+        wide = bd.upper - bd.lower > ks.max_error and bool(bd.candidates.any())
         plan = _Plan(bd, _key_to_candidate_bin(h, bd.candidates) if wide else None)
     with _plans_lock:
         if len(_plans) >= 64:  # tensors in flight: the oldest plans are done with

@@ -56,14 +56,18 @@ EMPTY = MomentsState(0, 0.0, 0.0, 0.0, 0.0, math.inf, -math.inf, 0, 0, 0)
 
 #: Sums about 0 are used when mean² ≤ this fraction of the mean square (cancellation ≤ 1 %).
 _RAW_OK = 0.01
+#: float32 power sums are used when the largest magnitude lies here (x⁴ stays a normal
+#: float32 for the values that matter); otherwise the slice is summed in float64.
+_F32_SAFE = (2.0**-28, 2.0**28)
 
 
 def central(n: int, c: float, t1: float, t2: float, t3: float, t4: float) -> tuple[float, float, float, float]:
     """(mean, M2, M3, M4) from the power sums t_k = Σ(x − c)^k of n values (float64)."""
     delta = t1 / n  # correct the centre from c to the exact mean
-    m2 = t2 - n * delta**2
-    m3 = t3 - 3 * delta * t2 + 2 * n * delta**3
-    m4 = t4 - 4 * delta * t3 + 6 * delta**2 * t2 - 3 * n * delta**4
+    d2 = delta * delta  # products, not **: overflow gives inf instead of raising
+    m2 = t2 - n * d2
+    m3 = t3 - 3 * delta * t2 + 2 * n * d2 * delta
+    m4 = t4 - 4 * delta * t3 + 6 * d2 * t2 - 3 * n * d2 * d2
     return c + delta, max(m2, 0.0), m3, max(m4, 0.0)
 
 
@@ -90,8 +94,8 @@ class Moments(Statistic):
                 return EMPTY._replace(nan=nan, inf=inf, numel=numel)
             t1, t2, t3, t4, lo, hi = kernels.power_sums(x).tolist()
         n = x.numel()
-        if not math.isfinite(t2):  # huge values overflow float32 squares: redo in float64
-            x = x.to(torch.float64)
+        if x.dtype == torch.float32 and not _F32_SAFE[0] <= max(-lo, hi) <= _F32_SAFE[1]:
+            x = x.to(torch.float64)  # x⁴ would overflow or underflow in float32
             t1, t2, t3, t4, _, _ = kernels.power_sums(x).tolist()
         c = 0.0
         if not (math.isfinite(t2) and t1 * t1 <= _RAW_OK * n * t2):
@@ -109,12 +113,13 @@ class Moments(Statistic):
         d = b.mean - a.mean
         mean = a.mean + d * nb / n
         m2 = a.m2 + b.m2 + d * d * na * nb / n
-        m3 = a.m3 + b.m3 + d**3 * na * nb * (na - nb) / n**2 + 3 * d * (na * b.m2 - nb * a.m2) / n
+        d2 = d * d  # products, not **: overflow gives inf instead of raising
+        m3 = a.m3 + b.m3 + d2 * d * na * nb * (na - nb) / (n * n) + 3 * d * (na * b.m2 - nb * a.m2) / n
         m4 = (
             a.m4
             + b.m4
-            + d**4 * na * nb * (na * na - na * nb + nb * nb) / n**3
-            + 6 * d * d * (na * na * b.m2 + nb * nb * a.m2) / n**2
+            + d2 * d2 * na * nb * (na * na - na * nb + nb * nb) / (n * n * n)
+            + 6 * d2 * (na * na * b.m2 + nb * nb * a.m2) / (n * n)
             + 4 * d * (na * b.m3 - nb * a.m3) / n
         )
         return MomentsState(
@@ -130,13 +135,13 @@ class Moments(Statistic):
         var = s.m2 / s.n
         std = math.sqrt(var)
         if var > 0:
-            skew = (s.m3 / s.n) / var**1.5
-            kurt = (s.m4 / s.n) / var**2 - 3.0
+            skew = (s.m3 / s.n) / (var * std)
+            kurt = (s.m4 / s.n) / (var * var) - 3.0
         else:
             skew = kurt = math.nan
         return MomentsResult(
             n=s.n, numel=s.numel, nan=s.nan, inf=s.inf, mean=s.mean, std=std,
-            rms=math.sqrt(s.mean**2 + var), min=s.min, max=s.max,
+            rms=math.sqrt(s.mean * s.mean + var), min=s.min, max=s.max,
             absmax=max(abs(s.min), abs(s.max)), skewness=skew, kurtosis=kurt,
         )  # fmt: skip
 

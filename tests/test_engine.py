@@ -110,3 +110,8 @@ def test_a_tensor_written_in_place_between_checks_is_measured_afresh():
     w.mul_(3.0)
     second = reduce_tensor(w, [Moments(), KSNormal()])
     assert second[Moments()].std == pytest.approx(3 * first[Moments()].std, rel=1e-6)
+
+
+def test_a_workers_pool_need_not_be_entered():
+    t = torch.randn(1000, generator=torch.Generator().manual_seed(3))
+    assert reduce_tensor(t, [Moments()], workers=Workers(2))[Moments()] == reduce_tensor(t, [Moments()])[Moments()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 import sys
 import warnings
@@ -561,3 +562,17 @@ def test_safetensors_large_tensors_are_mapped_and_misaligned_ones_read(tmp_path)
     odd.write_bytes(struct.pack("<Q", n + 1) + header + raw[8 + n :])
     with open_checkpoint(odd) as ckpt:
         assert torch.equal(ckpt.read("big"), big)  # falls back to a plain read
+
+
+def test_reading_from_two_threads_opens_one_file_descriptor(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "m.safetensors"
+    save_file({f"t{i}": torch.randn(512, 600 if i % 2 else 4) for i in range(40)}, path)  # mapped and read
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(10):
+        ckpt = open_checkpoint(path)
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(ckpt.read, [i.name for i in ckpt.tensors()]))
+        ckpt.close()
+    assert len(os.listdir("/proc/self/fd")) == fds

@@ -167,3 +167,56 @@ def test_mean_scaled_distance_matches_lilliefors():
     g = torch.Generator().manual_seed(7)
     vals = [ks(torch.randn(20_000, generator=g)).statistic * math.sqrt(20_000) for _ in range(60)]
     assert np.mean(vals) == pytest.approx(0.63, abs=0.06)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda g, n: 1 + 4e-4 * torch.sign(torch.randn(n, generator=g)) + 5e-5 * torch.randn(n, generator=g),
+        lambda g, n: 1 + 1e-5 * torch.sign(torch.randn(n, generator=g)),  # two spikes: few distinct values
+    ],
+    ids=["offset-bimodal", "two-spikes"],
+)
+def test_refinement_is_exact_when_candidate_bins_hold_millions_of_values(make):
+    t = make(torch.Generator().manual_seed(6), 5_000_000)
+    got = ks(t)
+    assert got.exact
+    assert got.statistic == pytest.approx(scipy_d(t), abs=MOMENTS_SLACK)
+
+
+def test_too_many_distinct_values_leave_honest_bounds():
+    t = 1.0 + 0.01 * torch.randn(50_000, generator=torch.Generator().manual_seed(7))
+    got = ks(t, max_exact=100)
+    assert not got.exact and got.error_bound > 1e-3
+    assert got.statistic - MOMENTS_SLACK <= scipy_d(t) <= got.statistic + got.error_bound + MOMENTS_SLACK
+
+
+def test_float64_beyond_the_float32_range():
+    g = torch.Generator().manual_seed(8)
+    wide = 1e39 + 1e38 * torch.randn(10_000, generator=g, dtype=torch.float64)
+    outliers = torch.cat([torch.randn(10_000, generator=g, dtype=torch.float64), torch.tensor([1e39, -2e39]).double()])
+    for t in (wide, outliers):
+        got = ks(t)
+        assert got.n == t.numel()
+        assert got.statistic - 1e-9 <= scipy_d(t) <= got.statistic + got.error_bound + 1e-9
+
+
+def test_gaussian_ks_fails_a_tensor_whose_bounds_straddle_the_tolerance():
+    from pytest_weights.assertions.base import TensorView
+    from pytest_weights.assertions.gaussian_ks import GaussianKS
+    from pytest_weights.readers.base import TensorInfo
+
+    t = 1.0 + 0.01 * torch.randn(50_000, generator=torch.Generator().manual_seed(7))
+    stat = KSNormal()
+    got = reduce_tensor(t, [stat])
+    bounded = got[stat]._replace(exact=False, error_bound=0.02)  # as if refinement had been impossible
+    info = TensorInfo("w", tuple(t.shape), t.dtype, "mem")
+    for tol, passes in (
+        (bounded.statistic + 0.03, True),
+        (bounded.statistic + 0.01, False),
+        (bounded.statistic / 2, False),
+    ):
+        outcome = GaussianKS(tol=tol).evaluate([TensorView(info, "", None, {**got, stat: bounded}, None)])
+        assert outcome.passed is passes, tol
+        if not passes and tol > bounded.statistic:
+            assert "…" in outcome.deviations[0].observed and outcome.notes

@@ -119,3 +119,12 @@ def test_float16_and_bfloat16_are_upcast():
         t = base.to(dtype)
         ref = t.float().numpy().astype(np.float64)
         assert moments(t).std == pytest.approx(ref.std(), rel=REL)
+
+
+@pytest.mark.parametrize("scale", [1e-40, 1e-25, 1e-12, 1e12, 1e30])
+def test_extreme_scales_neither_overflow_nor_underflow(scale):
+    t = torch.randn(20_000, generator=torch.Generator().manual_seed(5)) * scale  # float32
+    got, ref = moments(t), reference(t.numpy())
+    assert got.std == pytest.approx(ref["std"], rel=REL)
+    assert got.kurtosis == pytest.approx(ref["kurtosis"], abs=1e-5)
+    assert got.skewness == pytest.approx(ref["skewness"], abs=1e-5)

@@ -194,7 +194,8 @@ def test_too_many_distinct_values_leave_honest_bounds():
 def test_float64_beyond_the_float32_range():
     g = torch.Generator().manual_seed(8)
     wide = 1e39 + 1e38 * torch.randn(10_000, generator=g, dtype=torch.float64)
-    outliers = torch.cat([torch.randn(10_000, generator=g, dtype=torch.float64), torch.tensor([1e39, -2e39]).double()])
+    far = torch.tensor([1e39, -2e39], dtype=torch.float64)
+    outliers = torch.cat([torch.randn(10_000, generator=g, dtype=torch.float64), far])
     for t in (wide, outliers):
         got = ks(t)
         assert got.n == t.numel()

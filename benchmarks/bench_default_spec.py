@@ -33,6 +33,7 @@ bytes per second of the timed section (start-up excluded, reported separately).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -291,6 +292,18 @@ def worker_stats(args: argparse.Namespace) -> dict:
         st = pstats.Stats(prof, stream=out)
         st.sort_stats("tottime").print_stats(args.profile_top)
         profile_text = _trim_pstats(out.getvalue())
+    elif args.profile == "kernels":
+        t0 = time.perf_counter()
+        with _kernel_timers() as timers:
+            checker.prepare(work)
+        pass_s = time.perf_counter() - t0
+        total = _cpu() - cpu0
+        rows = [f"{'CPU s (all threads)':>20}  {'share':>6}  part of the pass"]
+        for name, secs in sorted(timers.items(), key=lambda kv: -kv[1]):
+            rows.append(f"{secs:20.3f}  {secs / total:6.1%}  {name}")
+        rest = total - sum(timers.values())
+        rows.append(f"{rest:20.3f}  {rest / total:6.1%}  everything else (page faults, scheduling, Python)")
+        profile_text = "\n".join(rows)
     elif args.profile == "torch":
         from torch.profiler import ProfilerActivity, profile
 
@@ -323,6 +336,70 @@ def worker_stats(args: argparse.Namespace) -> dict:
         "code": code_fingerprint(),
         "profile": profile_text,
     }
+
+
+@contextlib.contextmanager
+def _kernel_timers():
+    """Thread CPU seconds spent in each kernel and finalize step of the pass, from every thread
+    (cProfile sees only the calling thread, not the workers)."""
+    import threading
+
+    import torch
+
+    from pytest_weights.stats import KSNormal, Moments, ValueHistogram, kernels, ks
+
+    spent: dict[str, float] = {}
+    lock = threading.Lock()
+    local = threading.local()  # this thread's open timers: time goes to the innermost one
+    patched: list[tuple[object, str, object]] = []
+
+    def timed(owner: object, attr: str, label: str) -> None:
+        original = getattr(owner, attr)
+
+        def wrapper(*a, **k):
+            stack = local.__dict__.setdefault("stack", [])
+            now = time.thread_time()
+            if stack:  # pause the enclosing timer
+                outer, since = stack[-1]
+                with lock:
+                    spent[outer] = spent.get(outer, 0.0) + now - since
+            stack.append((label, now))
+            try:
+                return original(*a, **k)
+            finally:
+                _, since = stack.pop()
+                now = time.thread_time()
+                with lock:
+                    spent[label] = spent.get(label, 0.0) + now - since
+                if stack:
+                    stack[-1] = (stack[-1][0], now)
+
+        patched.append((owner, attr, original))
+        setattr(owner, attr, wrapper)
+
+    class _Torch:  # kernels' own view of torch, so that only its bincount calls are timed
+        def __getattr__(self, name: str):
+            return getattr(torch, name)
+
+    shim = _Torch()
+    timed(kernels, "fuse", "fused tiles: min/max, power sums, keys (float32)")
+    timed(kernels, "_power_sums_eager", "power sums on their own (offset or NaN slices, float64)")
+    timed(kernels, "keys", "histogram keys on their own (16/8-bit, float64)")
+    shim.bincount = torch.bincount
+    patched.append((kernels, "torch", kernels.torch))
+    kernels.torch = shim
+    timed(shim, "bincount", "bincount of the keys")
+    timed(ValueHistogram, "finalize", "histogram finalize (occupied bins in value order)")
+    timed(ks, "bounds", "KS bounds from the histogram")
+    timed(KSNormal, "finalize", "KS finalize (exact refinement)")
+    timed(Moments, "reduce", "moments (16/8-bit: from the value counts)")
+    timed(Moments, "merge", "moments merge")
+    timed(ValueHistogram, "merge", "histogram merge")
+    try:
+        yield spent
+    finally:
+        for owner, attr, original in reversed(patched):
+            setattr(owner, attr, original)
 
 
 def worker_cached(args: argparse.Namespace) -> dict:
@@ -806,7 +883,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-args", default="", help="extra pytest arguments for the cached re-run (e.g. a cache flag)")
     p.add_argument("--cache-repeat", type=int, default=1, help="cold + re-run pairs for the cache; default 1")
     p.add_argument("--workers", type=int, default=0, help="CPU threads of the pass (default: the engine's own)")
-    p.add_argument("--profile", choices=["cprofile", "torch"], help="also profile one statistics pass")
+    p.add_argument(
+        "--profile",
+        choices=["kernels", "cprofile", "torch"],
+        help="also profile one statistics pass: CPU seconds per kernel over all threads (kernels), "
+        "the calling thread only (cprofile), or torch ops (torch)",
+    )
     p.add_argument("--profile-top", type=int, default=25, help="profile entries shown; default 25")
     p.add_argument("--json", help="write every measurement to this JSON file")
     # internal: one measurement in a fresh process

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from .cache import StatCache
+from .errors import CheckpointError
 from .readers.base import Checkpoint, TensorInfo
 from .stats import kernels
 from .stats.base import Deps, Statistic, closure, stages
@@ -313,6 +314,8 @@ def compute_pass(
             in_flight += info.nbytes
         while running:
             _finish(running.popleft(), store, cid, state, start, progress)
+    if todo and checkpoint.changed():
+        raise CheckpointError(checkpoint.path, "changed while it was being read: its statistics are discarded")
     if cache is not None and todo:
         cache.save(cid, {i.name: {s: store.get(cid, i.name)[s] for s in w} for i, w in todo})
     state.seconds = time.perf_counter() - start

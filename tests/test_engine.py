@@ -115,3 +115,15 @@ def test_a_tensor_written_in_place_between_checks_is_measured_afresh():
 def test_a_workers_pool_need_not_be_entered():
     t = torch.randn(1000, generator=torch.Generator().manual_seed(3))
     assert reduce_tensor(t, [Moments()], workers=Workers(2))[Moments()] == reduce_tensor(t, [Moments()])[Moments()]
+
+
+def test_a_checkpoint_rewritten_during_the_pass_is_refused(checkpoint):
+    from pytest_weights.errors import CheckpointError
+
+    with open_checkpoint(checkpoint) as ckpt:
+        store = StatStore()
+        compute_pass(ckpt, {"big": [Moments()]}, store)  # unchanged: fine
+        data = checkpoint.read_bytes()
+        checkpoint.write_bytes(data[:-4] + b"\0\0\0\0")  # same size, new bytes, new mtime
+        with pytest.raises(CheckpointError, match="changed while it was being read"):
+            compute_pass(ckpt, {"offset": [Moments()]}, StatStore())

@@ -75,6 +75,11 @@ class Checkpoint(ABC):
     def identity(self) -> str:
         """A string that changes whenever the checkpoint's bytes may have changed."""
 
+    def changed(self) -> bool:
+        """True when the files behind a memory-mapped read changed since they were opened
+        (their statistics may mix old and new bytes). Readers that copy return False."""
+        return False
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release file handles; the default has none."""
 

@@ -120,7 +120,8 @@ class SafetensorsFile(Checkpoint):
         self.path = Path(path)
         self.label = label or self.path.name
         self._start, self._entries, raw = parse_header(self.path)
-        self._identity = f"{file_identity(self.path)}:{hashlib.sha256(raw).hexdigest()[:16]}"
+        self._file_identity = file_identity(self.path)
+        self._identity = f"{self._file_identity}:{hashlib.sha256(raw).hexdigest()[:16]}"
         order = sorted(self._entries.items(), key=lambda kv: kv[1]["data_offsets"][0])
         self._infos = [TensorInfo(name, tuple(e["shape"]), DTYPES[e["dtype"]], str(self.path)) for name, e in order]
         self._fd: int | None = None
@@ -131,6 +132,12 @@ class SafetensorsFile(Checkpoint):
 
     def identity(self) -> str:
         return self._identity
+
+    def changed(self) -> bool:
+        try:
+            return file_identity(self.path) != self._file_identity
+        except CheckpointError:
+            return True  # gone or unreadable
 
     def read(self, name: str) -> torch.Tensor:
         try:

@@ -124,6 +124,9 @@ class ShardedCheckpoint(Checkpoint):
             [self._index_identity, *(f"{name}={c.identity()}" for name, c in self._shards.items())]
         )
 
+    def changed(self) -> bool:
+        return any(shard.changed() for shard in self._shards.values())
+
     def close(self) -> None:
         for shard in self._shards.values():
             shard.close()

@@ -383,7 +383,7 @@ def _kernel_timers():
 
     shim = _Torch()
     timed(kernels, "fuse", "fused tiles: min/max, power sums, keys (float32)")
-    timed(kernels, "_power_sums_eager", "power sums on their own (offset or NaN slices, float64)")
+    timed(kernels, "power_sums", "power sums on their own (offset or NaN slices, float64)")
     timed(kernels, "keys", "histogram keys on their own (16/8-bit, float64)")
     shim.bincount = torch.bincount
     patched.append((kernels, "torch", kernels.torch))

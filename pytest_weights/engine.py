@@ -75,6 +75,11 @@ class StatStore:
 _ALL_THREADS = threading.Lock()
 
 
+def _one_thread() -> None:
+    """Pool initializer: torch ops in this thread run single-threaded."""
+    torch.set_num_threads(1)
+
+
 class Workers:
     """CPU threads reducing flat slices in parallel; ``n`` ≤ 1 reduces inline.
 
@@ -94,7 +99,7 @@ class Workers:
         # of its own would spin on the cores the workers need
         torch.set_num_threads(1)
         if self.n > 1:
-            self._pool = ThreadPoolExecutor(self.n, "weights-worker", initializer=torch.set_num_threads, initargs=(1,))
+            self._pool = ThreadPoolExecutor(self.n, "weights-worker", initializer=_one_thread)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -191,10 +196,6 @@ def reduce_tensor(
                 source = row_blocks if row_blocks is not None else blocks(tensor, device, chunk_elements)
                 states.update(_merge_in_order(rows, (_reduce_block(rows, values, b) for b in source)))
             for s in stage:
-                if s.layout != "flat":
-                    values[s] = s.finalize(states.get(s), values)
-        for s in stage:
-            if s.layout == "flat":
                 values[s] = s.finalize(states.get(s), values)
     return values
 
@@ -223,39 +224,9 @@ MAX_IN_FLIGHT = 8
 INLINE_BYTES = 1 << 20
 
 
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 def _reduce_read(read: Future, stats: list[Statistic], device, chunk_elements: int, known, workers: Workers):
     tensor = read.result()
     return reduce_tensor(tensor, stats, device, chunk_elements, known, workers)
-
-
-def _finish(job: tuple[TensorInfo, list[Statistic], Future], *args: Any) -> int:
-    """Wait for a tensor reduced in the background and record it; its bytes."""
-    info, wanted, future = job
-    _record(info, wanted, future.result(), *args)
-    return info.nbytes
-
-
-def _record(
-    info: TensorInfo,
-    wanted: list[Statistic],
-    values: Mapping[Statistic, Any],
-    store: StatStore,
-    cid: str,
-    state: PassProgress,
-    start: float,
-    progress: Progress | None,
-) -> None:
-    """Store a tensor's requested values (intermediates such as histograms are dropped)."""
-    store.put(cid, info.name, {s: values[s] for s in wanted})
-    state.tensors_done += 1
-    state.bytes_done += info.nbytes
-    state.seconds = time.perf_counter() - start
-    if progress:
-        progress(state)
 
 
 def compute_pass(
@@ -290,6 +261,17 @@ def compute_pass(
     budget = 2 * max((i.nbytes for i, _ in todo), default=0)  # bytes of large tensors in flight
     large = [k for k, (info, _) in enumerate(todo) if info.nbytes >= INLINE_BYTES]
     next_large = dict(itertools.pairwise(large))
+
+    def record(info: TensorInfo, wanted: list[Statistic], values: Mapping[Statistic, Any]) -> int:
+        """Store a tensor's requested values (intermediates such as histograms are dropped)."""
+        store.put(cid, info.name, {s: values[s] for s in wanted})
+        state.tensors_done += 1
+        state.bytes_done += info.nbytes
+        state.seconds = time.perf_counter() - start
+        if progress:
+            progress(state)
+        return info.nbytes
+
     with (
         Workers(pool_size) as threads,
         ThreadPoolExecutor(1, "weights-prefetch") as reader,
@@ -301,19 +283,19 @@ def compute_pass(
         for k, (info, wanted) in enumerate(todo):
             known = dict(store.get(cid, info.name))
             if info.nbytes < INLINE_BYTES:  # small: a hand-off to another thread costs more than it
-                values = reduce_tensor(checkpoint.read(info.name), wanted, device, chunk_elements, known)
-                _record(info, wanted, values, store, cid, state, start, progress)
+                record(info, wanted, reduce_tensor(checkpoint.read(info.name), wanted, device, chunk_elements, known))
                 continue
             while running and (len(running) >= MAX_IN_FLIGHT or in_flight + info.nbytes > budget):
-                in_flight -= _finish(running.popleft(), store, cid, state, start, progress)
+                done, done_wanted, future = running.popleft()
+                in_flight -= record(done, done_wanted, future.result())
             read = ahead.pop(k)
             if k in next_large:  # map the next large tensor while this one is reduced
                 ahead[next_large[k]] = reader.submit(checkpoint.read, todo[next_large[k]][0].name)
             job = partial(_reduce_read, read, wanted, device, chunk_elements, known, threads)
             running.append((info, wanted, tensors.submit(job)))
             in_flight += info.nbytes
-        while running:
-            _finish(running.popleft(), store, cid, state, start, progress)
+        for done, done_wanted, future in running:
+            record(done, done_wanted, future.result())
     if todo and checkpoint.changed():
         raise CheckpointError(checkpoint.path, "changed while it was being read: its statistics are discarded")
     if cache is not None and todo:

@@ -38,12 +38,13 @@ def scratch(name: str, n: int, dtype: torch.dtype, device: torch.device) -> torc
 # ---------------------------------------------------------------- power sums
 
 
-def _power_sums_eager(x: torch.Tensor, c: float) -> torch.Tensor:
+def _power_sums_eager(x: torch.Tensor, c: float, keys_out: torch.Tensor | None = None) -> torch.Tensor:
     """[Σd, Σd², Σd³, Σd⁴, min x, max x] (float64) of d = x − c, tile by tile.
 
     Within a tile, torch's cascade sums (Σd, Σd², Σd⁴; relative error ~1e−8) and one dot
     product (Σd³ = d²·d; ~2e−8 of Σ|d|³, measured) run in the data's dtype; tiles add in
-    float64. min/max propagate NaN.
+    float64. min/max propagate NaN. With ``keys_out`` (float32, c = 0), each tile's histogram
+    keys are written there too, while the tile is in cache.
     """
     n = x.numel()
     tile = TILE if x.device.type == "cpu" else max(n, 1)
@@ -57,6 +58,8 @@ def _power_sums_eager(x: torch.Tensor, c: float) -> torch.Tensor:
         s1, s2, s3 = d.sum(), d2.sum(), torch.dot(d2, d)
         s4 = torch.square(d2, out=d2).sum()  # in place: one buffer, and it stays in cache
         parts.append(torch.stack([s1, s2, s3, s4, lo, hi]))
+        if keys_out is not None:
+            _float32_keys(t, keys_out[i : i + k])
     if not parts:
         inf = float("inf")
         return torch.tensor([0.0, 0.0, 0.0, 0.0, inf, -inf], dtype=torch.float64, device=x.device)
@@ -85,22 +88,10 @@ def fuse(x: torch.Tensor, wanted: frozenset[str]) -> None:
     if not {"power_sums", "key_counts"} <= wanted or x.dtype != torch.float32 or x.device.type != "cpu":
         return
     owner, x = x, x.reshape(-1)
-    n = x.numel()
-    out = scratch("keys", n, torch.int32, x.device)
-    parts = []
-    for i in range(0, n, TILE):
-        t = x[i : i + TILE]
-        k = t.numel()
-        lo, hi = torch.aminmax(t)
-        d2 = torch.square(t, out=scratch("d2", k, t.dtype, t.device))
-        s1, s2, s3 = t.sum(), d2.sum(), torch.dot(d2, t)
-        s4 = torch.square(d2, out=d2).sum()
-        parts.append(torch.stack([s1, s2, s3, s4, lo, hi]))
-        torch.bitwise_right_shift(t.view(torch.int32), _F32_SHIFT, out=out[i : i + k]).bitwise_and_(_F32_MASK)
-    if not parts:
+    if x.numel() == 0:
         return
-    p = torch.stack(parts).to(torch.float64)
-    _remember("power_sums", owner, torch.cat([p[:, :4].sum(0), p[:, 4].min().reshape(1), p[:, 5].max().reshape(1)]))
+    out = scratch("keys", x.numel(), torch.int32, x.device)
+    _remember("power_sums", owner, _power_sums_eager(x, 0.0, keys_out=out))
     _remember("key_counts", owner, torch.bincount(out))
 
 
@@ -173,6 +164,10 @@ def keys(x: torch.Tensor) -> torch.Tensor:
             big = torch.isinf(x) & torch.isfinite(wide)
             x.masked_fill_(big & (wide > 0), torch.finfo(torch.float32).max)
             x.masked_fill_(big & (wide < 0), -torch.finfo(torch.float32).max)
+    return _float32_keys(x, out)
+
+
+def _float32_keys(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     torch.bitwise_right_shift(x.view(torch.int32), _F32_SHIFT, out=out)
     return out.bitwise_and_(_F32_MASK)  # the arithmetic shift copied the sign bit: clear it
 

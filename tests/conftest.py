@@ -62,3 +62,17 @@ def minilm() -> Path:
             pytest.fail(msg)  # CI installs it: missing means a broken setup, not a skip
         pytest.skip(msg)
     return path
+
+
+@pytest.fixture(scope="session")
+def zoo() -> dict[str, Path]:
+    """The calibration zoo (tests/zoo.py): real published weights by key, fetched once and cached."""
+    from zoo import fetch  # tests/ is on sys.path (rootdir conftest)
+
+    try:
+        return fetch()
+    except Exception as e:  # no network and nothing cached
+        msg = f"the calibration zoo could not be fetched ({e}): run python -m tests.zoo"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)

@@ -194,13 +194,7 @@ def number_text(x: float) -> str:
 
 
 #: Statistics that are never negative: bands widen multiplicatively, [min/(1+m), max·(1+m)].
-NONNEGATIVE = frozenset(
-    {
-        "std", "rms", "absmax", "ks", "weibull_lambda", "weibull_ks", "zero_fraction", "near_zero_mass",
-        "outlier_fraction_3sigma", "q99_q50", "p999_p50", "mean_over_std", "row_mean_var_ratio",
-        "col_mean_var_ratio", "bimodality", "spectral_norm", "stable_rank", "esd_alpha", "ratio",
-    }
-)  # fmt: skip
+NONNEGATIVE = frozenset({name for name, scalar in SCALARS.items() if scalar.nonnegative} | {"ratio"})
 #: Smallest widening, in the statistic's units, for values near 0 (where a relative margin vanishes).
 SLACK = {
     "kurtosis": 0.5,
@@ -379,6 +373,10 @@ def propose(
         return _propose_trend(assertion, tensors, m)
     if kind == "sibling_consistency":
         return _propose_siblings(assertion, tensors, m)
+    if kind == "scale_consistency":
+        return _propose_scale(assertion, tensors, m)
+    if kind == "flatness":
+        return _propose_flatness(assertion, tensors, m)
     if assertion.scope == "run":
         return {}, [f"{kind} judges a training run: its numbers are not regenerated from one checkpoint"]
     return {}, []
@@ -433,6 +431,35 @@ def _propose_siblings(assertion: Any, tensors: Sequence[TensorView], m: float) -
         value = 1.01
     comment = f"observed max ratio {fmt(worst)}" + (f" ({where})" if where else "")
     return {"max_ratio": Proposal(value, worst, "upper", comment)}, []
+
+
+def _propose_scale(assertion: Any, tensors: Sequence[TensorView], m: float) -> tuple[dict[str, Proposal], list[str]]:
+    outcome = assertion.evaluate(tensors)
+    if outcome.skipped:
+        return {}, [outcome.summary]
+    values = _finite(outcome.observed.values())
+    med = statistics.median(values) if values else math.nan
+    if not (med > 0 and min(values) > 0):
+        return {}, ["a matrix with std 0 (or no finite scale): no ratio bound holds"]
+    lo, hi = min(values) / med, max(values) / med
+    return {
+        "min_ratio": Proposal(_round(lo / (1 + m), up=False, keep=lo), lo, "lower", f"observed min ratio {fmt(lo)}"),
+        "max_ratio": _upper(max(hi * (1 + m), 1.01), hi, f"observed max ratio {fmt(hi)}"),
+    }, []
+
+
+def _propose_flatness(assertion: Any, tensors: Sequence[TensorView], m: float) -> tuple[dict[str, Proposal], list[str]]:
+    outcome = assertion.evaluate(tensors)
+    if outcome.skipped:
+        return {}, [outcome.summary]
+    kurt = _finite(outcome.observed.values())
+    if not kurt:
+        return {}, ["no finite kurtosis"]
+    lo = min(kurt)
+    value = _round(lo - m * max(abs(lo), SLACK["kurtosis"]), up=False, keep=lo)
+    if value <= -2:  # excess kurtosis is ≥ −2 for every distribution: a bound there cannot fail
+        return {}, [f"observed kurtosis {fmt(lo)}: no min_kurtosis above −2 admits it with margin"]
+    return {"min_kurtosis": Proposal(value, lo, "lower", f"observed min kurtosis {fmt(lo)}")}, []
 
 
 # ---------------------------------------------------------------------------- profiling

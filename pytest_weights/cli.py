@@ -12,7 +12,8 @@ persistent cache (``.pytest_cache/d/pytest-weights``), so inspecting a checkpoin
 ``pytest --checkpoint`` already checked reads nothing it does not have to.
 
 Exit codes: 0 success; 1 ``validate`` found invalid specs; 2 usage error or a checkpoint
-or spec that cannot be read (one line ``pytest-weights: error: …`` on stderr).
+or spec that cannot be read (one line ``pytest-weights: error: <file>: <cause>`` on stderr;
+``--debug`` prints the Python traceback of an unexpected error above it).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
-from .errors import SpecError, WeightsError
+from .errors import FATAL, SpecError, WeightsError, describe, format_traceback, is_internal
 
 PROG = "pytest-weights"
 #: Statistics shown when ``--stats`` is not given (those present in SCALARS, in this order).
@@ -41,6 +42,7 @@ DEFAULT_STATS = ("mean", "std", "absmax", "kurtosis", "ks", "weibull_k", "weibul
 #: Where the pytest plugin keeps its statistics: ``config.cache.mkdir("pytest-weights")``.
 DEFAULT_CACHE_DIR = Path(".pytest_cache") / "d" / "pytest-weights"
 ID_COLUMNS = ("name", "shape", "dtype", "role", "depth")
+DEBUG_HELP = "on an unexpected error, print its Python traceback (for bug reports)"
 
 
 class CliError(Exception):
@@ -59,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 ok, 1 invalid spec (validate), 2 usage error or unreadable file.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
@@ -150,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help=f"where cached statistics live (default: {DEFAULT_CACHE_DIR}, shared with the pytest plugin)",
     )
+    for command in sub.choices.values():  # also accepted after the command: pytest-weights inspect X --debug
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
 
 
@@ -160,43 +165,67 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help, --version, usage errors: return instead of exiting
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     try:
-        if args.command == "validate":
-            if args.schema:
-                from .schema import schema_json
-
-                if args.specs:
-                    raise CliError("validate --schema prints the schema: give no SPEC")
-                sys.stdout.write(schema_json())
-                return 0
-            if not args.specs:
-                raise CliError("validate: give at least one SPEC (or --schema)")
-            return cmd_validate(args.specs)
-        if args.command == "init":
-            return cmd_init(args)
-        if args.command == "inspect":
-            return cmd_inspect(args)
-        return cmd_specs()
+        return run_command(args)
     except BrokenPipeError:  # e.g. `pytest-weights inspect m.safetensors | head`
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except (WeightsError, CliError, OSError) as e:
-        return _error(str(e))
+        return _error(str(e), e, args.debug)
     except KeyboardInterrupt:
         _clear_progress()
         return 130
+    except FATAL:
+        raise
+    except BaseException as e:  # a bug, or an error a reader did not expect: one line, never a traceback
+        return _error(_on(_subject(args), describe(e)), e, args.debug)
 
 
-def _error(message: str) -> int:
+def run_command(args: argparse.Namespace) -> int:
+    if args.command == "validate":
+        if args.schema:
+            from .schema import schema_json
+
+            if args.specs:
+                raise CliError("validate --schema prints the schema: give no SPEC")
+            sys.stdout.write(schema_json())
+            return 0
+        if not args.specs:
+            raise CliError("validate: give at least one SPEC (or --schema)")
+        return cmd_validate(args.specs, args.debug)
+    if args.command == "init":
+        return cmd_init(args)
+    if args.command == "inspect":
+        return cmd_inspect(args)
+    return cmd_specs()
+
+
+def _subject(args: argparse.Namespace) -> str:
+    """The file a command works on, to name in an error."""
+    return str(getattr(args, "checkpoint", None) or "")
+
+
+def _on(subject: str, message: str) -> str:
+    return f"{subject}: {message}" if subject and not message.startswith(subject) else message
+
+
+def _error(message: str, exc: BaseException | None = None, debug: bool = False) -> int:
+    """Print ``pytest-weights: error: message`` (one line; the traceback above it with --debug); return 2."""
     _clear_progress()
-    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+    hint = ""
+    if exc is not None and is_internal(exc) and not isinstance(exc, (CliError, OSError)):
+        if debug:
+            print(format_traceback(exc), file=sys.stderr)
+        else:
+            hint = " (--debug for the traceback)"
+    print(f"{PROG}: error: {' '.join(message.split())}{hint}", file=sys.stderr)
     return 2
 
 
 # ---------------------------------------------------------------------------- validate
 
 
-def cmd_validate(refs: Sequence[str]) -> int:
+def cmd_validate(refs: Sequence[str], debug: bool = False) -> int:
     from .spec import load_spec, resolve_spec
 
     status = 0
@@ -212,6 +241,12 @@ def cmd_validate(refs: Sequence[str]) -> int:
         except SpecError as e:
             print(e)
             status = max(status, 1)
+            continue
+        except FATAL:
+            raise
+        except BaseException as e:  # the loader failed unexpectedly: say so, validate the others
+            _error(_on(str(path), describe(e)), e, debug)
+            status = 2
             continue
         if spec.errors:
             for err in spec.errors:
@@ -275,8 +310,10 @@ def cmd_specs() -> int:
     for name, path in bundled_specs().items():
         try:
             description = load_spec(path).description
-        except SpecError as e:
-            description = f"(invalid: {e})"
+        except FATAL:
+            raise
+        except BaseException as e:
+            description = f"(invalid: {describe(e)})"
         rows.append((name, str(path), description))
     print_table(("name", "path", "description"), rows, sys.stdout)
     return 0

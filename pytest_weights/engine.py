@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from .cache import StatCache
-from .errors import CheckpointError
+from .errors import CheckpointError, blame_tensor
 from .readers.base import Checkpoint, TensorInfo
 from .stats import kernels
 from .stats.base import Deps, Statistic, closure, stages
@@ -70,6 +70,11 @@ class StatStore:
 
     def items(self) -> Iterator[tuple[tuple[str, str], dict[Statistic, Any]]]:
         return iter(self._values.items())
+
+    def discard(self, checkpoint_id: str) -> None:
+        """Forget every value of a checkpoint (e.g. the partial statistics of a failed pass)."""
+        for key in [k for k in self._values if k[0] == checkpoint_id]:
+            del self._values[key]
 
 
 _ALL_THREADS = threading.Lock()
@@ -224,6 +229,16 @@ MAX_IN_FLIGHT = 8
 INLINE_BYTES = 1 << 20
 
 
+@contextlib.contextmanager
+def _blame(name: str) -> Iterator[None]:
+    """An error raised inside is marked as coming from tensor ``name`` (named in the failure line)."""
+    try:
+        yield
+    except BaseException as e:
+        blame_tensor(e, name)
+        raise
+
+
 def _reduce_read(read: Future, stats: list[Statistic], device, chunk_elements: int, known, workers: Workers):
     tensor = read.result()
     return reduce_tensor(tensor, stats, device, chunk_elements, known, workers)
@@ -243,6 +258,8 @@ def compute_pass(
 
     Tensors whose requested statistics are all in ``store`` (or in ``cache``) are not read.
     ``workers``: CPU threads for flat statistics (default: torch's intra-op thread count).
+    An error reading or reducing a tensor propagates, marked with the tensor's name
+    (:func:`~pytest_weights.errors.blame_tensor`); nothing is cached then.
     """
     cid = checkpoint.identity()
     wanted_by = {name: list(stats) for name, stats in requests.items()}
@@ -283,11 +300,14 @@ def compute_pass(
         for k, (info, wanted) in enumerate(todo):
             known = dict(store.get(cid, info.name))
             if info.nbytes < INLINE_BYTES:  # small: a hand-off to another thread costs more than it
-                record(info, wanted, reduce_tensor(checkpoint.read(info.name), wanted, device, chunk_elements, known))
+                with _blame(info.name):
+                    tensor = checkpoint.read(info.name)
+                    record(info, wanted, reduce_tensor(tensor, wanted, device, chunk_elements, known))
                 continue
             while running and (len(running) >= MAX_IN_FLIGHT or in_flight + info.nbytes > budget):
                 done, done_wanted, future = running.popleft()
-                in_flight -= record(done, done_wanted, future.result())
+                with _blame(done.name):
+                    in_flight -= record(done, done_wanted, future.result())
             read = ahead.pop(k)
             if k in next_large:  # map the next large tensor while this one is reduced
                 ahead[next_large[k]] = reader.submit(checkpoint.read, todo[next_large[k]][0].name)
@@ -295,7 +315,8 @@ def compute_pass(
             running.append((info, wanted, tensors.submit(job)))
             in_flight += info.nbytes
         for done, done_wanted, future in running:
-            record(done, done_wanted, future.result())
+            with _blame(done.name):
+                record(done, done_wanted, future.result())
     if todo and checkpoint.changed():
         raise CheckpointError(checkpoint.path, "changed while it was being read: its statistics are discarded")
     if cache is not None and todo:

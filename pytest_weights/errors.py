@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 
@@ -27,3 +28,55 @@ class CheckpointError(WeightsError):
         self.path = str(path)
         self.message = message
         super().__init__(f"{self.path}: {message}")
+
+
+#: Exceptions that end the program rather than one check: never caught and reported as a failure.
+FATAL: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit, GeneratorExit)
+#: Longest cause (exception type and message) shown in a one-line failure.
+CAUSE_LIMIT = 300
+
+
+def describe(exc: BaseException, limit: int = CAUSE_LIMIT) -> str:
+    """One line saying what went wrong: a :class:`WeightsError`'s own message, else the
+    exception's type name and message (truncated to about ``limit`` characters)."""
+    if isinstance(exc, WeightsError):
+        return " ".join(str(exc).split())
+    message = " ".join(str(exc).split())
+    kind = type(exc)
+    name = kind.__qualname__  # qualified when it says little alone: zlib.error, struct.error
+    if not name[:1].isupper() and kind.__module__ != "builtins":
+        name = f"{kind.__module__}.{name}"
+    text = f"{name}: {message}" if message else name
+    tensor = getattr(exc, "weights_tensor", None)
+    if tensor is not None:
+        text += f" (tensor {tensor!r})"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def is_internal(exc: BaseException) -> bool:
+    """True for errors whose traceback helps a bug report: anything but a plain :class:`WeightsError`."""
+    return not isinstance(exc, WeightsError) or exc.__cause__ is not None
+
+
+def format_traceback(exc: BaseException) -> str:
+    """The full Python traceback of ``exc`` (with its causes), as printed by the interpreter."""
+    import traceback
+
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip("\n")
+
+
+def blame_tensor(exc: BaseException, name: str) -> None:
+    """Remember on ``exc`` the tensor being read or reduced when it was raised (shown by :func:`describe`)."""
+    if isinstance(exc, (WeightsError, *FATAL)) or hasattr(exc, "weights_tensor"):
+        return
+    with contextlib.suppress(AttributeError):  # an exception type without __dict__
+        exc.weights_tensor = name  # type: ignore[attr-defined]
+
+
+def as_checkpoint_error(path: str | Path, exc: BaseException) -> CheckpointError:
+    """``exc`` (raised opening or reading ``path``) as a :class:`CheckpointError`, chained to it."""
+    if isinstance(exc, CheckpointError):
+        return exc
+    err = CheckpointError(path, describe(exc))
+    err.__cause__ = exc
+    return err

@@ -35,13 +35,34 @@ update rule solved for û), ``F_align(t) = −2η_{t+1}⟨cs(t), û(t)⟩`` scal
 ``numel / len(subset)``. (The paper writes ``+2η⟨cs, û⟩``; with û defined as above the
 sign that estimates the exact ``F_align = −2η⟨W, û⟩`` is minus.)
 
-**Matching names to optimizer state** (:func:`state_by_name`): ``optimizer.state_dict()``
-keys ``state`` by integer ids that torch assigns by enumerating ``param_groups`` in order
-and each group's parameters in order (ids 0..N−1 over the concatenated ``params`` lists).
-If the optimizer was built from ``model.named_parameters()`` (torch ≥ 2.6), each group
-carries ``param_names`` aligned with ``params``, and those are used. Otherwise pass
-``param_names``: the names of the parameters in the order they were given to the
-optimizer — for ``AdamW(model.parameters())``, ``[n for n, _ in model.named_parameters()]``.
+**Matching names to optimizer state** (:func:`map_optimizer_state`, :func:`state_by_name`):
+``optimizer.state_dict()`` keys ``state`` by integer ids that torch assigns by enumerating
+``param_groups`` in order and each group's parameters in order (ids 0..N−1 over the
+concatenated ``params`` lists). Names are found, in this order:
+
+1. each group's ``param_names`` (an optimizer built from ``model.named_parameters()``, torch ≥ 2.6);
+2. ``param_names`` passed by the caller (all parameters, in the order given to the optimizer);
+3. the checkpoint's parameter order (:class:`WeightsLayout`, from :func:`weights_layout`):
+   ``named_parameters()`` of the model rebuilt on the ``meta`` device from a Hugging Face
+   ``config.json`` next to the weights (:func:`hf_model_layout`; exact, tied weights listed
+   once), and for ``torch.save`` files (``pytorch_model.bin``, a Lightning ``.ckpt``'s
+   ``state_dict``) the file's own order — as is, without buffers (BatchNorm statistics,
+   ``position_ids``, ``inv_freq``, masks: :func:`is_buffer`), without tied duplicates (tensors
+   sharing storage), and both. A safetensors file is sorted by name, so its order is never used.
+   Each order is tried as one group (``AdamW(model.parameters())``) and, with two groups, split
+   into decay/no-decay as Hugging Face's ``Trainer.create_optimizer`` does (group 0: the names
+   ``Trainer.get_decay_parameter_names`` returns for the rebuilt model — not in a LayerNorm, no
+   ``bias``/``norm`` in the name — group 1: the rest; without a rebuilt model, by name rules
+   or ``ndim < 2``). The group with the larger ``weight_decay`` must be the decay group.
+
+A candidate is accepted only if its count equals the optimizer's and every state shape
+(``exp_avg``) equals its tensor's shape; all accepted candidates must agree (the rebuilt
+model wins when it fits). Only when none fits exactly, the optimizer's parameters may be a
+subsequence of the checkpoint's (tensors frozen before the optimizer was built), if the
+shapes fit exactly one way. Otherwise :class:`OptimizerMappingError` says what was tried and
+why each failed. A state with no entries (never stepped) maps to no names. Limit: equal
+shapes cannot tell apart two orders that differ only among same-shape tensors; hence only
+orders known to be the parameter order are tried.
 
 All functions are pure (no I/O) except the ``*_file``/``checkpoint_*`` helpers, and compute
 in float64.
@@ -50,6 +71,7 @@ in float64.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -60,17 +82,25 @@ import torch
 __all__ = [
     "ForceBudget",
     "OptimizerHyper",
+    "OptimizerMappingError",
+    "StateMap",
+    "WeightsLayout",
     "adam_direction",
     "budget_from_state",
     "checkpoint_budgets",
     "finite_difference_f_align",
+    "hf_model_layout",
+    "is_buffer",
     "load_optimizer_file",
+    "map_optimizer_state",
+    "optimizer_state_of",
     "previous_weights",
     "sample_indices",
     "spline_f_align",
     "state_by_name",
     "step_budget",
     "sum_check",
+    "weights_layout",
 ]
 
 
@@ -201,42 +231,479 @@ def budget_from_state(w_after: torch.Tensor, state: Mapping[str, Any], hyper: Op
     )
 
 
-def state_by_name(
-    optimizer_state: Mapping[str, Any], param_names: Sequence[str] | None = None
-) -> dict[str, tuple[Mapping[str, Any], Mapping[str, Any]]]:
-    """``{parameter name: (its state entry, its param group)}`` from ``optimizer.state_dict()``.
+# -- matching optimizer state to parameter names ------------------------------------------
 
-    Names come from each group's ``param_names`` when present, else from ``param_names``
-    (all parameters in the order given to the optimizer; see the module docstring).
-    Parameters without state (never stepped) are left out.
+Shape = tuple[int, ...]
+
+#: Tensors that are buffers, not parameters, by their last name component(s).
+_BUFFER_RE = re.compile(
+    r"(?:^|\.)(?:running_mean|running_var|num_batches_tracked|position_ids|token_type_ids|inv_freq"
+    r"|masked_bias|_float_tensor|mask)$"
+)
+#: What Hugging Face's ``Trainer.get_decay_parameter_names`` excludes by name (transformers ≥ 4.4x, lowercased).
+_NO_DECAY_RE = re.compile(r"bias|layernorm|rmsnorm|(?:^|\.)norm(?:$|\.)|_norm(?:$|\.)")
+
+
+class OptimizerMappingError(ValueError):
+    """The optimizer state cannot be matched to parameter names; the message says what was tried."""
+
+
+@dataclass(frozen=True)
+class WeightsLayout:
+    """What a checkpoint tells about its model's parameters, for :func:`map_optimizer_state`.
+
+    ``tensors``: the float tensors (name, shape), in the model's parameter order when
+    ``ordered`` (a ``torch.save``'d state dict keeps ``state_dict()`` order) — safetensors sorts
+    tensors by name, so its order says nothing (``unordered_reason``). ``aliases``: tensors that
+    share storage with an earlier one (tied weights, which ``named_parameters()`` lists once).
+    ``model_order``/``model_shapes``/``decay_names``: ``named_parameters()`` of the model rebuilt
+    from ``config.json`` and Hugging Face's decay set for it (:func:`hf_model_layout`), or None.
     """
-    groups = optimizer_state["param_groups"]
-    states = optimizer_state["state"]
-    flat = [(pid, g) for g in groups for pid in g["params"]]
-    if all("param_names" in g for g in groups):
-        names = [n for g in groups for n in g["param_names"]]
-    elif param_names is not None:
-        names = list(param_names)
+
+    tensors: tuple[tuple[str, Shape], ...]
+    ordered: bool
+    aliases: frozenset[str] = frozenset()
+    model_order: tuple[str, ...] | None = None
+    model_shapes: tuple[Shape, ...] | None = None
+    decay_names: frozenset[str] | None = None
+    source: str = "checkpoint"
+    unordered_reason: str = ""
+    model_reason: str = ""
+
+
+@dataclass(frozen=True)
+class StateMap:
+    """Optimizer state by parameter name: every parameter of the optimizer, with its state and group.
+
+    ``entries[name] = (state, group)``; ``state`` is ``{}`` for a parameter the optimizer has not
+    stepped yet. ``method`` says how names were matched; ``left_out`` lists checkpoint tensors
+    the mapping found outside the optimizer's groups (frozen before it was built).
+    """
+
+    entries: dict[str, tuple[Mapping[str, Any], Mapping[str, Any]]]
+    method: str
+    n_params: int
+    n_groups: int
+    left_out: tuple[str, ...] = ()
+
+    def adam(self) -> dict[str, tuple[Mapping[str, Any], Mapping[str, Any]]]:
+        """The entries that have Adam state (``exp_avg``)."""
+        return {n: (s, g) for n, (s, g) in self.entries.items() if "exp_avg" in s}
+
+
+def is_buffer(name: str, shape: Sequence[int]) -> bool:
+    """True for a tensor named like a buffer, not a parameter: BatchNorm statistics, ``position_ids``,
+    ``inv_freq``, attention masks (a ``bias`` or ``mask`` of ≥ 2 dimensions) …"""
+    return bool(_BUFFER_RE.search(name)) or (name.endswith("bias") and len(shape) >= 2)
+
+
+def _fmt_shape(shape: Shape | None) -> str:
+    if shape is None:
+        return "?"
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _state_shape(st: Mapping[str, Any] | None) -> Shape | None:
+    """The parameter shape an optimizer state entry reveals (``exp_avg``, ``momentum_buffer`` …), or None."""
+    if not st:
+        return None
+    for key in ("exp_avg", "momentum_buffer", "exp_avg_sq", "square_avg", "sum"):
+        t = st.get(key)
+        if isinstance(t, torch.Tensor) and t.ndim > 0:
+            return tuple(t.shape)
+    return None
+
+
+def _align(
+    cands: Sequence[tuple[str, Shape]], want: Sequence[tuple[int, Shape | None]], subsequence: bool
+) -> tuple[list[str] | None, str]:
+    """Names for the optimizer parameters ``want`` ((id, state shape or None), in order) from ``cands``.
+
+    Exact: same count, every known shape equal. With ``subsequence`` the parameters may be a
+    subsequence of ``cands`` (tensors left out of the optimizer), accepted only when the shapes
+    fit one way. Returns (names, "") or (None, why not).
+    """
+    n, m = len(cands), len(want)
+    if not subsequence or n == m:
+        if n != m:
+            return None, f"{n} tensors for {m} parameters"
+        for (name, shape), (pid, ws) in zip(cands, want, strict=True):
+            if ws is not None and tuple(shape) != ws:
+                return None, f"shape mismatch at #{pid}: state {_fmt_shape(ws)} vs {name} {_fmt_shape(shape)}"
+        return [c[0] for c in cands], ""
+    if n < m:
+        return None, f"{n} tensors for {m} parameters"
+
+    def fits(i: int, j: int) -> bool:
+        return want[j][1] is None or tuple(cands[i][1]) == want[j][1]
+
+    # ways[i][j]: alignments of want[j:] into cands[i:] (capped at 2: unique or not is all that matters)
+    ways = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(n + 1):
+        ways[i][m] = 1
+    for i in range(n - 1, -1, -1):
+        for j in range(m - 1, -1, -1):
+            w = ways[i + 1][j] + (ways[i + 1][j + 1] if fits(i, j) else 0)
+            ways[i][j] = min(w, 2)
+    if ways[0][0] == 0:
+        return None, f"the {m} parameter shapes are not a subsequence of the {n} tensors"
+    if ways[0][0] > 1:
+        return None, f"{n - m} tensor(s) not in the optimizer, and the shapes fit several ways"
+    names, i, j = [], 0, 0
+    while j < m:
+        if fits(i, j) and ways[i + 1][j + 1] >= 1:
+            names.append(cands[i][0])
+            j += 1
+        i += 1
+    return names, ""
+
+
+def _groups_info(groups: Sequence[Mapping[str, Any]]) -> str:
+    parts = [f"{len(g['params'])} with weight_decay {_fmt_num(g.get('weight_decay', 0.0))}" for g in groups]
+    return ", ".join(parts)
+
+
+def _fmt_num(x: Any) -> str:
+    try:
+        return f"{float(x):g}"
+    except (TypeError, ValueError):
+        return str(x)
+
+
+def _decay_rules(layout: WeightsLayout) -> list[tuple[str, Callable[[str, Shape], bool]]]:
+    rules: list[tuple[str, Callable[[str, Shape], bool]]] = []
+    if layout.decay_names is not None:
+        decay = layout.decay_names
+        rules.append(("Trainer.get_decay_parameter_names", lambda n, s: n in decay))
+    rules += [
+        ("bias/norm names not decayed", lambda n, s: not _NO_DECAY_RE.search(n.lower())),
+        ("ndim < 2 not decayed", lambda n, s: len(s) >= 2),
+        ("bias/norm names and ndim < 2 not decayed", lambda n, s: len(s) >= 2 and not _NO_DECAY_RE.search(n.lower())),
+    ]
+    return rules
+
+
+def _orders(layout: WeightsLayout) -> tuple[list[tuple[str, list[tuple[str, Shape]]]], list[str]]:
+    """Candidate parameter orders (label, [(name, shape)]) and why others are unavailable."""
+    out: list[tuple[str, list[tuple[str, Shape]]]] = []
+    notes: list[str] = []
+    if layout.model_order is not None and layout.model_shapes is not None:
+        in_file = dict(layout.tensors)
+        model = list(zip(layout.model_order, layout.model_shapes, strict=True))
+        odd = [n for n, shape in model if in_file.get(n) != shape]
+        if odd:
+            notes.append(f"model from config.json: {len(odd)} parameter(s) not in the file (e.g. {odd[0]})")
+        else:
+            out.append(("named_parameters() of the model in config.json", model))
+    elif layout.model_reason:
+        notes.append(f"model from config.json: {layout.model_reason}")
+    if layout.ordered:
+        base = list(layout.tensors)
+        no_buf = [(n, s) for n, s in base if not is_buffer(n, s)]
+        variants = [("file order", base), ("file order without buffers", no_buf)]
+        if layout.aliases:
+            variants += [
+                ("file order without tied duplicates", [c for c in base if c[0] not in layout.aliases]),
+                ("file order without buffers and tied duplicates", [c for c in no_buf if c[0] not in layout.aliases]),
+            ]
+        seen: set[tuple[str, ...]] = set()
+        for label, cands in variants:
+            key = tuple(n for n, _ in cands)
+            if key not in seen:
+                seen.add(key)
+                out.append((label, cands))
     else:
-        raise ValueError("the optimizer state has no param_names: pass param_names in the optimizer's parameter order")
-    if len(names) != len(flat):
-        raise ValueError(f"{len(names)} names for {len(flat)} optimizer parameters")
-    out = {}
-    for name, (pid, g) in zip(names, flat, strict=True):
+        notes.append(f"file order: {layout.unordered_reason or 'not the parameter order'}")
+    return out, notes
+
+
+def map_optimizer_state(
+    optimizer_state: Mapping[str, Any],
+    layout: WeightsLayout | None = None,
+    param_names: Sequence[str] | None = None,
+    source: str = "optimizer state",
+) -> StateMap:
+    """Match ``optimizer.state_dict()`` entries to parameter names (see the module docstring).
+
+    Tried in order: each group's ``param_names``; the given ``param_names``; with a ``layout``,
+    the checkpoint's parameter order as one list (``AdamW(model.parameters())``) or split into
+    decay/no-decay groups (Hugging Face ``Trainer``), each verified by every state shape and
+    the groups' ``weight_decay``. Raises :class:`OptimizerMappingError` saying what was tried.
+    """
+    groups = list(optimizer_state["param_groups"])
+    states = optimizer_state.get("state", {})
+    flat = [(pid, g) for g in groups for pid in g["params"]]
+
+    def state_of(pid: Any) -> Mapping[str, Any]:
         st = states.get(pid, states.get(str(pid)))
-        if st is not None and "exp_avg" in st:
-            out[name] = (st, g)
-    return out
+        return st if isinstance(st, Mapping) else {}
+
+    head = f"{source}: {len(flat)} parameters in {len(groups)} group(s)"
+    if len(groups) > 1:
+        head += f" ({_groups_info(groups)})"
+
+    def build(names: Sequence[str], method: str, left_out: Sequence[str] = ()) -> StateMap:
+        return StateMap(
+            {n: (state_of(pid), g) for n, (pid, g) in zip(names, flat, strict=True)},
+            method,
+            len(flat),
+            len(groups),
+            tuple(left_out),
+        )
+
+    if groups and all("param_names" in g for g in groups):
+        names = [n for g in groups for n in g["param_names"]]
+        if len(names) == len(flat):
+            return build(names, "param_names")
+        raise OptimizerMappingError(f"{head}: {len(names)} param_names for {len(flat)} parameters")
+    if param_names is not None:
+        names = list(param_names)
+        if len(names) != len(flat):
+            raise OptimizerMappingError(f"{head}: {len(names)} names given for {len(flat)} parameters")
+        return build(names, "names given")
+    if not any(state_of(pid) for pid, _ in flat):
+        return StateMap({}, "none: the optimizer has not stepped yet", len(flat), len(groups))
+    if layout is None:
+        raise OptimizerMappingError(
+            f"{head}: the optimizer state has no param_names: pass param_names in the optimizer's parameter "
+            "order, or the checkpoint's layout"
+        )
+
+    want = [(pid, _state_shape(state_of(pid))) for pid, _ in flat]
+    orders, notes = _orders(layout)
+    tried: dict[str, list[str]] = {"checkpoint order": list(notes), "decay/no-decay split": list(notes)}
+    found: dict[tuple[str, ...], tuple[str, tuple[str, ...]]] = {}
+    starts = []
+    i = 0
+    for g in groups:
+        starts.append(i)
+        i += len(g["params"])
+
+    for subsequence in (False, True):
+        for label, cands in orders:
+            names, why = _align(cands, want, subsequence)
+            if names is not None:
+                left = tuple(n for n, _ in cands if n not in set(names)) if subsequence else ()
+                found.setdefault(tuple(names), (f"checkpoint order ({label})", left))
+            elif not subsequence:
+                tried["checkpoint order"].append(f"{label}: {why}")
+            if len(groups) != 2:
+                continue
+            g0, g1 = groups
+            w0, w1 = float(g0.get("weight_decay", 0.0)), float(g1.get("weight_decay", 0.0))
+            # the decay group is the one with the larger weight_decay; equal: Hugging Face's order (decay first)
+            assignments = [(0, 1)] if w0 > w1 else [(1, 0)] if w1 > w0 else [(0, 1), (1, 0)]
+            for rule, is_decay in _decay_rules(layout):
+                if rule == "Trainer.get_decay_parameter_names" and not label.startswith("named_parameters"):
+                    continue
+                split = ([c for c in cands if is_decay(*c)], [c for c in cands if not is_decay(*c)])
+                for d, nd in assignments:
+                    parts = {d: split[0], nd: split[1]}
+                    got: list[str] = []
+                    whys = []
+                    for gi in (0, 1):
+                        s, e = starts[gi], starts[gi] + len(groups[gi]["params"])
+                        nm, why = _align(parts[gi], want[s:e], subsequence)
+                        if nm is None:
+                            whys.append(f"group {gi}: {why}")
+                        else:
+                            got += nm
+                    if not whys:
+                        left = tuple(n for n, _ in cands if n not in set(got)) if subsequence else ()
+                        found.setdefault(tuple(got), (f"decay/no-decay split ({label}, {rule})", left))
+                    elif not subsequence:
+                        tried["decay/no-decay split"].append(f"{label}, {rule}: {whys[0]}")
+        exact = [k for k, v in found.items() if "named_parameters()" in v[0]]
+        if len(exact) == 1:  # the rebuilt model is authoritative when it fits
+            return build(list(exact[0]), found[exact[0]][0], found[exact[0]][1])
+        if len(found) == 1:
+            ((names_t, (method, left)),) = found.items()
+            return build(list(names_t), method, left)
+        if len(found) > 1:
+            methods = "; ".join(v[0] for v in found.values())
+            raise OptimizerMappingError(
+                f"{head}: ambiguous: the shapes fit {len(found)} different name orders ({methods})"
+            )
+    summary = "; ".join(
+        f"{h} ({'; '.join(_dedupe(v)[:4]) or 'not applicable'})"
+        for h, v in tried.items()
+        if h == "checkpoint order" or len(groups) == 2
+    )
+    raise OptimizerMappingError(f"{head}; tried param_names (absent); {summary}")
+
+
+def _dedupe(items: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def state_by_name(
+    optimizer_state: Mapping[str, Any],
+    param_names: Sequence[str] | None = None,
+    layout: WeightsLayout | None = None,
+) -> dict[str, tuple[Mapping[str, Any], Mapping[str, Any]]]:
+    """``{parameter name: (its state entry, its param group)}`` for the parameters with Adam state.
+
+    Names come from each group's ``param_names``, else ``param_names``, else the checkpoint's
+    ``layout`` (:func:`map_optimizer_state`); raises :class:`OptimizerMappingError` (a
+    ``ValueError``) when none of them names the parameters.
+    """
+    return map_optimizer_state(optimizer_state, layout, param_names).adam()
 
 
 def load_optimizer_file(path: str | Path) -> dict[str, Any]:
-    """Load an ``optimizer.pt`` safely (``weights_only=True``); returns the saved dict."""
+    """Load an ``optimizer.pt`` (or a Lightning ``.ckpt``) safely (``weights_only=True``); returns the saved dict."""
     from .readers.torch_file import load_weights_only
 
     obj = load_weights_only(Path(path))
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a dict, got {type(obj).__name__}")
     return obj
+
+
+def optimizer_state_of(saved: Mapping[str, Any]) -> tuple[Mapping[str, Any], float | None] | None:
+    """(``optimizer.state_dict()``, saved lr or None) inside a loaded file, or None when it holds none.
+
+    Knows a bare state dict (Hugging Face ``optimizer.pt``), ``{"optimizer": …, "lr": …}``
+    (``examples/train_tiny.py``) and Lightning's ``{"optimizer_states": [...]}`` (the first optimizer).
+    """
+
+    def is_state(x: Any) -> bool:
+        return isinstance(x, Mapping) and "param_groups" in x and "state" in x
+
+    if is_state(saved):
+        return saved, None
+    opt = saved.get("optimizer")
+    if is_state(opt):
+        lr = saved.get("lr")
+        return opt, float(lr) if isinstance(lr, (int, float)) else None
+    states = saved.get("optimizer_states")
+    if isinstance(states, (list, tuple)) and states and is_state(states[0]):
+        return states[0], None
+    return None
+
+
+def weights_layout(path: str | Path) -> WeightsLayout:
+    """The :class:`WeightsLayout` of a checkpoint: a weights file or a model directory.
+
+    ``torch.save`` files keep the state dict's order (Lightning ``.ckpt``: its ``state_dict``);
+    safetensors files are sorted by name, so only the model rebuilt from a ``config.json``
+    next to them (:func:`hf_model_layout`) gives the parameter order.
+    """
+    from .readers import open_checkpoint
+    from .readers.torch_file import _walk, is_torch_file, load_weights_only
+
+    p = Path(path)
+    folder = p if p.is_dir() else p.parent
+    ckpt = open_checkpoint(p)
+    try:
+        infos = [i for i in ckpt.tensors() if i.group == "weights" and i.is_float]
+        files = {Path(i.file) for i in infos}
+        label = p.name if not p.is_dir() else f"{p.name}/"
+    finally:
+        ckpt.close()
+    model = hf_model_layout(folder / "config.json")
+    extra: dict[str, Any] = (
+        {"model_order": model[0], "model_shapes": model[1], "decay_names": model[2]}
+        if isinstance(model, tuple)
+        else {"model_reason": model}
+    )
+    if len(files) == 1 and is_torch_file(next(iter(files))):
+        obj = load_weights_only(next(iter(files)))
+        prefix = ("state_dict",) if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping) else ()
+        tensors, aliases, seen = [], set(), set()
+        for parts, leaf, optimizer in _walk(obj, (), False, 0, set()):
+            if optimizer or not isinstance(leaf, torch.Tensor) or not leaf.is_floating_point():
+                continue
+            if parts[: len(prefix)] != prefix:
+                continue
+            name = ".".join(parts) or "tensor"
+            try:
+                key = (leaf.untyped_storage().data_ptr(), leaf.storage_offset(), tuple(leaf.shape), leaf.stride())
+            except (RuntimeError, NotImplementedError):
+                key = (id(leaf), 0, (), ())
+            if key in seen:
+                aliases.add(name)
+            seen.add(key)
+            tensors.append((name, tuple(leaf.shape)))
+        return WeightsLayout(tuple(tensors), True, frozenset(aliases), source=label, **extra)
+    tensors = tuple((i.name, tuple(i.shape)) for i in infos)
+    why = "safetensors stores tensors sorted by name, not in parameter order"
+    if not all(f.suffix == ".safetensors" for f in files):
+        why = "the format does not keep the parameter order"
+    return WeightsLayout(tensors, False, source=label, unordered_reason=why, **extra)
+
+
+_MODEL_CACHE: dict[str, tuple[tuple[str, ...], tuple[Shape, ...], frozenset[str]] | str] = {}
+
+
+def hf_model_layout(config_path: Path) -> tuple[tuple[str, ...], tuple[Shape, ...], frozenset[str]] | str:
+    """``named_parameters()`` (names, shapes) of the model a Hugging Face ``config.json`` describes,
+    and the names ``Trainer.get_decay_parameter_names`` decays; or why not (a string).
+
+    The model is built on the ``meta`` device (no memory, no weights) from a class of the
+    installed transformers named in ``architectures``; custom code (``auto_map``) is never run.
+    Cached by the config's text.
+    """
+    try:
+        text = config_path.read_text()
+    except OSError:
+        return "no config.json"
+    if text in _MODEL_CACHE:
+        return _MODEL_CACHE[text]
+    _MODEL_CACHE[text] = result = _build_hf_model_layout(config_path, text)
+    return result
+
+
+def _build_hf_model_layout(
+    config_path: Path, text: str
+) -> tuple[tuple[str, ...], tuple[Shape, ...], frozenset[str]] | str:
+    import json
+    import logging
+    import warnings
+
+    try:
+        cfg = json.loads(text)
+    except ValueError as e:
+        return f"unreadable config.json ({e})"
+    archs = cfg.get("architectures") if isinstance(cfg, dict) else None
+    if not archs:
+        return "config.json names no architecture"
+    if "auto_map" in cfg:
+        return "the model needs custom code (auto_map), which is never run"
+    try:
+        import transformers
+    except ImportError:
+        return "transformers is not installed"
+    cls = getattr(transformers, str(archs[0]), None)
+    if cls is None:
+        return f"transformers {transformers.__version__} has no class {archs[0]}"
+    log = logging.getLogger("transformers")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            config = transformers.AutoConfig.from_pretrained(str(config_path.parent))
+            with torch.device("meta"):
+                model = cls(config)
+    except Exception as e:  # any failure only means this candidate order is unavailable
+        return f"cannot build {archs[0]} from config.json ({type(e).__name__}: {str(e)[:120]})"
+    finally:
+        log.setLevel(level)
+    named = list(model.named_parameters())
+    try:
+        decay = frozenset(transformers.Trainer.get_decay_parameter_names(None, model))
+    except Exception:  # older/newer signature: the same rule by hand
+        from torch import nn
+
+        decay = frozenset(
+            n
+            for mod_name, mod in model.named_modules()
+            if not isinstance(mod, nn.LayerNorm)
+            for pn, _ in mod.named_parameters(recurse=False)
+            if not _NO_DECAY_RE.search((n := f"{mod_name}.{pn}" if mod_name else pn).lower())
+        )
+    return tuple(n for n, _ in named), tuple(tuple(p.shape) for _, p in named), decay
 
 
 def checkpoint_budgets(
@@ -246,23 +713,31 @@ def checkpoint_budgets(
     lr: float | None = None,
     weight_decay: float | None = None,
     param_names: Sequence[str] | None = None,
+    layout: WeightsLayout | None = None,
+    mapping: StateMap | None = None,
 ) -> dict[str, ForceBudget]:
     """The exact budget of the last step before a checkpoint, per parameter.
 
     ``weights`` maps (or reads, if callable) a name to the checkpoint's tensor; ``saved`` is
-    either ``optimizer.state_dict()`` or a dict holding it under ``"optimizer"`` (the
-    ``train_tiny.py`` layout, whose ``lr``/``weight_decay`` keys are used unless given).
-    ``names`` restricts the parameters (default: every one with Adam state).
+    ``optimizer.state_dict()``, a dict holding it under ``"optimizer"`` (the ``train_tiny.py``
+    layout, whose ``lr`` key is used unless ``lr`` is given) or a Lightning checkpoint.
+    ``names`` restricts the parameters (default: every one with Adam state); names are
+    matched as :func:`map_optimizer_state` does (or given as ``mapping``).
     """
-    opt = saved.get("optimizer", saved)
-    if lr is None and "lr" in saved and "optimizer" in saved:
-        lr = float(saved["lr"])
+    found = optimizer_state_of(saved)
+    if found is None:
+        raise OptimizerMappingError("no optimizer state in the saved dict")
+    opt, saved_lr = found
+    if lr is None:
+        lr = saved_lr
+    if mapping is None:
+        mapping = map_optimizer_state(opt, layout, param_names)
     read = weights if callable(weights) else weights.__getitem__
     out = {}
-    for name, (st, group) in state_by_name(opt, param_names).items():
+    for name, (st, group) in mapping.adam().items():
         if names is not None and name not in names:
             continue
-        hyper = OptimizerHyper.from_group(group, lr, weight_decay if weight_decay is not None else None)
+        hyper = OptimizerHyper.from_group(group, lr, weight_decay)
         out[name] = budget_from_state(read(name), st, hyper)
     return out
 

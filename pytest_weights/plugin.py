@@ -3,7 +3,9 @@
 Everything statistical lives in the library (:class:`pytest_weights.Checker`); this module
 maps it onto pytest: ``*.weights.yaml`` files become collectors, assertions become items,
 the first item to run triggers one streamed pass over all checkpoints for every selected
-item, and failures render as tables.
+item, and failures render as tables. An error while opening, reading or judging fails only
+the items concerned, in one line (``--weights-debug`` adds the traceback); it never
+interrupts the session.
 """
 
 from __future__ import annotations
@@ -17,14 +19,16 @@ import pytest
 
 from .cache import StatCache
 from .engine import PassProgress
-from .errors import CheckpointError, SpecError, WeightsError
-from .readers import Checkpoint, detect_format, open_checkpoint
+from .errors import FATAL, CheckpointError, SpecError, WeightsError, describe, format_traceback, is_internal
+from .readers import Checkpoint, detect_format
 from .report import AssertionResult
-from .runner import Checker
+from .runner import Checker, open_or_raise
 from .runs import discover_run
 from .spec import SPEC_SUFFIXES, AssertionSpec, load_spec, resolve_spec
 
 SESSION_KEY = pytest.StashKey["WeightsSession"]()
+#: Appended to the one-line message of an unexpected error.
+DEBUG_HINT = " (--weights-debug for the traceback)"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -113,6 +117,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="weights_regen_margin",
         help="margin for --weights-regen (default: the one 'pytest-weights init' recorded in the spec, else 0.5)",
     )
+    group.addoption(
+        "--weights-debug",
+        action="store_true",
+        default=False,
+        dest="weights_debug",
+        help="show the Python traceback of internal errors (for bug reports) under their one-line message",
+    )
     parser.addini("weights_specs", "specs to run with --checkpoint when no paths are given", type="args")
     parser.addini("weights_device", "default for --weights-device", default="auto")
 
@@ -122,6 +133,10 @@ def pytest_configure(config: pytest.Config) -> None:
         session = WeightsSession.from_config(config)
     except WeightsError as e:
         raise pytest.UsageError(str(e)) from None
+    except FATAL:
+        raise
+    except BaseException as e:  # e.g. a directory that cannot be listed
+        raise pytest.UsageError(explain(config, e)) from None
     config.stash[SESSION_KEY] = session
     if config.option.weights_regen:
         if len(session.checkpoint_paths) != 1:
@@ -147,7 +162,12 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     """The one pass, before the first item runs (so item durations exclude it)."""
     weights = session.config.stash.get(SESSION_KEY, None)
     if weights is not None and not session.config.option.collectonly and weights.checkpoint_paths:
-        weights.prepare(session.items)
+        try:
+            weights.prepare(session.items)
+        except FATAL:
+            raise
+        except BaseException as e:  # each item then computes what it needs, and fails on its own
+            weights.prepare_error = explain(session.config, e)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -184,6 +204,19 @@ class ResultReports:
             self.results.append({"nodeid": report.nodeid, **result})
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        try:
+            self.write()
+        except FATAL:
+            raise
+        except BaseException as e:  # e.g. an unwritable path: said in one line, the run fails
+            tr = self.config.pluginmanager.get_plugin("terminalreporter")
+            if tr is not None:
+                tr.write_line(f"pytest-weights: error: cannot write the report: {explain(self.config, e)}", red=True)
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def write(self) -> None:
+        """Write ``--weights-report`` and ``--weights-json``."""
         results = sorted(self.results, key=lambda r: r["nodeid"])
         weights: WeightsSession = self.config.stash[SESSION_KEY]
         if self.config.option.weights_report:
@@ -236,6 +269,8 @@ class WeightsSession:
         #: ``--reference``: a checkpoint to compare against (opened with :meth:`checkpoint`).
         self.reference_path: Path | None = None
         self._opened: dict[Path, Checkpoint | CheckpointError] = {}
+        #: Why the one pass before the first item could not run (each item then computes its own statistics).
+        self.prepare_error: str | None = None
         self._prepared = False
         self._live = False
         #: --weights-regen: every number rewritten (readable lines), and what was left alone.
@@ -272,14 +307,15 @@ class WeightsSession:
         return session
 
     def checkpoint(self, path: Path) -> Checkpoint:
+        """The opened checkpoint at ``path`` (opened once); raises its :class:`CheckpointError`."""
         if path not in self._opened:
             try:
-                self._opened[path] = open_checkpoint(path)
+                self._opened[path] = open_or_raise(path)
             except CheckpointError as e:
                 self._opened[path] = e
         got = self._opened[path]
         if isinstance(got, CheckpointError):
-            raise got
+            raise got.with_traceback(None)  # raised by many items: its traceback must not grow
         return got
 
     def label(self, path: Path) -> str:
@@ -372,6 +408,11 @@ class WeightsSession:
         except WeightsError as e:
             self.regen_notes.append(str(e))
             return {}
+        except FATAL:
+            raise
+        except BaseException as e:
+            self.regen_notes.append(f"{node.path}: {explain(self.config, e)}")
+            return {}
         self.regen_changes += result
         self.regen_notes += result.notes
         changed: dict[str, list[str]] = {}
@@ -402,6 +443,10 @@ class WeightsSession:
             )
         if self.reference_path is not None:
             lines.append(f"reference: {self.reference_path}")
+        if self.prepare_error is not None:
+            lines.append(f"the statistics pass could not be planned: {self.prepare_error}")
+        for ckpt, exc in self.checker.errors.items():
+            lines.append(f"{ckpt.label}: statistics pass failed: {describe(exc)}")
         for path, got in self._opened.items():
             if isinstance(got, CheckpointError):
                 lines.append(f"{path}: could not be read: {got.message}")
@@ -416,33 +461,59 @@ class WeightsSession:
         return lines
 
 
+def debugging(config: pytest.Config) -> bool:
+    return bool(getattr(config.option, "weights_debug", False))
+
+
+def explain(config: pytest.Config, exc: BaseException) -> str:
+    """The cause of ``exc`` in one line, then its traceback with --weights-debug (else a hint)."""
+    cause = describe(exc)
+    if not is_internal(exc):
+        return cause
+    if debugging(config):
+        return f"{cause}\n{format_traceback(exc)}"
+    return cause + DEBUG_HINT
+
+
 class SpecFile(pytest.File):
     """A spec file: one item per assertion (per checkpoint when several are given)."""
 
-    def collect(self):
+    def collect(self) -> list[pytest.Item]:
+        try:
+            return self._items()
+        except FATAL:
+            raise
+        except BaseException as e:  # a loader bug must not interrupt the session: one error item
+            error = e if isinstance(e, SpecError) else SpecError(self.path, None, f"cannot be loaded: {describe(e)}")
+            trace = format_traceback(e) if is_internal(e) else ""
+            return [SpecErrorItem.from_parent(self, name="spec", error=error, trace=trace)]
+
+    def _items(self) -> list[pytest.Item]:
         session: WeightsSession = self.config.stash[SESSION_KEY]
         regen = session.regen(self) if self.config.option.weights_regen else {}
-        try:
-            spec = load_spec(self.path)
-        except SpecError as e:
-            yield SpecErrorItem.from_parent(self, name="spec", error=e)
-            return
+        spec = load_spec(self.path)
         paths: list[Path | None] = list(session.checkpoint_paths) or [None]
+        items: list[pytest.Item] = []
         for entry in spec.entries:
             if not isinstance(entry, AssertionSpec):
-                yield SpecErrorItem.from_parent(self, name=entry.name, error=entry.error)
+                items.append(SpecErrorItem.from_parent(self, name=entry.name, error=entry.error))
                 continue
             if entry.assertion.scope == "run":
                 runs = list(session.runs) or [None]
                 for run in runs:
                     name = entry.name if len(runs) == 1 else f"{entry.name}[{run.name}]"  # type: ignore[union-attr]
-                    yield WeightsItem.from_parent(self, name=name, spec=entry, checkpoint_path=None, run_path=run)
+                    items.append(
+                        WeightsItem.from_parent(self, name=name, spec=entry, checkpoint_path=None, run_path=run)
+                    )
                 continue
             for path in paths:
                 name = entry.name if len(paths) == 1 else f"{entry.name}[{session.label(path)}]"
-                yield WeightsItem.from_parent(
-                    self, name=name, spec=entry, checkpoint_path=path, regen=regen.get(entry.name, ())
+                items.append(
+                    WeightsItem.from_parent(
+                        self, name=name, spec=entry, checkpoint_path=path, regen=regen.get(entry.name, ())
+                    )
                 )
+        return items
 
 
 class WeightsFailure(Exception):
@@ -493,14 +564,14 @@ class WeightsItem(pytest.Item):
                 )
             session.prepare(self.session.items)
             run = [(step, session.checkpoint(path)) for step, path in session.runs[self.run_path]]
-            self.result = session.checker.evaluate_run(run, self.spec, self.run_path.name)
+            self.result = session.checker.judge_run(run, self.spec, self.run_path.name)
         else:
             if self.checkpoint_path is None:
                 pytest.skip("no checkpoint given: run with --checkpoint PATH")
             session.prepare(self.session.items)
             if session.reference_path is not None:
                 session.checkpoint(session.reference_path)  # raises the reference's error, if any
-            self.result = session.checker.evaluate(session.checkpoint(self.checkpoint_path), self.spec)
+            self.result = session.checker.judge(session.checkpoint(self.checkpoint_path), self.spec)
         self._report()
 
     def _report(self) -> None:
@@ -510,34 +581,56 @@ class WeightsItem(pytest.Item):
         if self.checkpoint_path in session.steps:
             self.user_properties.append(("step", session.steps[self.checkpoint_path]))
         self.user_properties.append(("summary", self.result.summary))
-        if self.result.skipped:
-            pytest.skip(self.result.summary)
+        if self.result.skipped:  # reported at the spec line (-rs), not at this one
+            raise pytest.skip.Exception(self.result.summary, _use_item_location=True)
         if not self.result.passed:
             raise WeightsFailure(self.result)
 
     def repr_failure(self, excinfo, style=None):
-        if isinstance(excinfo.value, WeightsFailure):
-            return excinfo.value.result.format()
-        if isinstance(excinfo.value, WeightsError):
-            return f"{self.spec.location}: {self.name}: {excinfo.value}"
-        return super().repr_failure(excinfo, style=style)
+        exc = excinfo.value
+        if isinstance(exc, WeightsFailure):
+            return self._with_traceback(exc.result.format(), exc.result.traceback)
+        if isinstance(exc, (pytest.fail.Exception, pytest.exit.Exception)):
+            return super().repr_failure(excinfo, style=style)
+        # Anything else raised while opening, reading or judging: one line naming spec, assertion and checkpoint.
+        line = f"{self.spec.location}: {self.spec.name} on {self._label()}: {describe(exc)}"
+        return self._with_traceback(line, format_traceback(exc) if is_internal(exc) else "")
+
+    def _with_traceback(self, text: str, trace: str) -> str:
+        if not trace:
+            return text
+        return f"{text}\n{trace}" if debugging(self.config) else text + DEBUG_HINT
+
+    def _label(self) -> str:
+        session: WeightsSession = self.config.stash[SESSION_KEY]
+        if self.run_path is not None:
+            return self.run_path.name
+        return session.label(self.checkpoint_path) if self.checkpoint_path is not None else "no checkpoint"
 
     def reportinfo(self):
         return self.path, self.spec.line - 1, f"{self.spec.name} [{self.spec.assertion.kind}]"
 
 
 class SpecErrorItem(pytest.Item):
-    """A spec (entry) that failed validation: errors at setup, naming file:line."""
+    """A spec (entry) that failed validation or could not be loaded: errors at setup, naming file:line."""
 
-    def __init__(self, *, error: SpecError, **kwargs) -> None:
+    def __init__(self, *, error: SpecError, trace: str = "", **kwargs) -> None:
         super().__init__(**kwargs)
         self.error = error
+        #: The traceback of an unexpected loader error (shown with --weights-debug).
+        self.trace = trace
+
+    def _message(self) -> str:
+        text = f"invalid spec: {self.error}"
+        if not self.trace:
+            return text
+        return f"{text}\n{self.trace}" if debugging(self.config) else text + DEBUG_HINT
 
     def setup(self) -> None:
-        pytest.fail(f"invalid spec: {self.error}", pytrace=False)
+        pytest.fail(self._message(), pytrace=False)
 
     def runtest(self) -> None:  # pragma: no cover - setup always fails
-        pytest.fail(f"invalid spec: {self.error}", pytrace=False)
+        pytest.fail(self._message(), pytrace=False)
 
     def reportinfo(self):
         return self.path, (self.error.line or 1) - 1, f"invalid spec: {self.name}"

@@ -26,8 +26,10 @@ def kinds_markdown() -> str:
         "# Spec reference",
         "",
         "Generated from the registry by `python -m pytest_weights.reference_docs` (a test keeps it current).",
-        "Every assertion entry takes `name`, `kind`, `select` (see README) and `view` (`weights`, or `delta`:",
-        "ΔW = W − W_ref against `--reference`, or B·A of a LoRA adapter), plus the parameters below.",
+        "Every assertion entry takes `name`, `kind`, `select` (see README), `view` (`weights`, or `delta`:",
+        "ΔW = W − W_ref against `--reference`, or B·A of a LoRA adapter) and `if_empty` (`fail`, the default,",
+        "or `skip`: what a selection matching no tensor is), plus the parameters below; `view` and `if_empty`",
+        "may also be set in `defaults`.",
         "",
     ]
     for kind in sorted(REGISTRY):

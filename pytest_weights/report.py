@@ -30,9 +30,16 @@ class AssertionResult:
     notes: tuple[str, ...] = ()
     selection: str = ""
     observed: dict = field(default_factory=dict, repr=False, compare=False)
+    #: Why the assertion could not be judged (an error while reading or evaluating), else None.
+    error: str | None = None
+    #: The Python traceback of an unexpected ``error`` (for bug reports), else ''.
+    traceback: str = field(default="", repr=False, compare=False)
 
     def format(self, max_rows: int = MAX_ROWS) -> str:
-        """Multi-line failure text: location, what was asserted, a table worst first."""
+        """Multi-line failure text: location, what was asserted, a table worst first;
+        one line ``file:line: name on checkpoint: cause`` for an error."""
+        if self.error is not None:
+            return f"{self.location}: {self.name} on {self.checkpoint}: {self.error}"
         head = f"{self.location}: {self.name} [{self.kind}] on {self.checkpoint}"
         lines = [head, f"  asserted: {self.description}", f"  found:    {self.summary}"]
         if self.selection:
@@ -63,6 +70,7 @@ class AssertionResult:
             ],
             "notes": list(self.notes),
             "observed": _jsonable(self.observed),
+            "error": self.error,
         }
 
 

@@ -7,6 +7,7 @@ one streamed pass per checkpoint, then evaluates each assertion. The pytest plug
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from .assertions.base import Outcome, TensorView
 from .cache import StatCache
 from .device import resolve_device
 from .engine import PassProgress, Progress, StatStore, compute_pass
-from .errors import WeightsError
+from .errors import FATAL, CheckpointError, WeightsError, as_checkpoint_error, describe, format_traceback, is_internal
 from .readers import Checkpoint, TensorInfo, open_checkpoint
 from .readers.derived import DeltaCheckpoint, LoraDelta
 from .readers.memory import StateDictCheckpoint
@@ -58,6 +59,8 @@ class Checker:
         self.passes: list[PassProgress] = []
         #: CPU threads for a pass (None: torch's intra-op thread count).
         self.workers = workers
+        #: Checkpoints whose statistics pass failed, with the error: their assertions fail with it.
+        self.errors: dict[Checkpoint, BaseException] = {}
         self._derived: dict[int, Checkpoint] = {}
 
     def target(self, checkpoint: Checkpoint, spec: AssertionSpec) -> Checkpoint:
@@ -71,7 +74,7 @@ class Checker:
                 self._derived[id(checkpoint)] = DeltaCheckpoint(checkpoint, self.reference)
             else:
                 raise WeightsError(
-                    f"{spec.location}: {spec.name}: 'view: delta' needs a reference checkpoint "
+                    "'view: delta' needs a reference checkpoint "
                     "(--reference PATH, or check(..., reference=PATH)) or a PEFT adapter"
                 )
         return self._derived[id(checkpoint)]
@@ -99,36 +102,76 @@ class Checker:
         return Selected(tuple(i for i in matched if i.is_float), tuple(i for i in matched if not i.is_float))
 
     def prepare(self, work: Iterable[tuple[Checkpoint, AssertionSpec]]) -> None:
-        """Compute every statistic the (checkpoint, assertion) pairs need: one pass each."""
+        """Compute every statistic the (checkpoint, assertion) pairs need: one pass each.
+
+        Never raises for one checkpoint's sake: a pass that fails is recorded in
+        :attr:`errors` (its partial statistics dropped) and the other checkpoints still run.
+        """
         plans: dict[Checkpoint, dict[str, set[Statistic]]] = defaultdict(lambda: defaultdict(set))
         for ckpt, spec in work:
-            stats = spec.assertion.statistics()
             try:
+                stats = spec.assertion.statistics()
                 needed = self._requests(ckpt, spec)
-            except WeightsError:
+            except FATAL:
+                raise
+            except BaseException:
                 continue  # reported when the assertion is evaluated
             for target, infos in needed:
                 for info in infos:
                     plans[target][info.name].update(stats)
         for ckpt, requests in plans.items():
+            if ckpt not in self.errors:
+                self._pass(ckpt, requests)
+
+    def _pass(self, ckpt: Checkpoint, requests: Mapping[str, Iterable[Statistic]]) -> None:
+        """One checkpoint's pass; an error is recorded for it, never raised."""
+        try:
             done = compute_pass(
                 ckpt, requests, self.store, self.device, self.progress, cache=self.cache, workers=self.workers
             )
-            self.passes.append(done)
+        except FATAL:
+            raise
+        except BaseException as e:
+            self.errors[ckpt] = e
+            with contextlib.suppress(Exception):  # if the identity itself failed, nothing was stored under it
+                self.store.discard(ckpt.identity())
+            return
+        self.passes.append(done)
+
+    def pass_error(self, checkpoint: Checkpoint) -> CheckpointError | None:
+        """Why ``checkpoint``'s statistics pass failed, as a :class:`CheckpointError` naming it; None if it did not."""
+        exc = self.errors.get(checkpoint)
+        if exc is None:
+            return None
+        if not isinstance(exc, CheckpointError):
+            return as_checkpoint_error(getattr(checkpoint, "path", checkpoint.label), exc)
+        fresh = CheckpointError(exc.path, exc.message)  # raised afresh each time: the recorded one keeps its traceback
+        fresh.__cause__ = exc.__cause__
+        return fresh
+
+    def _failed(self, target: Checkpoint, spec: AssertionSpec) -> Checkpoint | None:
+        """``target`` if its pass failed, else the reference if ``spec`` compares with it and its pass failed."""
+        if target in self.errors:
+            return target
+        if spec.assertion.needs_reference and self.reference in self.errors:
+            return self.reference
+        return None
 
     def evaluate(self, checkpoint: Checkpoint, spec: AssertionSpec) -> AssertionResult:
-        """Judge one assertion (its statistics are computed first if missing)."""
+        """Judge one assertion (its statistics are computed first if missing); an error raises
+        (the checkpoint's failed pass as a :class:`CheckpointError`); :meth:`judge` never raises."""
         target = self.target(checkpoint, spec)
         sel = self.select(target, spec)
         notes = _non_float_note(sel.non_float)
         if isinstance(target, DeltaCheckpoint) and target.unmatched:
             notes += (f"{len(target.unmatched)} tensor(s) not in the reference left out of ΔW",)
         if not sel.tensors:
-            outcome = Outcome(False, "the selection matches no tensor" + (" (float)" if sel.non_float else ""))
+            outcome = _empty(spec, "the selection matches no tensor" + (" (float)" if sel.non_float else ""))
         elif spec.assertion.needs_reference and self.reference is None:
             outcome = Outcome(False, f"kind {spec.assertion.kind!r} compares against a reference: pass --reference")
         else:
             self.prepare([(checkpoint, spec)])  # no-op when already computed
+            self._raise_failed_pass(target, spec)
             cid = target.identity()
             rid = self.reference.identity() if self.reference is not None else ""
             views = [
@@ -162,6 +205,7 @@ class Checker:
         steps, views = [], []
         for step, ckpt in run:
             target = self.target(ckpt, spec)
+            self._raise_failed_pass(target, spec)
             cid = target.identity()
             steps.append(step)
             views.append(
@@ -173,10 +217,55 @@ class Checker:
                 ]
             )
         if not any(views):
-            outcome = Outcome(False, "the selection matches no tensor")
+            outcome = _empty(spec, "the selection matches no tensor")
         else:
             outcome = spec.assertion.evaluate_run(steps, views)  # type: ignore[attr-defined]
         return make_result(spec, label, outcome)
+
+    def _raise_failed_pass(self, target: Checkpoint, spec: AssertionSpec) -> None:
+        """Raise the recorded pass error of ``target`` (or of the reference it is compared with)."""
+        failed = self._failed(target, spec)
+        if failed is not None:
+            raise self.pass_error(failed)  # type: ignore[misc]
+
+    def judge(self, checkpoint: Checkpoint, spec: AssertionSpec) -> AssertionResult:
+        """Like :meth:`evaluate`, but never raises: any error (a failed pass, an assertion that
+        cannot judge these values) becomes a failed result whose summary is the cause."""
+        try:
+            return self.evaluate(checkpoint, spec)
+        except FATAL:
+            raise
+        except BaseException as e:
+            return error_result(spec, checkpoint.label, e)
+
+    def judge_run(self, run: Sequence[tuple[int, Checkpoint]], spec: AssertionSpec, label: str) -> AssertionResult:
+        """Like :meth:`evaluate_run`, but an error becomes a failed result (see :meth:`judge`)."""
+        try:
+            return self.evaluate_run(run, spec, label)
+        except FATAL:
+            raise
+        except BaseException as e:
+            return error_result(spec, label, e)
+
+
+def _empty(spec: AssertionSpec, failure: str) -> Outcome:
+    """The outcome of a selection matching no tensor: a failure, or a skip with ``if_empty: skip``."""
+    if spec.if_empty != "skip":
+        return Outcome(False, failure)
+    what = "float tensor" if spec.assertion.float_only else "tensor"
+    return Outcome(
+        True, f"nothing to check here: no {what} matches {spec.selection.describe()} (if_empty: skip)", skipped=True
+    )
+
+
+def open_or_raise(path: str | Path) -> Checkpoint:
+    """:func:`open_checkpoint`, any failure (a reader's unexpected error too) raised as a :class:`CheckpointError`."""
+    try:
+        return open_checkpoint(path)
+    except (CheckpointError, *FATAL):
+        raise
+    except BaseException as e:
+        raise as_checkpoint_error(path, e) from e
 
 
 def make_result(spec: AssertionSpec, label: str, outcome: Outcome, notes: tuple[str, ...] = ()) -> AssertionResult:
@@ -195,6 +284,27 @@ def make_result(spec: AssertionSpec, label: str, outcome: Outcome, notes: tuple[
         notes=outcome.notes + notes,
         selection=spec.selection.describe(),
         observed=dict(outcome.observed),
+    )
+
+
+def error_result(spec: AssertionSpec, label: str, exc: BaseException) -> AssertionResult:
+    """A failed result saying why ``spec`` could not be judged on ``label`` (the error's cause)."""
+    cause = describe(exc)
+    try:
+        description = spec.assertion.describe()
+    except Exception:  # the kind cannot even describe itself: its name will do
+        description = spec.assertion.kind
+    return AssertionResult(
+        name=spec.name,
+        kind=spec.assertion.kind,
+        description=description,
+        location=spec.location,
+        checkpoint=label,
+        passed=False,
+        summary=cause,
+        selection=spec.selection.describe(),
+        error=cause,
+        traceback=format_traceback(exc) if is_internal(exc) else "",
     )
 
 
@@ -225,6 +335,10 @@ def check(
     ``cache_dir``: keep computed statistics there, so re-checking an unchanged checkpoint
     reads nothing.
 
+    Raises :class:`CheckpointError` when the checkpoint (or the reference) cannot be opened or
+    read, :class:`SpecError` for an invalid spec, :class:`WeightsError` for a usage problem;
+    an assertion that cannot judge the values it got is a failed result whose ``error`` says why.
+
     >>> report = check("model.safetensors")          # the bundled default spec
     >>> report.passed, [r.name for r in report.failures]
     """
@@ -236,9 +350,24 @@ def check(
     elif isinstance(checkpoint, (Mapping, torch.nn.Module)):
         ckpt = StateDictCheckpoint(checkpoint)
     else:
-        ckpt = open_checkpoint(checkpoint)
-    ref = open_checkpoint(reference) if isinstance(reference, (str, Path)) else reference
+        ckpt = open_or_raise(checkpoint)
+    ref = open_or_raise(reference) if isinstance(reference, (str, Path)) else reference
     cache = StatCache(cache_dir) if cache_dir is not None else None
     checker = Checker(device, cache=cache, reference=ref, workers=workers)
     checker.prepare((ckpt, a) for a in loaded.assertions)
-    return Report(tuple(checker.evaluate(ckpt, a) for a in loaded.assertions))
+    for c in (ckpt, ref):
+        unreadable = checker.pass_error(c) if c is not None else None
+        if unreadable is not None:
+            raise unreadable
+    return Report(tuple(_judge(checker, ckpt, a) for a in loaded.assertions))
+
+
+def _judge(checker: Checker, ckpt: Checkpoint, spec: AssertionSpec) -> AssertionResult:
+    """:meth:`Checker.evaluate` for :func:`check`: a :class:`WeightsError` (a usage problem, e.g.
+    ``view: delta`` without a reference) raises; any other error becomes a failed result."""
+    try:
+        return checker.evaluate(ckpt, spec)
+    except (WeightsError, *FATAL):
+        raise
+    except BaseException as e:
+        return error_result(spec, ckpt.label, e)

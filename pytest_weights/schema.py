@@ -32,7 +32,7 @@ from typing import Any
 from .assertions import REGISTRY
 from .assertions.base import params
 from .selection import DEFAULT_DEPTH_PATTERN, Selection
-from .spec import ENTRY_KEYS, SELECT_KEYS, VIEWS
+from .spec import ENTRY_KEYS, IF_EMPTY, SELECT_KEYS, VIEWS
 from .stats.scalars import SCALARS
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -112,7 +112,7 @@ def _mentions(doc: str, name: str) -> str:
 
 
 def kind_schema(kind: str) -> dict[str, Any]:
-    """The schema of one assertion entry of ``kind``: its parameters plus name/kind/select/view."""
+    """The schema of one assertion entry of ``kind``: its parameters plus name/kind/select/view/if_empty."""
     cls = REGISTRY[kind]
     hints = typing.get_type_hints(cls)
     doc = inspect.cleandoc(cls.__doc__ or "")
@@ -122,6 +122,7 @@ def kind_schema(kind: str) -> dict[str, Any]:
         "kind": {"const": kind, "description": _markdown(summary)},
         "select": {"$ref": "#/$defs/select"},
         "view": {"$ref": "#/$defs/view"},
+        "if_empty": {"$ref": "#/$defs/if_empty"},
     }
     for f in params(cls):
         schema = type_schema(hints[f.name], f.name)
@@ -212,7 +213,11 @@ def _defaults_schema(kinds: dict[str, dict[str, Any]]) -> dict[str, Any]:
         for name, prop in schema["properties"].items():
             if name not in ENTRY_KEYS:
                 by_param.setdefault(name, []).append((kind, prop))
-    props: dict[str, Any] = {"select": {"$ref": "#/$defs/select"}, "view": {"$ref": "#/$defs/view"}}
+    props: dict[str, Any] = {
+        "select": {"$ref": "#/$defs/select"},
+        "view": {"$ref": "#/$defs/view"},
+        "if_empty": {"$ref": "#/$defs/if_empty"},
+    }
     for name in sorted(by_param):
         variants: list[dict[str, Any]] = []
         for _, prop in by_param[name]:
@@ -224,7 +229,7 @@ def _defaults_schema(kinds: dict[str, dict[str, Any]]) -> dict[str, Any]:
         props[name] = {**schema, "description": f"default '{name}' for every assertion of kind: {owners}"}
     return {
         "type": ["object", "null"],
-        "description": "Inherited by every assertion: 'select', 'view' and parameters of assertion kinds "
+        "description": "Inherited by every assertion: 'select', 'view', 'if_empty' and parameters of assertion kinds "
         "(each applies to the kinds that take it).",
         "properties": props,
         "additionalProperties": False,
@@ -243,6 +248,7 @@ def spec_schema() -> dict[str, Any]:
             "kind": {"enum": list(kinds), "description": "the assertion kind", "enumDescriptions": summaries},
             "select": {"$ref": "#/$defs/select"},
             "view": {"$ref": "#/$defs/view"},
+            "if_empty": {"$ref": "#/$defs/if_empty"},
         },
         "required": ["kind"],
         "allOf": [
@@ -305,6 +311,12 @@ def spec_schema() -> dict[str, Any]:
                 "enum": list(VIEWS),
                 "default": "weights",
                 "description": "weights, or delta: ΔW = W − W_ref (--reference) or (α/r)·B·A of a LoRA adapter",
+            },
+            "if_empty": {
+                "enum": list(IF_EMPTY),
+                "default": "fail",
+                "description": "a selection matching no tensor: fail (default), or skip the item saying so "
+                "(for specs meant for many architectures)",
             },
             "select": _select_schema(),
             "defaults": _defaults_schema(kinds),

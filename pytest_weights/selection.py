@@ -50,12 +50,13 @@ class Selection:
     def depth(self, name: str) -> int | None:
         """The layer index in ``name``, or None when the name has none."""
         m = self._compiled.search(name)
-        return int(m.group(1)) if m else None
+        index = m.group(1) if m else None
+        return int(index) if index and index.isascii() and index.isdigit() else None
 
     def role(self, name: str) -> str:
         """The name with its layer index replaced by ``*``: tensors comparable across depth."""
         m = self._compiled.search(name)
-        if not m:
+        if not m or self.depth(name) is None:
             return name
         a, b = m.span(1)
         return name[:a] + "*" + name[b:]
@@ -71,3 +72,77 @@ class Selection:
         if self.min_numel > 1:
             parts.append(f"min_numel={self.min_numel}")
         return ", ".join(parts)
+
+
+def depth_pattern_problem(pattern: str) -> str | None:
+    """Why ``pattern`` cannot serve as a ``depth_pattern`` (None when it can): it must compile and
+    have exactly one capturing group, which matches decimal digits only (e.g. ``(\\d+)``)."""
+    try:
+        compiled = re.compile(pattern)
+    except (re.error, RecursionError, OverflowError) as e:
+        return f"not a valid regex: {e}"
+    if compiled.groups != 1:
+        return f"needs exactly one capturing group (the layer index), found {compiled.groups}"
+    try:
+        from re import _parser  # the stdlib's own regex parser (Python ≥ 3.11)
+    except ImportError:  # pragma: no cover - Python 3.10: sre_parse
+        import sre_parse as _parser  # type: ignore[no-redef]
+    group = _find_group(_parser.parse(pattern))
+    if group is None or not _digits_only(group):
+        return "its capturing group must match decimal digits only, e.g. (\\d+) or ([0-9]+)"
+    return None
+
+
+def _find_group(parsed) -> list | None:
+    for op, arg in parsed:
+        if str(op) == "SUBPATTERN" and arg[0] == 1:
+            return list(arg[3])
+        for sub in _children(op, arg):
+            found = _find_group(sub)
+            if found is not None:
+                return found
+    return None
+
+
+def _children(op, arg) -> list:
+    name = str(op)
+    if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+        return [arg[2]]
+    if name in ("SUBPATTERN", "ATOMIC_GROUP"):
+        return [arg[-1]]
+    if name == "BRANCH":
+        return list(arg[1])
+    if name in ("ASSERT", "ASSERT_NOT"):
+        return [arg[1]]
+    return []
+
+
+def _digits_only(items: list) -> bool:
+    """True when a parsed group can only match a non-empty run of ASCII digits."""
+    if not items:
+        return False
+    for op, arg in items:
+        name = str(op)
+        if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            if arg[0] < 1 or not _digits_only(list(arg[2])):
+                return False
+        elif name == "IN":
+            if not all(_digit_set_item(o, a) for o, a in arg):
+                return False
+        elif name == "LITERAL":
+            if not chr(arg).isdigit():
+                return False
+        else:
+            return False
+    return True
+
+
+def _digit_set_item(op, arg) -> bool:
+    name = str(op)
+    if name == "CATEGORY":
+        return str(arg) == "CATEGORY_DIGIT"
+    if name == "RANGE":
+        return ord("0") <= arg[0] <= arg[1] <= ord("9")
+    if name == "LITERAL":
+        return chr(arg).isdigit()
+    return False

@@ -10,11 +10,12 @@ A spec file::
       - name: weights-gaussian # optional; defaults to the kind (made unique)
         kind: gaussian_ks
         select: {exclude: ["*embeddings*"]}   # merged key by key over defaults.select
+        if_empty: skip         # a selection matching nothing skips the item (default: fail)
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,13 @@ from .selection import Selection
 
 SPEC_SUFFIXES = (".weights.yaml", ".weights.yml")
 TOP_KEYS = ("version", "description", "defaults", "assertions")
-ENTRY_KEYS = ("name", "kind", "select", "view")
+ENTRY_KEYS = ("name", "kind", "select", "view", "if_empty")
 #: Which tensors an assertion looks at: the weights, or ΔW against the reference / a LoRA adapter.
 VIEWS = ("weights", "delta")
+#: What a selection matching no tensor is: a failure (the default), or a skip (e.g. bundled specs).
+IF_EMPTY = ("fail", "skip")
+#: Entry keys that ``defaults`` may hold too, with their choices and default.
+CHOICE_KEYS: dict[str, tuple[str, ...]] = {"view": VIEWS, "if_empty": IF_EMPTY}
 SELECT_KEYS = tuple(f.name for f in fields(Selection) if f.init)
 BUNDLED_DIRS = (Path(__file__).parent / "specs", Path(__file__).parent.parent / "specs")
 
@@ -52,6 +57,8 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Map:
     m.key_lines = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, Hashable):
+            raise SpecError(loader.name, key_node.start_mark.line + 1, f"a key must be a plain value, got {key!r}")
         if key in m:
             raise SpecError(loader.name, key_node.start_mark.line + 1, f"duplicate key {key!r}")
         m[key] = loader.construct_object(value_node, deep=True)
@@ -72,6 +79,8 @@ class AssertionSpec:
     path: str
     line: int
     view: str = "weights"
+    #: "fail" (default) or "skip": what a selection matching no tensor is.
+    if_empty: str = "fail"
 
     @property
     def location(self) -> str:
@@ -194,7 +203,7 @@ def _check_keys(m: _Map, allowed: tuple[str, ...], path: str, what: str) -> None
 
 
 def _check_defaults(defaults: Mapping[str, Any], path: str) -> None:
-    known = {"select", "view"} | {f.name for cls in REGISTRY.values() for f in fields(cls) if f.init}  # type: ignore[arg-type]
+    known = {"select", *CHOICE_KEYS} | {f.name for cls in REGISTRY.values() for f in fields(cls) if f.init}  # type: ignore[arg-type]
     for key in defaults:
         if key not in known:
             line = defaults.key_lines.get(key) if isinstance(defaults, _Map) else None
@@ -202,7 +211,7 @@ def _check_defaults(defaults: Mapping[str, Any], path: str) -> None:
                 path,
                 line,
                 f"unknown default {key!r}{suggest(str(key), known)}: "
-                "defaults hold 'select' and parameters of assertion kinds",
+                "defaults hold 'select', 'view', 'if_empty' and parameters of assertion kinds",
             )
 
 
@@ -230,11 +239,19 @@ def _entry(raw: Any, defaults: Mapping[str, Any], name: str, path: str, line: in
         if e.key and e.key not in raw and isinstance(defaults, _Map):
             key_line = defaults.key_lines.get(e.key, key_line)
         raise SpecError(path, key_line, e.message) from None
-    view = raw.get("view", defaults.get("view", "weights"))
-    if view not in VIEWS:
-        where = raw.key_lines.get("view") or (defaults.key_lines.get("view") if isinstance(defaults, _Map) else None)
-        raise SpecError(path, where or line, f"'view' must be one of {', '.join(VIEWS)}, got {view!r}")
-    return AssertionSpec(name, assertion, selection, path, line, view)
+    view = _choice("view", raw, defaults, path, line)
+    if_empty = _choice("if_empty", raw, defaults, path, line)
+    return AssertionSpec(name, assertion, selection, path, line, view, if_empty)
+
+
+def _choice(key: str, raw: _Map, defaults: Mapping[str, Any], path: str, line: int) -> str:
+    """The value of a :data:`CHOICE_KEYS` key: the entry's, else the defaults', else the first choice."""
+    choices = CHOICE_KEYS[key]
+    value = raw.get(key, defaults.get(key, choices[0]))
+    if isinstance(value, str) and value in choices:
+        return value
+    where = raw.key_lines.get(key) or (defaults.key_lines.get(key) if isinstance(defaults, _Map) else None)
+    raise SpecError(path, where or line, f"'{key}' must be one of {', '.join(choices)}, got {value!r}")
 
 
 def _selection(base: Any, over: Any, raw: _Map, defaults: Any, path: str) -> Selection:

@@ -489,14 +489,15 @@ def test_regen_bundled_default_spec_keeps_its_comments(tmp_path: Path) -> None:
     spec = tmp_path / "default.weights.yaml"
     shutil.copy(Path(__file__).parent.parent / "specs" / "default.weights.yaml", spec)
     before = spec.read_text()
-    assert failures(broken, spec) == ["consistent-with-siblings"]
+    assert failures(broken, spec) == ["scale-vs-model", "consistent-with-siblings"]
     result = regen_spec(spec, broken)  # "accept" the ×100 layer
-    assert [(c.entry, c.param) for c in result] == [("consistent-with-siblings", "max_ratio")]
+    changed = [(c.entry, c.param) for c in result]
+    assert changed == [("scale-vs-model", "max_ratio"), ("consistent-with-siblings", "max_ratio")]
     after = spec.read_text()
     assert [ln for ln in before.splitlines() if "max_ratio" not in ln] == [
         ln for ln in after.splitlines() if "max_ratio" not in ln
     ]
-    assert "# MiniLM's largest ratio to the role median is 1.2" in after
+    assert "# the zoo's largest ratio to the role median is 1.45" in after
     assert not failures(broken, spec)
 
 

@@ -87,6 +87,22 @@ def test_validate_missing_spec_is_an_error(capsys, tmp_path: Path) -> None:
     assert err.count("\n") == 1 and err.startswith("pytest-weights: error: ") and "nope.yaml" in err
 
 
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_an_unexpected_loader_error_is_one_line_and_debug_shows_its_traceback(capsys, tmp_path: Path, where) -> None:
+    deep = tmp_path / "deep.weights.yaml"
+    deep.write_text("assertions: " + "[" * 3000 + "]" * 3000 + "\n")
+    code, out, err = run(capsys, "validate", str(deep))
+    assert (code, out) == (2, "")
+    (line,) = err.splitlines()
+    assert line.startswith(f"pytest-weights: error: {deep}: RecursionError: ")
+    assert line.endswith(" (--debug for the traceback)")
+    argv = ["--debug", "validate", str(deep)] if where == "before" else ["validate", str(deep), "--debug"]
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and err.startswith("Traceback (most recent call last)")
+    assert err.splitlines()[-1].startswith(f"pytest-weights: error: {deep}: RecursionError: ")
+    assert "--debug for the traceback" not in err
+
+
 def test_specs_lists_bundled(capsys) -> None:
     code, out, _ = run(capsys, "specs")
     assert code == 0

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from pytest_weights import WeightsGate, check, open_checkpoint
+from pytest_weights.gate import WeightsGateWarning
 from pytest_weights.readers.memory import StateDictCheckpoint
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -217,7 +218,8 @@ def test_gate_passes_healthy_default_init_models_from_step_0(model_cls):
     with torch.no_grad():
         target = next(n for n, p in model.named_parameters() if p.dim() == 2 and p.numel() >= 4096 and "embed" not in n)
         dict(model.named_parameters())[target].mul_(100)
-    report = WeightsGate("default", device="cpu", on_failure="warn").check(model, step=61)
+    with pytest.warns(WeightsGateWarning, match="weights gate failed at step 61"):
+        report = WeightsGate("default", device="cpu", on_failure="warn").check(model, step=61)
     assert not report.passed
     assert {d.subject for r in report.failures for d in r.deviations} == {target}
 

@@ -108,8 +108,8 @@ def test_layer_scaled_x100_stops_the_run_naming_step_and_tensor(caplog):
         train(gate, steps=12, fault_at=6)
     err = exc.value
     assert err.step == 6 and gate.failed_step == 6
-    assert [r.name for r in err.report.failures] == ["consistent-with-siblings"]
-    assert err.report.failures[0].deviations[0].subject == "layers.2.weight"
+    assert [r.name for r in err.report.failures] == ["scale-vs-model", "consistent-with-siblings"]
+    assert {d.subject for r in err.report.failures for d in r.deviations} == {"layers.2.weight"}
     headline = str(err).splitlines()[0]
     assert headline.startswith("weights gate failed at step 6:")
     assert "consistent-with-siblings (layers.2.weight)" in headline
@@ -127,7 +127,7 @@ def test_lr_spike_on_one_layer_is_caught_at_the_spike():
     report = exc.value.report
     assert exc.value.step == 5
     failed = {r.name: r for r in report.failures}
-    assert {"bell-shaped", "consistent-with-siblings"} <= set(failed)
+    assert {"scale-vs-model", "not-flat", "consistent-with-siblings"} <= set(failed)
     for r in failed.values():  # only the spiked layer deviates
         assert [d.subject for d in r.deviations] == ["layers.1.weight"]
 

@@ -178,11 +178,12 @@ def test_summary_lists_every_assertion_with_its_status(broken):
     assert not page.stack  # every element closed
     assert len(page.rows) == len(results) == 5
     assert page.rows == ["skip" if r["skipped"] else "pass" if r["passed"] else "fail" for r in results]
-    assert page.rows.count("fail") == 2  # not-flat (uniform layer), consistent-with-siblings (×100 layer)
+    # scale-vs-model and consistent-with-siblings (×100 layer), not-flat (uniform layer)
+    assert page.rows.count("fail") == 3
     for r in results:
         assert f"default.weights.yaml:{r['spec']['line']}" in text
         assert r["summary"].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") in text
-    assert '<span class="badge fail">2 failed</span>' in text
+    assert '<span class="badge fail">3 failed</span>' in text
 
 
 def test_one_figure_per_failing_assertion_and_nothing_fetched(broken):
@@ -199,7 +200,7 @@ def test_one_figure_per_failing_assertion_and_nothing_fetched(broken):
     assert len(page.ids) == len(set(page.ids))  # figures share one document: ids stay unique
     for fetch in ("<script", "<link", "src=", "@import", "url(http", 'href="http'):
         assert fetch not in text
-    sib = page.sections[f"failure-{failing[1]}"]
+    sib = page.sections[f"failure-{failing[2]}"]
     assert "model.layers.1.attn.o.weight" in sib["text"] and "×100.5" in sib["text"]
 
 
@@ -263,7 +264,7 @@ def test_tables_only_without_matplotlib(broken, monkeypatch):
     page = Page(text)
     assert "<svg" not in text
     assert INSTALL_HINT.replace("'", "&#x27;") in text
-    assert len(page.rows) == 5 and len(page.sections) == 2
+    assert len(page.rows) == 5 and len(page.sections) == 3
     assert all("model.layers" in s["text"] for s in page.sections.values())  # deviation tables stay
 
 

@@ -115,8 +115,9 @@ def test_hf_trainer_stops_at_the_first_save_after_the_fault(hf, tmp_path, caplog
         assert trainer.state.global_step == 8 and sorted(gate.reports) == [4, 8]
     else:
         assert trainer.state.global_step == 12 and sorted(gate.reports) == [4, 8, 12]
-    (failure,) = gate.reports[8].failures
-    assert failure.name == "consistent-with-siblings"
+    scale, failure = gate.reports[8].failures
+    assert (scale.name, failure.name) == ("scale-vs-model", "consistent-with-siblings")
+    assert scale.deviations[0].subject == "transformer.h.2.mlp.c_fc.weight"
     assert failure.deviations[0].subject == "transformer.h.2.mlp.c_fc.weight"
     assert failure.checkpoint == "checkpoint-8/model.safetensors"
     logged = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
@@ -256,8 +257,7 @@ def test_lightning_stops_at_the_first_check_after_the_fault(pl, caplog):
     assert trainer.global_step == 15 and gate.failed_step == 15  # mid-epoch: epochs are 8 steps
     assert sorted(gate.reports) == [5, 10, 15]
     assert gate.reports[10].passed
-    (failure,) = gate.reports[15].failures
-    assert failure.deviations[0].subject == "layers.2.weight"
+    assert {d.subject for r in gate.reports[15].failures for d in r.deviations} == {"layers.2.weight"}
     logged = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
     assert "weights gate failed at step 15" in logged and "layers.2.weight  std=" in logged
     assert "stopping training at step 15" in logged

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import save, transformer_like
 
-DEFAULT_ITEMS = ["finite", "not-constant", "bell-shaped", "not-flat", "consistent-with-siblings"]
+DEFAULT_ITEMS = ["finite", "not-constant", "scale-vs-model", "not-flat", "consistent-with-siblings"]
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
@@ -150,10 +150,10 @@ def test_model_directory_and_junit_xml_and_k(pytester, tmp_path):
     model_dir = tmp_path / "my-model"
     save(model_dir / "model.safetensors", transformer_like())
     xml = tmp_path / "junit.xml"
-    result = run(pytester, "--checkpoint", str(model_dir), "-k", "finite or bell", f"--junitxml={xml}")
+    result = run(pytester, "--checkpoint", str(model_dir), "-k", "finite or flat", f"--junitxml={xml}")
     result.assert_outcomes(passed=2)
     text = xml.read_text()
-    assert 'name="finite"' in text and 'name="bell-shaped"' in text
+    assert 'name="finite"' in text and 'name="not-flat"' in text
 
 
 def test_two_checkpoints_get_one_item_each(pytester, healthy, tmp_path):
@@ -260,16 +260,14 @@ def test_json_report(pytester, tmp_path, workers):
     ckpt = save(tmp_path / "bad.safetensors", tensors)
     out = tmp_path / "report.json"
     result = pytester.runpytest_subprocess("--checkpoint", str(ckpt), f"--weights-json={out}", *workers)
-    result.assert_outcomes(passed=4, failed=1)
+    result.assert_outcomes(passed=3, failed=2)  # the ×100 layer: scale-vs-model, consistent-with-siblings
     doc = json.loads(out.read_text())
-    assert doc["version"] == 1 and doc["summary"] == {"passed": 4, "failed": 1, "skipped": 0}
+    assert doc["version"] == 1 and doc["summary"] == {"passed": 3, "failed": 2, "skipped": 0}
     by_name = {r["name"]: r for r in doc["results"]}
     bad = by_name["consistent-with-siblings"]
     assert not bad["passed"] and bad["spec"]["file"].endswith("default.weights.yaml") and bad["spec"]["line"] > 0
     assert bad["deviations"][0]["tensor"] == "model.layers.1.attn.o.weight"
-    assert set(by_name["bell-shaped"]["observed"]) == {
-        n for n, t in tensors.items() if t.ndim == 2 and t.numel() >= 4096
-    }
+    assert set(by_name["not-flat"]["observed"]) == {n for n, t in tensors.items() if t.ndim == 2 and t.numel() >= 4096}
 
 
 def test_html_report_option(pytester, tmp_path):
@@ -278,7 +276,61 @@ def test_html_report_option(pytester, tmp_path):
     ckpt = save(tmp_path / "bad.safetensors", tensors)
     out = tmp_path / "report.html"
     result = run(pytester, "--checkpoint", str(ckpt), f"--weights-report={out}")
-    result.assert_outcomes(passed=4, failed=1)
+    result.assert_outcomes(passed=3, failed=2)
     html = out.read_text()
     assert "consistent-with-siblings" in html and "model.layers.1.attn.o.weight" in html
     assert html.count("<svg") >= 1
+
+
+TINY = {"l.0.weight": torch.randn(16, 16), "l.1.weight": torch.randn(32, 32), "l.0.bias": torch.zeros(16)}
+IF_EMPTY_SPEC = """\
+defaults:
+  select: {{min_ndim: 2, min_numel: 4096}}
+{if_empty}assertions:
+  - name: gaussian
+    kind: gaussian_ks
+  - name: siblings
+    kind: sibling_consistency
+"""
+NOTHING = "nothing to check here: no float tensor matches include=['*'], min_ndim=2, min_numel=4096 (if_empty: skip)"
+
+
+def test_if_empty_skip_skips_an_empty_selection_with_the_reason(pytester, tmp_path):
+    tiny = save(tmp_path / "tiny.safetensors", TINY)  # every tensor < 4096 values
+    pytester.makefile(".weights.yaml", s=IF_EMPTY_SPEC.format(if_empty="  if_empty: skip\n"))
+    result = run(pytester, "s.weights.yaml", "--checkpoint", str(tiny), "-rs")
+    assert result.ret == pytest.ExitCode.OK
+    result.assert_outcomes(skipped=2)
+    out = result.stdout.str()
+    assert f"SKIPPED [1] s.weights.yaml:5: {NOTHING}" in out and f"SKIPPED [1] s.weights.yaml:7: {NOTHING}" in out
+
+
+def test_without_if_empty_an_empty_selection_fails(pytester, tmp_path):
+    tiny = save(tmp_path / "tiny.safetensors", TINY)
+    pytester.makefile(".weights.yaml", s=IF_EMPTY_SPEC.format(if_empty=""))
+    result = run(pytester, "s.weights.yaml", "--checkpoint", str(tiny))
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*found:    the selection matches no tensor*"])
+
+
+def test_if_empty_skip_applies_to_run_scope_assertions(pytester, tmp_path):
+    run_dir = tmp_path / "run"
+    for step in (1, 2, 3):
+        save(run_dir / f"step_{step}.safetensors", TINY)
+    pytester.makefile(
+        ".weights.yaml",
+        s="defaults: {select: {min_numel: 4096}, if_empty: skip}\nassertions:\n  - {kind: run_trend, stat: std}\n",
+    )
+    result = run(pytester, "s.weights.yaml", "--checkpoint", str(run_dir), "-rs")
+    result.assert_outcomes(skipped=1)
+    assert "s.weights.yaml:3: nothing to check here: no float tensor matches include=['*'], min_numel=4096" in (
+        result.stdout.str()
+    )
+
+
+def test_bad_if_empty_is_an_error_item_naming_file_and_line(pytester, healthy):
+    pytester.makefile(".weights.yaml", s="assertions:\n  - kind: finite\n    if_empty: sometimes\n  - kind: finite\n")
+    result = run(pytester, "s.weights.yaml", "--checkpoint", str(healthy))
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*s.weights.yaml:3: 'if_empty' must be one of fail, skip, got 'sometimes'*"])

@@ -19,7 +19,7 @@ from pytest_weights.assertions.base import params
 from pytest_weights.authoring import init_spec
 from pytest_weights.errors import SpecError
 from pytest_weights.schema import SCHEMA_FILENAME, schema_errors, schema_json, spec_schema, write_schema
-from pytest_weights.spec import SELECT_KEYS, parse_spec
+from pytest_weights.spec import ENTRY_KEYS, SELECT_KEYS, parse_spec
 from pytest_weights.stats.scalars import SCALARS
 
 SPECS = sorted([*(ROOT / "specs").glob("*.weights.yaml"), *(ROOT / "examples").glob("*.weights.yaml")])
@@ -47,7 +47,7 @@ def test_schema_is_draft_2020_12_and_covers_the_registry() -> None:
     assert set(kinds) == set(REGISTRY)
     for kind, cls in REGISTRY.items():
         props = kinds[kind]["properties"]
-        assert {f.name for f in params(cls)} | {"name", "kind", "select", "view"} == set(props)
+        assert {f.name for f in params(cls)} | set(ENTRY_KEYS) == set(props)
         assert kinds[kind]["description"]  # from the docstring
     assert set(schema["$defs"]["select"]["properties"]) == set(SELECT_KEYS)
     assert schema["$defs"]["entry"]["properties"]["kind"]["enum"] == sorted(REGISTRY)
@@ -89,6 +89,7 @@ VALID = {
     "delta-view": "defaults: {view: delta}\nassertions:\n  - kind: gaussian_ks\n",
     "optimizer-group": "assertions:\n  - kind: finite\n    select: {groups: [optimizer, weights]}\n",
     "null-bound": "assertions:\n  - kind: weibull\n    k_min: 1.0\n    k_max: null\n",
+    "if-empty": "defaults: {if_empty: skip}\nassertions:\n  - kind: finite\n  - kind: finite\n    if_empty: fail\n",
 }
 
 
@@ -121,6 +122,12 @@ BROKEN = {
     "empty-assertions": ("assertions: []\n", 1, "should be non-empty"),
     "default-typo": ("defaults:\n  tolerance: 0.1\nassertions:\n  - kind: finite\n", 2, "'tolerance' was unexpected"),
     "ndim-not-int": ("assertions:\n  - kind: finite\n    select: {ndim: two}\n", 3, "'two'"),
+    "bad-if-empty": ("assertions:\n  - kind: finite\n    if_empty: pass\n", 3, "'pass' is not one of ['fail', 'skip']"),
+    "bad-if-empty-default": (
+        "defaults:\n  if_empty: true\nassertions:\n  - kind: finite\n",
+        2,
+        "True is not one of ['fail', 'skip']",
+    ),
 }
 
 

@@ -109,3 +109,32 @@ def test_spec_reference_doc_is_generated_from_the_registry():
     assert (ROOT / "docs" / "kinds.md").read_text() == kinds_markdown(), (
         "docs/kinds.md is stale: python -m pytest_weights.reference_docs > docs/kinds.md"
     )
+
+
+def test_if_empty_defaults_to_fail_and_is_inherited_and_overridden():
+    spec = parse_spec(
+        "defaults:\n  if_empty: skip\nassertions:\n  - kind: finite\n  - kind: finite\n    if_empty: fail\n",
+        "s.weights.yaml",
+    )
+    assert [a.if_empty for a in spec.assertions] == ["skip", "fail"]
+    assert parse_spec("assertions:\n  - kind: finite\n").assertions[0].if_empty == "fail"
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("assertions:\n  - kind: finite\n\n    if_empty: ignore\n", 4),
+        ("defaults:\n  if_empty: [skip]\nassertions:\n  - kind: finite\n", 2),
+    ],
+    ids=["entry", "defaults"],
+)
+def test_bad_if_empty_names_its_line(text, line):
+    err = entry_error(text)
+    assert err.line == line and "'if_empty' must be one of fail, skip" in str(err)
+    assert str(err).startswith(f"s.weights.yaml:{line}: ")
+
+
+def test_a_key_that_is_not_a_plain_value_is_a_spec_error():
+    with pytest.raises(SpecError) as e:
+        parse_spec("assertions:\n  - kind: finite\n    [a, b]: 1\n", "x.weights.yaml")
+    assert e.value.line == 3 and "a key must be a plain value" in str(e.value)

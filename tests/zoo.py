@@ -82,6 +82,49 @@ def fetch() -> dict[str, Path]:
     return {m.key: m.path for m in MODELS}
 
 
+def calibration_table(spec: str = "default") -> list[str]:
+    """What the default spec observes on each zoo model (the README's calibration table)."""
+    import math
+    from statistics import median
+
+    from pytest_weights import check
+    from pytest_weights.selection import Selection
+
+    role = Selection().role
+    lines = [
+        "| model | format | matrices | smallest std | std·√fan_in / model median | kurtosis min (median)"
+        " | largest sibling ratio | items skipped |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m in MODELS:
+        results = {r.name: r for r in check(m.path, spec, device="cpu").results}
+        stds = results["not-constant"].observed
+        scales = list(results["scale-vs-model"].observed.values())
+        kurt = list(results["not-flat"].observed.values())
+        roles: dict[str, list[float]] = {}
+        for name, v in stds.items():
+            roles.setdefault(role(name), []).append(v)
+        sib = [v / median(g) for g in roles.values() if len(g) >= 3 for v in g]
+        sib_max = f"{max(max(r, 1 / r) for r in sib):.2f}" if sib else "–"
+        med = median(scales) if scales else math.nan
+        scale_range = f"{min(scales) / med:.3f}–{max(scales) / med:.2f}" if scales else "–"
+        kurt_text = f"{min(kurt):.2f} ({median(kurt):.2f})" if kurt else "–"
+        smallest = f"{min(stds.values()):.2g}" if stds else "–"
+        skipped = ", ".join(n for n, r in results.items() if r.skipped) or "none"
+        lines.append(
+            f"| {m.key} | {m.path.suffix} | {len(stds)} | {smallest} | {scale_range}"
+            f" | {kurt_text} | {sib_max} | {skipped} |"
+        )
+    return lines
+
+
 if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", action="store_true", help="print what the default spec observes on each model")
+    args = parser.parse_args()
     for key, path in fetch().items():
         print(f"{key:18} {path.stat().st_size / 1e6:7.2f} MB  {path.relative_to(ZOO_DIR)}")
+    if args.table:
+        print("\n".join(calibration_table()))

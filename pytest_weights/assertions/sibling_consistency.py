@@ -31,6 +31,12 @@ class SiblingConsistency(Assertion):
     def validate(self) -> str | None:
         if self.stat not in SCALARS:
             return f"unknown statistic {self.stat!r}{suggest(self.stat, SCALARS)}; known: {', '.join(SCALARS)}"
+        if not SCALARS[self.stat].nonnegative:
+            usable = ", ".join(n for n, s in SCALARS.items() if s.nonnegative)
+            return (
+                f"sibling_consistency compares ratios, so stat must be non-negative; {self.stat!r} can be "
+                f"negative (usable: {usable})"
+            )
         if not self.max_ratio > 1:
             return f"max_ratio must be > 1, got {self.max_ratio}"
         if self.min_siblings < 3:
@@ -56,7 +62,7 @@ class SiblingConsistency(Assertion):
             for name, v in values.items():
                 ratio = v / med if med else (1.0 if v == 0 else math.inf)
                 if math.isnan(ratio) or not 1 / self.max_ratio <= ratio <= self.max_ratio:
-                    score = math.inf if math.isnan(ratio) or ratio in (0, math.inf) else abs(math.log(ratio))
+                    score = abs(math.log(ratio)) if 0 < ratio < math.inf else math.inf
                     rows.append(
                         Deviation(
                             name,

@@ -14,10 +14,12 @@ from .base import FLOAT_DTYPES, Checkpoint, TensorInfo
 from .dcp import DistributedCheckpoint, is_dcp_dir
 from .gguf_file import GGUFFile, is_gguf_file
 from .npz import NpzFile, is_npz_file
+from .onnx_file import OnnxFile, is_onnx_file
 from .peft import AdapterConfig, PeftAdapter, is_peft_dir
 from .safetensors_file import SafetensorsFile
 from .sharded import ShardedCheckpoint, is_index_file, is_model_dir, open_model_dir
 from .torch_file import TorchFile, is_torch_file
+from .torchscript_file import TorchScriptFile, is_torchscript_file
 
 Opener = Callable[[Path], Checkpoint]
 
@@ -29,9 +31,12 @@ def _is_safetensors_file(path: Path) -> bool:
 FORMATS: list[tuple[str, Callable[[Path], bool], Opener]] = [
     ("safetensors", _is_safetensors_file, SafetensorsFile),
     ("sharded index (*.index.json)", is_index_file, ShardedCheckpoint),
+    # before PyTorch: a torch.jit.save archive named .pt goes to the TorchScript reader
+    ("TorchScript (.jit/.torchscript, or a torch.jit.save .pt)", is_torchscript_file, TorchScriptFile),
     ("PyTorch (.pt/.pth/.bin/.ckpt)", is_torch_file, TorchFile),
     ("NumPy .npz", is_npz_file, NpzFile),
     ("GGUF", is_gguf_file, GGUFFile),
+    ("ONNX (.onnx)", is_onnx_file, OnnxFile),
     ("model directory", is_model_dir, open_model_dir),
     ("PEFT adapter directory", is_peft_dir, PeftAdapter),
     ("distributed checkpoint directory (.metadata + *.distcp)", is_dcp_dir, DistributedCheckpoint),
@@ -91,11 +96,13 @@ __all__ = [
     "DistributedCheckpoint",
     "GGUFFile",
     "NpzFile",
+    "OnnxFile",
     "PeftAdapter",
     "SafetensorsFile",
     "ShardedCheckpoint",
     "TensorInfo",
     "TorchFile",
+    "TorchScriptFile",
     "detect_format",
     "open_checkpoint",
 ]

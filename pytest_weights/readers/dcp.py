@@ -25,6 +25,7 @@ import enum
 import functools
 import importlib
 import io
+import math
 import pickle
 import warnings
 from pathlib import Path
@@ -32,7 +33,16 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
-from ._util import combine_identities, file_identity, is_optimizer_path, is_plain_filename
+from ._util import (
+    BoundedUnpickler,
+    check_shape,
+    combine_identities,
+    file_identity,
+    is_optimizer_path,
+    is_plain_filename,
+    refuse,
+    short,
+)
 from .base import Checkpoint, TensorInfo
 
 METADATA_FILE = ".metadata"
@@ -62,8 +72,9 @@ def _dcp_available() -> bool:
     return True
 
 
-class _MetadataUnpickler(pickle.Unpickler):
-    """Unpickles DCP's ``.metadata`` and nothing else: no callable outside the allowlist."""
+class _MetadataUnpickler(BoundedUnpickler):
+    """Unpickles DCP's ``.metadata`` and nothing else: no callable outside the allowlist (and no allocation
+    beyond what the file holds: see :class:`BoundedUnpickler`)."""
 
     def find_class(self, module: str, name: str) -> object:
         if module in _DCP_MODULES:
@@ -101,17 +112,17 @@ def read_metadata(path: Path):  # -> torch.distributed.checkpoint.metadata.Metad
         raw = path.read_bytes()
     except OSError as e:
         raise CheckpointError(path, f"cannot read: {e.strerror or e}") from None
-    try:
-        meta = _MetadataUnpickler(io.BytesIO(raw)).load()
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            path, f"refused: not plain DCP metadata ({e}); pytest-weights never runs code from a pickle"
-        ) from None
-    except Exception as e:  # a corrupt pickle can fail in many ways
-        raise CheckpointError(path, f"corrupt DCP metadata: {type(e).__name__}: {e}") from None
-    if not isinstance(meta, Metadata) or not isinstance(meta.state_dict_metadata, dict):
+    with refuse(path, "corrupt DCP metadata"):  # a corrupt pickle can fail in many ways
+        try:
+            meta = _MetadataUnpickler(io.BytesIO(raw)).load()
+        except pickle.UnpicklingError as e:
+            reason = " ".join(str(e).split())[:200]
+            raise CheckpointError(
+                path, f"refused: not plain DCP metadata ({reason}); pytest-weights never runs code from a pickle"
+            ) from None
+    if not isinstance(meta, Metadata) or not isinstance(getattr(meta, "state_dict_metadata", None), dict):
         raise CheckpointError(path, "corrupt DCP metadata: not a Metadata object")
-    if not isinstance(meta.storage_data, dict):
+    if not isinstance(getattr(meta, "storage_data", None), dict):
         raise CheckpointError(path, "DCP metadata has no storage_data (not written by FileSystemWriter?)")
     return meta
 
@@ -145,44 +156,41 @@ class DistributedCheckpoint(Checkpoint):
             )
         meta_path = self.path / METADATA_FILE
         self._meta = read_metadata(meta_path)
-        files = self._check_storage(meta_path)
-        self._identity = combine_identities(
-            [file_identity(meta_path), *(f"{f}={file_identity(self.path / f)}" for f in sorted(files))]
-        )
-        from torch.distributed.checkpoint.metadata import BytesStorageMetadata, TensorStorageMetadata
+        with refuse(meta_path, "invalid DCP metadata"):
+            self._storage = self._check_storage(meta_path)
+            files = {rel for rel, _, _ in self._storage.values()}
+            self._identity = combine_identities(
+                [file_identity(meta_path), *(f"{f}={file_identity(self.path / f)}" for f in sorted(files))]
+            )
+            #: Small non-tensor values (``step`` …) by flattened name.
+            self.metadata: dict[str, object] = {}
+            self._infos = self._check_tensors(meta_path)
+        self._by_name = {i.name: i for i in self._infos}
 
-        planner_data = self._meta.planner_data if isinstance(self._meta.planner_data, dict) else {}
-        position: dict[str, tuple[str, int]] = {}
-        for index, info in self._meta.storage_data.items():
-            pos = (info.relative_path, info.offset)
-            if index.fqn not in position or pos < position[index.fqn]:
-                position[index.fqn] = pos
-        #: Small non-tensor values (``step`` …) by flattened name.
-        self.metadata: dict[str, object] = {}
-        infos = []
-        for fqn, md in self._meta.state_dict_metadata.items():
-            parts = planner_data.get(fqn)
-            parts = tuple(str(p) for p in parts) if isinstance(parts, (tuple, list)) else tuple(fqn.split("."))
-            if isinstance(md, TensorStorageMetadata):
-                group = "optimizer" if is_optimizer_path(parts) else "weights"
-                infos.append(
-                    TensorInfo(fqn, tuple(int(s) for s in md.size), md.properties.dtype, str(self.path), group)
-                )
-            elif isinstance(md, BytesStorageMetadata):
-                self._read_bytes_item(fqn)
-        infos.sort(key=lambda i: position.get(i.name, ("", 0)))
-        self._infos = infos
-        self._by_name = {i.name: i for i in infos}
-
-    def _check_storage(self, meta_path: Path) -> set[str]:
+    def _check_storage(self, meta_path: Path) -> dict[object, tuple[str, int, int]]:
+        """Every storage entry: a plain file name in the directory, and a byte range inside that file."""
+        storage: dict[object, tuple[str, int, int]] = {}
         sizes: dict[str, int] = {}
         for index, info in self._meta.storage_data.items():
+            fqn = getattr(index, "fqn", None)
+            if not isinstance(fqn, str):
+                raise CheckpointError(meta_path, f"storage entry {short(index)} names no tensor")
             rel = getattr(info, "relative_path", None)
             offset, length = getattr(info, "offset", None), getattr(info, "length", None)
             if not isinstance(rel, str) or not is_plain_filename(rel):
-                raise CheckpointError(meta_path, f"data file {rel!r} is not a file name in the checkpoint directory")
-            if not isinstance(offset, int) or not isinstance(length, int) or offset < 0 or length < 0:
-                raise CheckpointError(meta_path, f"{index.fqn!r}: invalid byte range {offset!r}+{length!r} in {rel}")
+                raise CheckpointError(
+                    meta_path, f"data file {short(rel)} is not a file name in the checkpoint directory"
+                )
+            if not _is_count(offset) or not _is_count(length):
+                raise CheckpointError(
+                    meta_path, f"{fqn!r}: invalid byte range {short(offset)}+{short(length)} in {rel}"
+                )
+            if getattr(info, "transform_descriptors", None):
+                raise CheckpointError(
+                    meta_path,
+                    f"{fqn!r}: stored with transforms {short(info.transform_descriptors)} (e.g. compression), "
+                    "which this reader does not support",
+                )
             if rel not in sizes:
                 f = self.path / rel
                 if not f.is_file():
@@ -191,21 +199,89 @@ class DistributedCheckpoint(Checkpoint):
             if offset + length > sizes[rel]:
                 raise CheckpointError(
                     self.path / rel,
-                    f"truncated: {index.fqn!r} needs bytes {offset}..{offset + length} but the file has {sizes[rel]}",
+                    f"truncated: {fqn!r} needs bytes {offset}..{offset + length} but the file has {sizes[rel]}",
                 )
-        return set(sizes)
+            storage[index] = (rel, offset, length)
+        return storage
+
+    def _check_tensors(self, meta_path: Path) -> list[TensorInfo]:
+        """A TensorInfo per tensor whose chunks tile its shape and are stored; bytes items decoded on the way."""
+        from torch.distributed.checkpoint.metadata import BytesStorageMetadata, TensorStorageMetadata
+
+        planner_data = getattr(self._meta, "planner_data", None)
+        planner_data = planner_data if isinstance(planner_data, dict) else {}
+        position: dict[str, tuple[str, int]] = {}
+        for index, (rel, offset, _length) in self._storage.items():
+            if index.fqn not in position or (rel, offset) < position[index.fqn]:
+                position[index.fqn] = (rel, offset)
+        infos = []
+        for fqn, md in self._meta.state_dict_metadata.items():
+            if not isinstance(fqn, str):
+                raise CheckpointError(meta_path, f"state dict key {short(fqn)} is not a string")
+            parts = planner_data.get(fqn)
+            parts = tuple(str(p) for p in parts) if isinstance(parts, (tuple, list)) else tuple(fqn.split("."))
+            if isinstance(md, TensorStorageMetadata):
+                shape, dtype = self._check_tensor(meta_path, fqn, md)
+                group = "optimizer" if is_optimizer_path(parts) else "weights"
+                infos.append(TensorInfo(fqn, shape, dtype, str(self.path), group))
+            elif isinstance(md, BytesStorageMetadata):
+                self._read_bytes_item(fqn)
+            else:
+                raise CheckpointError(meta_path, f"{fqn!r}: unknown storage metadata {type(md).__name__}")
+        infos.sort(key=lambda i: position.get(i.name, ("", 0)))
+        return infos
+
+    def _check_tensor(self, meta_path: Path, fqn: str, md: object) -> tuple[tuple[int, ...], torch.dtype]:
+        from torch.distributed.checkpoint.metadata import MetadataIndex
+
+        dtype = getattr(getattr(md, "properties", None), "dtype", None)
+        if not isinstance(dtype, torch.dtype):
+            raise CheckpointError(meta_path, f"tensor {fqn!r}: invalid dtype {short(dtype)}")
+        shape = check_shape(meta_path, fqn, getattr(md, "size", None))
+        chunks = getattr(md, "chunks", None)
+        if not isinstance(chunks, list):
+            raise CheckpointError(meta_path, f"tensor {fqn!r}: invalid chunk list {short(chunks)}")
+        boxes, covered = [], 0
+        for chunk in chunks:
+            offsets = check_shape(meta_path, fqn, getattr(chunk, "offsets", None))
+            sizes = check_shape(meta_path, fqn, getattr(chunk, "sizes", None))
+            if len(offsets) != len(shape) or len(sizes) != len(shape):
+                raise CheckpointError(
+                    meta_path, f"tensor {fqn!r} of shape {list(shape)}: a chunk with another number of dimensions"
+                )
+            if any(o + n > s for o, n, s in zip(offsets, sizes, shape, strict=True)):
+                raise CheckpointError(
+                    meta_path,
+                    f"tensor {fqn!r} of shape {list(shape)}: chunk at {list(offsets)} of {list(sizes)} lies outside it",
+                )
+            stored = self._storage.get(MetadataIndex(fqn, offsets))
+            numel = math.prod(sizes)
+            if stored is None:
+                raise CheckpointError(meta_path, f"tensor {fqn!r}: no stored data for its chunk at {list(offsets)}")
+            if numel * dtype.itemsize > stored[2]:
+                raise CheckpointError(
+                    meta_path,
+                    f"tensor {fqn!r}: chunk at {list(offsets)} needs {numel * dtype.itemsize} bytes "
+                    f"but {stored[2]} are stored",
+                )
+            boxes.append((offsets, sizes))
+            covered += numel
+        if covered != math.prod(shape) or _overlapping(boxes):
+            raise CheckpointError(meta_path, f"tensor {fqn!r} of shape {list(shape)}: its chunks do not tile it")
+        return shape, dtype
 
     def _read_bytes_item(self, fqn: str) -> None:
         from torch.distributed.checkpoint.metadata import MetadataIndex
 
-        info = self._meta.storage_data.get(MetadataIndex(fqn))
-        if info is None or info.length > MAX_BYTES_ITEM or getattr(info, "transform_descriptors", None):
+        stored = self._storage.get(MetadataIndex(fqn))
+        if stored is None or stored[2] > MAX_BYTES_ITEM:
             return
+        rel, offset, length = stored
         try:
-            with (self.path / info.relative_path).open("rb") as f:
-                f.seek(info.offset)
-                raw = f.read(info.length)
-            value = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+            with (self.path / rel).open("rb") as f, warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol …" from a damaged extra
+                f.seek(offset)
+                value = torch.load(io.BytesIO(f.read(length)), map_location="cpu", weights_only=True)
         except Exception:  # an undecodable extra is not a reason to refuse the weights
             return
         if isinstance(value, (bool, int, float, str)):
@@ -224,12 +300,42 @@ class DistributedCheckpoint(Checkpoint):
             info = self._by_name[name]
         except KeyError:
             raise CheckpointError(self.path, f"no tensor named {name!r}") from None
-        out = torch.empty(info.shape, dtype=info.dtype)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "torch.distributed is ... uninitialized, assuming ... single process"
-                dcp.load({name: out}, storage_reader=_reader_class()(str(self.path), self._meta), no_dist=True)
-        except Exception as e:  # DCP wraps reader failures in CheckpointException and others
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CheckpointError(self.path, f"cannot read tensor {name!r}: {msg[:300]}") from None
+        # DCP wraps reader failures in CheckpointException, a BaseException: refuse() unwraps it
+        with refuse(self.path, f"cannot read tensor {name!r}"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "torch.distributed is ... uninitialized, assuming ... single process"
+            out = torch.zeros(info.shape, dtype=info.dtype)  # zeros, not empty: nothing stale if a chunk lies
+            dcp.load({name: out}, storage_reader=_reader_class()(str(self.path), self._meta), no_dist=True)
         return out
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+#: Most chunk pairs of one tensor compared for overlap (beyond it, the covered-volume check alone holds: a
+#: tensor is read into zeros, so a chunk that lies can give wrong values but never stale memory).
+_MAX_COMPARISONS = 50_000
+
+
+def _overlapping(boxes: list[tuple[tuple[int, ...], tuple[int, ...]]]) -> bool:
+    """True if two non-empty chunks (offsets, sizes) share an element: a sweep along the most split dimension,
+    so chunks cut along one dimension cost O(k log k)."""
+    boxes = [b for b in boxes if all(b[1])]
+    if len(boxes) < 2:
+        return False
+    ndim = len(boxes[0][0])
+    if ndim == 0:
+        return True  # two non-empty chunks of a scalar
+    dim = max(range(ndim), key=lambda d: len({offsets[d] for offsets, _ in boxes}))
+    active: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+    budget = _MAX_COMPARISONS
+    for offsets, sizes in sorted(boxes, key=lambda b: b[0][dim]):
+        active = [(o, s) for o, s in active if o[dim] + s[dim] > offsets[dim]]
+        budget -= len(active)
+        if budget < 0:
+            return False
+        for o, s in active:
+            if all(a < b + m and b < a + n for a, n, b, m in zip(offsets, sizes, o, s, strict=True)):
+                return True
+        active.append((offsets, sizes))
+    return False

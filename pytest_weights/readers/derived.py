@@ -47,11 +47,14 @@ class DeltaCheckpoint(Checkpoint):
             self._infos.append(
                 TensorInfo(info.name, info.shape, _compute_dtype(info.dtype, other.dtype), info.file, info.group)
             )
+        self._names = {i.name for i in self._infos}
 
     def tensors(self) -> list[TensorInfo]:
         return list(self._infos)
 
     def read(self, name: str) -> torch.Tensor:
+        if name not in self._names:
+            raise CheckpointError(self.path, f"no tensor named {name!r}")
         a, b = self.target.read(name), self.reference.read(name)
         dtype = _compute_dtype(a.dtype, b.dtype)
         return a.to(dtype) - b.to(dtype)
@@ -74,6 +77,8 @@ class LoraDelta(Checkpoint):
         infos = {i.name: i for i in adapter.tensors()}
         self._pairs: dict[str, tuple[str, str]] = {}
         self._infos: list[TensorInfo] = []
+        #: lora_A tensors whose factors are not matrices (convolution LoRA …): no ΔW = B·A for them.
+        self.skipped: list[str] = []
         for name, a in infos.items():
             if ".lora_A." not in name:
                 continue
@@ -81,6 +86,15 @@ class LoraDelta(Checkpoint):
             b = infos.get(b_name)
             if b is None:
                 raise CheckpointError(adapter.path, f"{name!r} has no matching {b_name!r}")
+            if len(a.shape) != 2 or len(b.shape) != 2:
+                self.skipped.append(name)  # e.g. a convolution's LoRA: ΔW is not B·A
+                continue
+            if a.shape[0] != b.shape[1]:
+                raise CheckpointError(
+                    adapter.path,
+                    f"{name!r} {list(a.shape)} and {b_name!r} {list(b.shape)} have different ranks "
+                    "(A is rank × in, B is out × rank)",
+                )
             module = name.split(".lora_A.")[0]
             out = f"{module}.weight"
             self._pairs[out] = (b_name, name)
@@ -90,7 +104,10 @@ class LoraDelta(Checkpoint):
         return list(self._infos)
 
     def read(self, name: str) -> torch.Tensor:
-        b_name, a_name = self._pairs[name]
+        try:
+            b_name, a_name = self._pairs[name]
+        except KeyError:
+            raise CheckpointError(self.path, f"no tensor named {name!r}") from None
         a, b = self.adapter.read(a_name), self.adapter.read(b_name)
         dtype = _compute_dtype(a.dtype, b.dtype)
         return (b.to(dtype) @ a.to(dtype)) * self.scaling

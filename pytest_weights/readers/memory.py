@@ -20,16 +20,22 @@ from .base import Checkpoint, TensorInfo
 _counter = itertools.count()
 
 
-def _flatten(obj: Any, prefix: str, group: str, out: dict[str, tuple[torch.Tensor, str]]) -> None:
+#: Deepest nesting of containers followed (deeper is a cycle, or no state dict).
+_MAX_DEPTH = 64
+
+
+def _flatten(obj: Any, prefix: str, group: str, out: dict[str, tuple[torch.Tensor, str]], depth: int = 0) -> None:
+    if depth > _MAX_DEPTH:
+        raise ValueError(f"{prefix!r}: containers nested deeper than {_MAX_DEPTH} levels (a cycle?)")
     if isinstance(obj, torch.Tensor):
         out[prefix] = (obj, group)
     elif isinstance(obj, Mapping):
         for k, v in obj.items():
             name = f"{prefix}.{k}" if prefix else str(k)
-            _flatten(v, name, "optimizer" if str(k) in OPTIMIZER_KEYS else group, out)
+            _flatten(v, name, "optimizer" if str(k) in OPTIMIZER_KEYS else group, out, depth + 1)
     elif isinstance(obj, (list, tuple)):
         for i, v in enumerate(obj):
-            _flatten(v, f"{prefix}.{i}" if prefix else str(i), group, out)
+            _flatten(v, f"{prefix}.{i}" if prefix else str(i), group, out, depth + 1)
 
 
 class StateDictCheckpoint(Checkpoint):
@@ -43,7 +49,10 @@ class StateDictCheckpoint(Checkpoint):
         self.path = Path(label)
         self.label = label
         self._tensors: dict[str, tuple[torch.Tensor, str]] = {}
-        _flatten(source, "", "weights", self._tensors)
+        try:
+            _flatten(source, "", "weights", self._tensors)
+        except ValueError as e:
+            raise CheckpointError(label, str(e)) from None
         # values may change between checks: every view is its own identity (never cached)
         self._identity = f"memory:{id(source)}:{next(_counter)}"
 

@@ -8,7 +8,6 @@ read by the safetensors or PyTorch reader. ``adapter_config.json`` is parsed int
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from types import MappingProxyType
 import torch
 
 from ..errors import CheckpointError
-from ._util import combine_identities, file_identity
+from ._util import combine_identities, file_identity, load_json, short
 from .base import Checkpoint, TensorInfo
 from .safetensors_file import SafetensorsFile
 from .torch_file import TorchFile
@@ -26,6 +25,14 @@ from .torch_file import TorchFile
 CONFIG_FILE = "adapter_config.json"
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
+MAX_RANK = 1 << 31
+
+
+def _finite(x: float) -> bool:
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # an int beyond any float
+        return False
 
 
 @dataclass(frozen=True)
@@ -54,11 +61,10 @@ def parse_adapter_config(path: Path) -> AdapterConfig:
         size = path.stat().st_size
         if size > MAX_CONFIG_BYTES:
             raise CheckpointError(path, f"implausibly large adapter config ({size} bytes)")
-        data = json.loads(path.read_bytes())
+        raw = path.read_bytes()
     except OSError as e:
         raise CheckpointError(path, f"cannot read: {e.strerror or e}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(path, f"not JSON: {e}") from None
+    data = load_json(path, raw, "adapter config")
     if not isinstance(data, dict):
         raise CheckpointError(path, "not a PEFT adapter config: not a JSON object")
 
@@ -67,18 +73,20 @@ def parse_adapter_config(path: Path) -> AdapterConfig:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, types):
-            raise CheckpointError(path, f"{key!r} should be {what}, not {value!r}")
+            raise CheckpointError(path, f"{key!r} should be {what}, not {short(value)}")
         return value
 
     r = get("r", int, "a positive integer")
-    if r is not None and r <= 0:
-        raise CheckpointError(path, f"'r' should be a positive integer, not {r!r}")
+    if r is not None and not 0 < r < MAX_RANK:
+        raise CheckpointError(path, f"'r' should be a positive integer (a rank below {MAX_RANK}), not {short(r)}")
     alpha = get("lora_alpha", (int, float), "a number")
+    if alpha is not None and not _finite(alpha):
+        raise CheckpointError(path, f"'lora_alpha' should be a finite number, not {short(alpha)}")
     targets = data.get("target_modules")
     if isinstance(targets, list) and all(isinstance(t, str) for t in targets):
         targets = tuple(targets)
     elif targets is not None and not isinstance(targets, str):
-        raise CheckpointError(path, f"'target_modules' should be a list of names or a string, not {targets!r}")
+        raise CheckpointError(path, f"'target_modules' should be a list of names or a string, not {short(targets)}")
     use_rslora = data.get("use_rslora", False)
     return AdapterConfig(
         peft_type=get("peft_type", str, "a string"),

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import mmap
 import os
 import struct
@@ -28,7 +27,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
-from ._util import file_identity
+from ._util import check_shape, file_identity, load_json, refuse, short
 from .base import Checkpoint, TensorInfo
 
 #: safetensors dtype codes → torch dtypes.
@@ -56,7 +55,13 @@ MAP_MIN_BYTES = 1 << 20
 
 
 def parse_header(path: Path) -> tuple[int, dict[str, dict], bytes]:
-    """Read and validate the header; return (data start, entries, raw header bytes)."""
+    """Read and validate the header; return (data start, entries, raw header bytes).
+
+    The rules are the ``safetensors`` library's own: a UTF-8 JSON object (here also: no key twice, nesting at
+    most 64 levels), ``__metadata__`` a string-to-string map, every tensor a known dtype, a shape of non-negative
+    integers and ``data_offsets`` spanning exactly its bytes, the tensors' byte ranges back to back from the
+    start of the data section to the end of the file (no gap, no overlap, no trailing bytes).
+    """
     try:
         size = path.stat().st_size
         with path.open("rb") as f:
@@ -72,29 +77,40 @@ def parse_header(path: Path) -> tuple[int, dict[str, dict], bytes]:
             raw = f.read(n)
     except OSError as e:
         raise CheckpointError(path, f"cannot read: {e.strerror or e}") from None
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(path, f"not a safetensors file: header is not JSON ({e})") from None
+    if len(raw) != n:
+        raise CheckpointError(path, f"truncated while reading: header of {n} bytes, read {len(raw)}")
+    header = load_json(path, raw, "safetensors header", constants=False)
     if not isinstance(header, dict):
         raise CheckpointError(path, "not a safetensors file: header is not a JSON object")
+    _check_metadata(path, header.get("__metadata__"))
     start = 8 + n
     entries = {k: v for k, v in header.items() if k != "__metadata__"}
     for name, entry in entries.items():
         _check_entry(path, name, entry, size - start)
+    _check_layout(path, entries, size - start)
     return start, entries, raw
+
+
+def _check_metadata(path: Path, metadata: object) -> None:
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(path, "invalid header: __metadata__ must map names to strings")
 
 
 def _check_entry(path: Path, name: str, entry: object, data_size: int) -> None:
     if not isinstance(entry, dict):
         raise CheckpointError(path, f"tensor {name!r}: header entry is not an object")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in DTYPES:
-        raise CheckpointError(path, f"tensor {name!r}: unknown dtype {dtype!r}")
-    if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
-        raise CheckpointError(path, f"tensor {name!r}: invalid shape {shape!r}")
-    if not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets):
-        raise CheckpointError(path, f"tensor {name!r}: invalid data_offsets {offsets!r}")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise CheckpointError(path, f"tensor {name!r}: unknown dtype {short(dtype)}")
+    shape = check_shape(path, name, shape)
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+    ):
+        raise CheckpointError(path, f"tensor {name!r}: invalid data_offsets {short(offsets)}")
     begin, end = offsets
     numel = 1
     for s in shape:
@@ -103,7 +119,7 @@ def _check_entry(path: Path, name: str, entry: object, data_size: int) -> None:
     if not 0 <= begin <= end or end - begin != expected:
         raise CheckpointError(
             path,
-            f"tensor {name!r}: data_offsets {offsets} do not match shape {shape} of {dtype} ({expected} bytes)",
+            f"tensor {name!r}: data_offsets {offsets} do not match shape {list(shape)} of {dtype} ({expected} bytes)",
         )
     if end > data_size:
         raise CheckpointError(
@@ -113,13 +129,41 @@ def _check_entry(path: Path, name: str, entry: object, data_size: int) -> None:
         )
 
 
+def _check_layout(path: Path, entries: dict[str, dict], data_size: int) -> None:
+    """The byte ranges must tile the data section exactly: in offset order, each starts where the last ended."""
+    cursor, previous = 0, None
+    for name, entry in sorted(entries.items(), key=lambda kv: (*kv[1]["data_offsets"], kv[0])):
+        begin, end = entry["data_offsets"]
+        if begin < cursor:
+            raise CheckpointError(
+                path,
+                f"lying header: tensors {previous!r} and {name!r} share bytes {begin}..{min(end, cursor)} "
+                "of the data section (overlapping data_offsets)",
+            )
+        if begin > cursor:
+            raise CheckpointError(
+                path,
+                f"invalid header: bytes {cursor}..{begin} of the data section belong to no tensor "
+                f"(gap before {name!r}; safetensors tensors are stored back to back)",
+            )
+        if end > begin:
+            cursor, previous = end, name
+    if cursor != data_size:
+        raise CheckpointError(
+            path,
+            f"invalid header: {data_size - cursor} bytes after the last tensor's data "
+            "(safetensors data must end the file)",
+        )
+
+
 class SafetensorsFile(Checkpoint):
     """One ``.safetensors`` file, opened read-only."""
 
     def __init__(self, path: str | Path, label: str | None = None) -> None:
         self.path = Path(path)
         self.label = label or self.path.name
-        self._start, self._entries, raw = parse_header(self.path)
+        with refuse(self.path, "not a readable safetensors file"):
+            self._start, self._entries, raw = parse_header(self.path)
         self._file_identity = file_identity(self.path)
         self._identity = f"{self._file_identity}:{hashlib.sha256(raw).hexdigest()[:16]}"
         order = sorted(self._entries.items(), key=lambda kv: kv[1]["data_offsets"][0])
@@ -144,6 +188,10 @@ class SafetensorsFile(Checkpoint):
             entry = self._entries[name]
         except KeyError:
             raise CheckpointError(self.path, f"no tensor named {name!r}") from None
+        with refuse(self.path, f"cannot read tensor {name!r}"):
+            return self._read(entry)
+
+    def _read(self, entry: dict) -> torch.Tensor:
         begin, end = entry["data_offsets"]
         dtype = DTYPES[entry["dtype"]]
         if end == begin:

@@ -12,13 +12,12 @@ A model directory is one holding ``model.safetensors``, ``model.safetensors.inde
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from ..errors import CheckpointError
-from ._util import combine_identities, file_identity, is_plain_filename
+from ._util import combine_identities, file_identity, is_plain_filename, load_json, short
 from .base import Checkpoint, TensorInfo
 from .safetensors_file import SafetensorsFile
 from .torch_file import SUFFIXES as TORCH_SUFFIXES
@@ -56,16 +55,15 @@ def _read_index(path: Path) -> tuple[bytes, dict[str, str], dict]:
         raw = path.read_bytes()
     except OSError as e:
         raise CheckpointError(path, f"cannot read: {e.strerror or e}") from None
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(path, f"not a checkpoint index: not JSON ({e})") from None
+    data = load_json(path, raw, "not a checkpoint index: the index")
     if not isinstance(data, dict) or not isinstance(data.get("weight_map"), dict):
         raise CheckpointError(path, 'not a checkpoint index: no "weight_map" object')
     weight_map = data["weight_map"]
     for name, shard in weight_map.items():
         if not isinstance(shard, str) or not is_plain_filename(shard):
-            raise CheckpointError(path, f"tensor {name!r}: shard {shard!r} is not a file name in the index's directory")
+            raise CheckpointError(
+                path, f"tensor {short(name)}: shard {short(shard)} is not a file name in the index's directory"
+            )
     metadata = data.get("metadata")
     return raw, weight_map, metadata if isinstance(metadata, dict) else {}
 
@@ -92,18 +90,34 @@ class ShardedCheckpoint(Checkpoint):
         except BaseException:
             self.close()
             raise
-        self._where: dict[str, Checkpoint] = {}
-        self._infos: list[TensorInfo] = []
+        try:
+            self._infos, self._where = self._match(weight_map)
+        except BaseException:
+            self.close()
+            raise
+
+    def _match(self, weight_map: dict[str, str]) -> tuple[list[TensorInfo], dict[str, Checkpoint]]:
+        """Each shard's tensors, checked against the index: every tensor of a shard is listed for that
+        shard, and every listed tensor is in its shard (a lying index or shard is refused)."""
+        where: dict[str, Checkpoint] = {}
+        infos: list[TensorInfo] = []
         for shard, ckpt in self._shards.items():  # (shard, offset) order
             for info in ckpt.tensors():
-                if weight_map.get(info.name) == shard:
-                    self._where[info.name] = ckpt
-                    self._infos.append(info)
+                listed = weight_map.get(info.name)
+                if listed != shard:
+                    raise CheckpointError(
+                        self.path,
+                        f"shard {shard!r} holds tensor {info.name!r}, which the index "
+                        + ("does not list" if listed is None else f"lists in shard {listed!r}"),
+                    )
+                where[info.name] = ckpt
+                infos.append(info)
         for name, shard in weight_map.items():
-            if name not in self._where:
+            if name not in where:
                 raise CheckpointError(
                     self.path, f"tensor {name!r} is listed in the index for shard {shard!r} but that shard lacks it"
                 )
+        return infos, where
 
     @property
     def shards(self) -> list[Checkpoint]:

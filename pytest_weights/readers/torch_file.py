@@ -22,8 +22,11 @@ are not tensors to check; numbers, strings and lists of them (``step``, ``epoch`
 
 from __future__ import annotations
 
+import mmap
 import pickle
 import re
+import struct
+import tarfile
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -31,7 +34,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
-from ._util import file_identity, is_optimizer_path, read_magic
+from ._util import BoundedUnpickler, check_expansion, file_identity, is_optimizer_path, read_magic, refuse, short
 from .base import Checkpoint, TensorInfo
 
 SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt"})
@@ -63,21 +66,195 @@ def load_weights_only(path: Path) -> object:
     is_zip = head == _ZIP_MAGIC
     if not is_zip and not head.startswith(_PICKLE_PROTO):
         raise CheckpointError(path, "not a PyTorch checkpoint: neither a torch.save zip archive nor a legacy pickle")
+    what = "truncated or corrupt torch.save archive" if is_zip else "corrupt, or not a PyTorch checkpoint"
+    if not is_zip:
+        with refuse(path, what):
+            check_legacy_layout(path)
+    with refuse(path, what):
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")
+                warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+        except pickle.UnpicklingError as e:  # what the pickle asked for (a global, an opcode) is not allowed
+            raise CheckpointError(
+                path,
+                f"refused: not a plain tensor checkpoint (weights_only): {_weights_only_detail(str(e))}. "
+                "pytest-weights only loads tensors and plain containers and never runs code from a pickle; "
+                "re-save the weights as a state dict (or as safetensors)",
+            ) from None
+
+
+class _Stub:
+    """What a global, a call or a persistent id of a scanned pickle stands for: it records nothing, runs nothing."""
+
+    def __new__(cls, *args: object, **kwargs: object) -> _Stub:
+        return object.__new__(cls)
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def __call__(self, *args: object, **kwargs: object) -> _Stub:
+        return _Stub()
+
+    def __setstate__(self, state: object) -> None:
+        pass
+
+    def __setitem__(self, key: object, value: object) -> None:
+        pass
+
+    def append(self, value: object) -> None:
+        pass
+
+    def extend(self, values: object) -> None:
+        pass
+
+    def add(self, value: object) -> None:
+        pass
+
+
+class _LayoutError(ValueError):
+    """A storage or tensor that a legacy file declares does not fit: refused before torch allocates it."""
+
+
+class _LegacyScanner(BoundedUnpickler):
+    """Reads a legacy torch.save pickle for the storages it declares, without building anything: every global
+    is a :class:`_Stub` (nothing is imported), and no length in the pickle allocates (see BoundedUnpickler)."""
+
+    def __init__(self, f: _MapReader) -> None:
+        super().__init__(f)
+        self.storages: dict[str, tuple[int, int]] = {}  # root key → (numel, element size)
+
+    def find_class(self, module: str, name: str) -> object:
+        if module == "torch._utils" and name in _REBUILDS:
+            return _check_geometry
+        if (module, name) == ("torch", "Size"):
+            return _size
+        return type(name if name.isidentifier() else "stub", (_Stub,), {"pickle_name": name})
+
+    def persistent_load(self, pid: object) -> _Stub:
+        if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] in ("storage", b"storage")):
+            return _Stub()
+        _, storage_type, key, _location, numel, view = pid
+        if not _is_count(numel):
+            raise _LayoutError(f"storage {short(key)} has {short(numel)} elements")
+        if not isinstance(key, str):
+            raise _LayoutError(f"storage key {short(key)} is not a string")
+        numel, _ = self.storages.setdefault(key, (numel, _element_size(storage_type)))
+        if view is not None:  # (view key, offset, size) into the root storage
+            if not (isinstance(view, tuple) and len(view) == 3 and _is_count(view[1]) and _is_count(view[2])):
+                raise _LayoutError(f"storage view {short(view)} is not (key, offset, size)")
+            if view[1] + view[2] > numel:
+                raise _LayoutError(f"storage view {short(view)} lies outside its storage of {numel} elements")
+            numel = view[2]
+        return _StorageStub(numel)
+
+
+class _StorageStub(_Stub):
+    def __init__(self, numel: int) -> None:
+        self.numel = numel
+
+
+#: torch._utils functions that rebuild a tensor from (storage, storage_offset, size, stride, …).
+_REBUILDS = frozenset({"_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_qtensor"})
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _size(*args: object) -> object:
+    return tuple(args[0]) if args and isinstance(args[0], (tuple, list)) else _Stub()
+
+
+def _check_geometry(storage: object = None, offset: object = 0, size: object = (), stride: object = (), *rest: object):
+    """A tensor must lie inside its storage: torch would otherwise grow the storage to fit (allocating it)."""
+    if not isinstance(storage, _StorageStub):
+        return _Stub()
+    if not (isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride)):
+        raise _LayoutError(f"tensor geometry {short(size)} / {short(stride)} is not two tuples of one length")
+    if not (_is_count(offset) and all(map(_is_count, size)) and all(map(_is_count, stride))):
+        raise _LayoutError(f"tensor geometry {short(size)} / {short(stride)} + {short(offset)} is not counts")
+    if all(size):
+        last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
+        if last >= storage.numel:
+            raise _LayoutError(
+                f"a tensor of size {list(size)} (stride {list(stride)}, offset {offset}) reaches element {last} "
+                f"of a storage of {storage.numel}"
+            )
+    return _Stub()
+
+
+def _element_size(storage_type: object) -> int:
+    name = getattr(storage_type, "pickle_name", "")
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            path,
-            f"refused: not a plain tensor checkpoint (weights_only): {_weights_only_detail(str(e))}. "
-            "pytest-weights only loads tensors and plain containers and never runs code from a pickle; "
-            "re-save the weights as a state dict (or as safetensors)",
-        ) from None
-    except (EOFError, RuntimeError, ValueError, OSError, KeyError, IndexError, TypeError, AttributeError) as e:
-        what = "truncated or corrupt torch.save archive" if is_zip else "corrupt, or not a PyTorch checkpoint"
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(path, f"{what}: {msg[:300]}") from None
+        return torch.storage._get_dtype_from_pickle_storage_type(name).itemsize
+    except (KeyError, AttributeError):
+        return 16  # unknown: torch refuses it anyway; the largest element size bounds the check
+
+
+class _MapReader:
+    """``read``/``readline`` over a memory map for the pure-Python unpickler: a length in the pickle can never
+    make it allocate more than the bytes that are there."""
+
+    def __init__(self, m: mmap.mmap) -> None:
+        self.m, self.pos = m, 0
+
+    def read(self, n: int = -1) -> bytes:
+        end = len(self.m) if n < 0 else min(len(self.m), self.pos + n)
+        out = self.m[self.pos : end]
+        self.pos = end
+        return out
+
+    def readline(self) -> bytes:
+        end = self.m.find(b"\n", self.pos)
+        return self.read(-1 if end < 0 else end + 1 - self.pos)
+
+    def readinto(self, buf: bytearray) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+
+def check_legacy_layout(path: Path) -> None:
+    """Refuse a legacy (non-zip) torch.save file whose storages do not fit in it, before torch allocates them.
+
+    The legacy format is pickles (magic number, protocol, system info, the object, the storage keys) followed,
+    for each key, by the storage's element count (int64) and its bytes; ``torch.load`` allocates each storage at
+    the size the object's pickle declares before reading it. A legacy *tar* archive is refused outright.
+    """
+    if tarfile.is_tarfile(path):
+        raise CheckpointError(path, "refused: a legacy torch.save tar archive (PyTorch < 0.4), not supported")
+    try:
+        _scan_legacy(path)
+    except _LayoutError as e:
+        raise CheckpointError(path, f"corrupt legacy torch.save file: {e}") from None
+    except CheckpointError:
+        raise
+    except Exception:  # not parsable here: torch.load gives the reason (it parses the same pickles, more strictly)
+        return
+
+
+def _scan_legacy(path: Path) -> None:
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        reader = _MapReader(m)
+        for _ in range(3):  # magic number, protocol version, system info
+            _LegacyScanner(reader).load()
+        scanner = _LegacyScanner(reader)
+        scanner.load()
+        keys = _LegacyScanner(reader).load()
+        if not isinstance(keys, list):
+            raise _LayoutError("no list of storage keys")
+        pos = reader.pos
+        for key in keys:
+            if key not in scanner.storages:
+                raise _LayoutError(f"storage {short(key)} is not declared")
+            numel, size = scanner.storages[key]
+            if pos + 8 > len(m) or struct.unpack_from("<q", m, pos)[0] != numel or pos + 8 + numel * size > len(m):
+                raise _LayoutError(
+                    f"storage {short(key)} of {numel} elements × {size} bytes does not fit at byte {pos} of {len(m)}"
+                )
+            pos += 8 + numel * size
 
 
 def _walk(
@@ -115,12 +292,21 @@ class TorchFile(Checkpoint):
         #: Non-tensor leaves (numbers, strings, lists of them) by dotted name, e.g. ``{"step": 100}``.
         self.metadata: dict[str, object] = {}
         self._tensors: dict[str, torch.Tensor] | None = self._load()
-        self._infos = [
-            TensorInfo(n, tuple(t.shape), t.dtype, str(self.path), self._groups[n]) for n, t in self._tensors.items()
-        ]
+        with refuse(self.path, "unreadable tensor metadata"):
+            self._infos = [
+                TensorInfo(n, tuple(t.shape), t.dtype, str(self.path), self._groups[n])
+                for n, t in self._tensors.items()
+            ]
+            size = self.path.stat().st_size
+            for info in self._infos:  # a zero stride or a sparse layout can make a tiny file describe a huge tensor
+                check_expansion(self.path, info.name, info.nbytes, size)
 
     def _load(self) -> dict[str, torch.Tensor]:
         obj = load_weights_only(self.path)
+        with refuse(self.path, "unreadable checkpoint structure"):
+            return self._flatten(obj)
+
+    def _flatten(self, obj: object) -> dict[str, torch.Tensor]:
         tensors: dict[str, torch.Tensor] = {}
         self._groups: dict[str, str] = {}
         self.metadata = {}
@@ -130,6 +316,8 @@ class TorchFile(Checkpoint):
                 name = name or "tensor"  # torch.save(tensor): a bare tensor
                 if name in tensors:
                     raise CheckpointError(self.path, f"two tensors flatten to the same name {name!r}")
+                if leaf.device.type != "cpu":  # e.g. a meta tensor: a shape without data
+                    raise CheckpointError(self.path, f"tensor {name!r} holds no data (device {leaf.device.type!r})")
                 tensors[name] = leaf
                 self._groups[name] = "optimizer" if optimizer else "weights"
             elif name:
@@ -152,14 +340,12 @@ class TorchFile(Checkpoint):
             t = self._tensors[name]
         except KeyError:
             raise CheckpointError(self.path, f"no tensor named {name!r}") from None
-        try:
+        with refuse(self.path, f"cannot read tensor {name!r}"):
             t = t.detach()
             if t.layout != torch.strided:
                 t = t.to_dense()
             # a private copy: callers may modify it, and it must not pin the mapping
             return t.clone(memory_format=torch.contiguous_format)
-        except (RuntimeError, OSError) as e:
-            raise CheckpointError(self.path, f"cannot read tensor {name!r}: {e}") from None
 
     def close(self) -> None:
         self._tensors = None  # drops the mapping once no read tensor refers to it

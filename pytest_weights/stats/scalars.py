@@ -20,14 +20,22 @@ from .weibull import LogAbsHistogram, WeibullFit
 
 @dataclass(frozen=True)
 class Scalar:
+    """A named per-tensor number: the reduction computing it and how to read it from the result."""
+
     name: str
     statistic: Statistic
     read: Callable[[Any], float]
     description: str
+    #: Never negative (a scale, a fraction, a ratio): ratios between tensors are meaningful.
+    nonnegative: bool = False
+
+
+#: Statistics that can be negative (ratios to a median are undefined for them).
+SIGNED = frozenset({"mean", "min", "max", "kurtosis", "skewness", "lag1_corr"})
 
 
 def _scalar(name: str, stat: Statistic, field: str, description: str) -> Scalar:
-    return Scalar(name, stat, lambda r: float(getattr(r, field)), description)
+    return Scalar(name, stat, lambda r: float(getattr(r, field)), description, name not in SIGNED)
 
 
 SCALARS: dict[str, Scalar] = {
@@ -58,7 +66,9 @@ SCALARS: dict[str, Scalar] = {
         _scalar("row_mean_var_ratio", Shape(), "row_mean_var_ratio", "var(row means)·n_cols/std² (≈ 1 for i.i.d.)"),
         _scalar("col_mean_var_ratio", Shape(), "col_mean_var_ratio", "var(column means)·n_rows/std² (≈ 1 for i.i.d.)"),
         # bimodality (paper C)
-        Scalar("bimodality", Moments(), bimodality_coefficient, "Sarle's bimodality coefficient (> 5/9: bimodal)"),
+        Scalar(
+            "bimodality", Moments(), bimodality_coefficient, "Sarle's bimodality coefficient (> 5/9: bimodal)", True
+        ),
         # singular values (WeightWatcher conventions; needs the whole matrix)
         _scalar("spectral_norm", Spectral(), "spectral_norm", "largest singular value ‖W‖₂"),
         _scalar("stable_rank", Spectral(), "stable_rank", "‖W‖_F² / ‖W‖₂²"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import reprlib
 from pathlib import Path
 
 
@@ -50,6 +51,44 @@ def describe(exc: BaseException, limit: int = CAUSE_LIMIT) -> str:
     tensor = getattr(exc, "weights_tensor", None)
     if tensor is not None:
         text += f" (tensor {tensor!r})"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+#: Longest excerpt of a user's value quoted in an error message.
+EXCERPT_LIMIT = 80
+
+
+class _Excerpt(reprlib.Repr):
+    """``repr`` that never expands a value in full: long strings, lists and mappings are elided."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.maxstring = self.maxother = self.maxlong = limit
+        self.maxlist = self.maxtuple = self.maxdict = self.maxset = self.maxfrozenset = 6
+        self.maxlevel = 3
+
+    def repr1(self, x: object, level: int) -> str:
+        if isinstance(x, bool) or x is None:
+            return repr(x)
+        if isinstance(x, int):
+            return self.repr_int(int(x), level)
+        for kind, method in ((str, self.repr_str), (dict, self.repr_dict), (list, self.repr_list)):
+            if isinstance(x, kind):  # subclasses too (the spec loader's mappings)
+                return method(x, level)
+        return super().repr1(x, level)
+
+    def repr_int(self, x: int, level: int) -> str:
+        bits = x.bit_length()
+        return f"<a {bits}-bit integer>" if bits > 256 else super().repr_int(x, level)
+
+
+def excerpt(value: object, limit: int = EXCERPT_LIMIT) -> str:
+    """``repr(value)`` cut to at most ``limit`` characters, for quoting a user's value in a message
+    (a huge string, a deep or aliased list, a giant integer is never expanded in full)."""
+    try:
+        text = _Excerpt(limit).repr(value)
+    except Exception:  # a value whose repr fails
+        text = f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -275,7 +275,7 @@ class WeightsGate:
                 continue
             infos = checker.select(target, spec).tensors
             cid = target.identity()
-            wanted = spec.assertion.statistics()
+            wanted = spec.assertion.required_statistics()
             values = {}
             for info in infos:
                 have = checker.store.get(cid, info.name)

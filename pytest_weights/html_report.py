@@ -428,10 +428,14 @@ def _panels(Figure: Any, n: int, height: float = 3.3) -> tuple[Any, list[Any]]:
 
 
 def _worst(r: Mapping[str, Any]) -> str:
+    """The worst deviating tensor whose values say something (NaN/Inf rows only name counts)."""
+    from .assertions.base import UNDEFINED
+
     devs = r.get("deviations") or []
     if not devs:
         raise NoPlot("no deviating tensor is named")
-    return str(devs[0].get("tensor"))
+    drawable = [d for d in devs if d.get("tolerance") != UNDEFINED] or devs
+    return str(drawable[0].get("tensor"))
 
 
 def _read_sample(r: Mapping[str, Any], source: _Source, tensor: str) -> _Sample:

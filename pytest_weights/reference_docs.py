@@ -31,6 +31,16 @@ def kinds_markdown() -> str:
         "or `skip`: what a selection matching no tensor is), plus the parameters below; `view` and `if_empty`",
         "may also be set in `defaults`.",
         "",
+        "**NaN/Inf policy.** A tensor holding any NaN or ±Inf fails every kind that reads values (all but",
+        "`finite`, which reports the counts itself): its row names the counts (`3 NaN, 0 Inf of 4096 values`)",
+        "and says its statistics are undefined; the other selected tensors are judged as usual. Over a run,",
+        "the first step at which a tensor holds one is named. Tensors with 0 values are left out with a note.",
+        "",
+    ]
+    out += [
+        "Kinds whose ratios need a non-negative statistic (`sibling_consistency`) refuse signed ones",
+        "(" + ", ".join(f"`{n}`" for n, s in SCALARS.items() if not s.nonnegative) + ") at load.",
+        "",
     ]
     for kind in sorted(REGISTRY):
         cls = REGISTRY[kind]
@@ -44,7 +54,7 @@ def kinds_markdown() -> str:
             out += [f"| `{f.name}` | {_typename(hints[f.name])} | {_default(f)} |" for f in fields]
             out.append("")
     out += ["# Statistics (`stat:`)", "", "| name | definition |", "|---|---|"]
-    out += [f"| `{s.name}` | {s.description} |" for s in SCALARS.values()]
+    out += [f"| `{s.name}` | {s.description}{'' if s.nonnegative else ' (signed)'} |" for s in SCALARS.values()]
     return "\n".join(out) + "\n"
 
 

@@ -36,6 +36,8 @@ class Selected:
 
     tensors: tuple[TensorInfo, ...]
     non_float: tuple[TensorInfo, ...]
+    #: Matches with no values at all (a dimension of size 0): no statistic is defined on them.
+    empty: tuple[TensorInfo, ...] = ()
 
 
 class Checker:
@@ -97,9 +99,11 @@ class Checker:
 
     def select(self, checkpoint: Checkpoint, spec: AssertionSpec) -> Selected:
         matched = [i for i in checkpoint.tensors() if spec.selection.matches(i)]
+        empty = tuple(i for i in matched if i.numel == 0)
+        matched = [i for i in matched if i.numel > 0]
         if not spec.assertion.float_only:
-            return Selected(tuple(matched), ())
-        return Selected(tuple(i for i in matched if i.is_float), tuple(i for i in matched if not i.is_float))
+            return Selected(tuple(matched), (), empty)
+        return Selected(tuple(i for i in matched if i.is_float), tuple(i for i in matched if not i.is_float), empty)
 
     def prepare(self, work: Iterable[tuple[Checkpoint, AssertionSpec]]) -> None:
         """Compute every statistic the (checkpoint, assertion) pairs need: one pass each.
@@ -110,7 +114,7 @@ class Checker:
         plans: dict[Checkpoint, dict[str, set[Statistic]]] = defaultdict(lambda: defaultdict(set))
         for ckpt, spec in work:
             try:
-                stats = spec.assertion.statistics()
+                stats = spec.assertion.required_statistics()
                 needed = self._requests(ckpt, spec)
             except FATAL:
                 raise
@@ -162,7 +166,7 @@ class Checker:
         (the checkpoint's failed pass as a :class:`CheckpointError`); :meth:`judge` never raises."""
         target = self.target(checkpoint, spec)
         sel = self.select(target, spec)
-        notes = _non_float_note(sel.non_float)
+        notes = _non_float_note(sel.non_float) + _empty_note(sel.empty)
         if isinstance(target, DeltaCheckpoint) and target.unmatched:
             notes += (f"{len(target.unmatched)} tensor(s) not in the reference left out of ΔW",)
         if not sel.tensors:
@@ -193,9 +197,9 @@ class Checker:
                     )
                     for i in self._reference_tensors(spec, sel.tensors)
                 ]
-                outcome = spec.assertion.evaluate_reference(views, ref_views)
+                outcome = spec.assertion.judge(views, ref_views)
             else:
-                outcome = spec.assertion.evaluate(views)
+                outcome = spec.assertion.judge(views)
         return make_result(spec, target.label, outcome, notes)
 
     def evaluate_run(self, run: Sequence[tuple[int, Checkpoint]], spec: AssertionSpec, label: str) -> AssertionResult:
@@ -219,7 +223,7 @@ class Checker:
         if not any(views):
             outcome = _empty(spec, "the selection matches no tensor")
         else:
-            outcome = spec.assertion.evaluate_run(steps, views)  # type: ignore[attr-defined]
+            outcome = spec.assertion.judge_run(steps, views)
         return make_result(spec, label, outcome)
 
     def _raise_failed_pass(self, target: Checkpoint, spec: AssertionSpec) -> None:
@@ -306,6 +310,14 @@ def error_result(spec: AssertionSpec, label: str, exc: BaseException) -> Asserti
         error=cause,
         traceback=format_traceback(exc) if is_internal(exc) else "",
     )
+
+
+def _empty_note(infos: Sequence[TensorInfo]) -> tuple[str, ...]:
+    if not infos:
+        return ()
+    names = ", ".join(f"{i.name} {tuple(i.shape)}" for i in infos[:5])
+    more = f" and {len(infos) - 5} more" if len(infos) > 5 else ""
+    return (f"{len(infos)} empty tensor(s) (0 values) left out: {names}{more}",)
 
 
 def _non_float_note(infos: Sequence[TensorInfo]) -> tuple[str, ...]:

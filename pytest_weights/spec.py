@@ -15,6 +15,8 @@ A spec file::
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -24,8 +26,8 @@ import yaml
 
 from .assertions import REGISTRY, Assertion
 from .assertions.base import ParamError, build, suggest
-from .errors import SpecError
-from .selection import Selection
+from .errors import SpecError, describe, excerpt
+from .selection import Selection, depth_pattern_problem
 
 SPEC_SUFFIXES = (".weights.yaml", ".weights.yml")
 TOP_KEYS = ("version", "description", "defaults", "assertions")
@@ -37,36 +39,194 @@ IF_EMPTY = ("fail", "skip")
 #: Entry keys that ``defaults`` may hold too, with their choices and default.
 CHOICE_KEYS: dict[str, tuple[str, ...]] = {"view": VIEWS, "if_empty": IF_EMPTY}
 SELECT_KEYS = tuple(f.name for f in fields(Selection) if f.init)
+#: What ``select: {groups: ...}`` may name: model weights and/or optimizer state.
+GROUPS = ("weights", "optimizer")
 BUNDLED_DIRS = (Path(__file__).parent / "specs", Path(__file__).parent.parent / "specs")
+
+# Limits on hostile or broken input, enforced while reading and parsing (never after expanding):
+#: Largest spec accepted, in bytes (characters for text given to :func:`parse_spec`). The YAML
+#: parser is pure Python (about 130 KB/s on dense specs); bundled specs are under 4 KB.
+MAX_SPEC_BYTES = 256 * 1024
+#: Deepest nesting of mappings and lists (a spec needs five levels).
+MAX_DEPTH = 32
+#: Most aliases (``*name``) in a spec, and most material they may repeat in all (nodes plus
+#: characters of scalars): an alias bomb ("billion laughs") is refused before it is expanded.
+MAX_ALIASES = 100
+MAX_ALIAS_EXPANSION = 100_000
+#: Longest assertion name (a pytest test id), glob and depth_pattern; most globs per selection key.
+MAX_NAME = 200
+MAX_GLOB = 256
+MAX_GLOBS = 256
+MAX_PATTERN = 1000
+#: Largest integer in a spec (64 bits signed).
+MAX_INT = 2**63 - 1
+#: Characters YAML does not allow in a file (the same set as PyYAML's reader): control characters
+#: other than tab, newline and carriage return, surrogates, U+FFFE/U+FFFF.
+NON_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+#: YAML line breaks (line numbers of errors found before parsing agree with the parser's).
+LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 
 
 class _Map(dict):
     """A YAML mapping that remembers its line and the line of each key."""
 
-    line: int = 0
-    key_lines: dict[str, int]
+    def __init__(self, line: int = 0) -> None:
+        super().__init__()
+        self.line = line
+        self.key_lines: dict[Any, int] = {}
 
 
 class _Loader(yaml.SafeLoader):
-    pass
+    """A safe YAML loader that enforces :data:`MAX_DEPTH` and the alias limits while composing,
+    so that a deep or self-expanding document is refused before it is built."""
+
+    def __init__(self, stream: str, name: str = "<spec>") -> None:
+        super().__init__(stream)
+        self.name = name
+        self._depth = 0
+        self._aliases = 0
+        self._expansion = 0
+        self._complete: set[str] = set()  # anchors whose node is fully composed
+        self._costs: dict[int, int] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            self._count_alias(event)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise SpecError(self.name, event.start_mark.line + 1, f"nested deeper than {MAX_DEPTH} levels")
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if event.anchor is not None:
+            self._complete.add(event.anchor)
+        return node
+
+    def _count_alias(self, event: yaml.AliasEvent) -> None:
+        node = self.anchors.get(event.anchor)
+        if node is None:
+            return  # PyYAML reports the undefined alias
+        line = event.start_mark.line + 1
+        if event.anchor not in self._complete:
+            raise SpecError(self.name, line, f"alias *{excerpt(event.anchor, 40)} refers to a value that contains it")
+        self._aliases += 1
+        if self._aliases > MAX_ALIASES:
+            raise SpecError(self.name, line, f"more than {MAX_ALIASES} aliases (*name)")
+        self._expansion += self._cost(node)
+        if self._expansion > MAX_ALIAS_EXPANSION:
+            raise SpecError(self.name, line, "aliases repeat too much (an alias bomb?): refused before expanding")
+
+    def _cost(self, node: yaml.Node) -> int:
+        """How much ``node`` adds when repeated: its nodes and scalar characters (memoised, capped)."""
+        cost = self._costs.get(id(node))
+        if cost is None:
+            if isinstance(node, yaml.ScalarNode):
+                cost = 1 + len(node.value)
+            elif isinstance(node, yaml.SequenceNode):
+                cost = 1 + sum(self._cost(n) for n in node.value)
+            else:
+                cost = 1 + sum(self._cost(k) + self._cost(v) for k, v in node.value)
+            cost = min(cost, MAX_ALIAS_EXPANSION + 1)
+            self._costs[id(node)] = cost
+        return cost
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (SpecError, yaml.YAMLError):
+            raise
+        except Exception as e:  # a scalar the YAML library cannot build, e.g. the date 2001-13-45
+            raise SpecError(self.name, node.start_mark.line + 1, f"invalid value: {describe(e, 160)}") from None
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Map:
-    m = _Map()
-    m.line = node.start_mark.line + 1
-    m.key_lines = {}
+    m = _Map(node.start_mark.line + 1)
     for key_node, value_node in node.value:
+        line = key_node.start_mark.line + 1
+        if not isinstance(key_node, yaml.ScalarNode):
+            what = "mapping" if isinstance(key_node, yaml.MappingNode) else "list"
+            raise SpecError(loader.name, line, f"a key must be a plain value (a name), not a {what}")
         key = loader.construct_object(key_node, deep=True)
         if not isinstance(key, Hashable):
-            raise SpecError(loader.name, key_node.start_mark.line + 1, f"a key must be a plain value, got {key!r}")
+            raise SpecError(loader.name, line, f"a key must be a plain value (a name), got {excerpt(key)}")
         if key in m:
-            raise SpecError(loader.name, key_node.start_mark.line + 1, f"duplicate key {key!r}")
+            raise SpecError(loader.name, line, f"duplicate key {excerpt(key)}")
         m[key] = loader.construct_object(value_node, deep=True)
-        m.key_lines[key] = key_node.start_mark.line + 1
+        m.key_lines[key] = line
     return m
 
 
+def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
+    """An integer, refused beyond 64 bits (Python would build, and print, a million digits)."""
+    try:
+        value = yaml.SafeLoader.construct_yaml_int(loader, node)
+    except ValueError:  # beyond Python's digit limit
+        value = None
+    if value is None or abs(value) > MAX_INT:
+        raise SpecError(loader.name, node.start_mark.line + 1, f"integer too large: {excerpt(node.value, 40)}")
+    return value
+
+
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def _line_of(text: str, index: int) -> int:
+    """The 1-based line of ``text[index]``, counting line breaks as YAML does."""
+    return len(LINE_BREAK.findall(text, 0, index)) + 1
+
+
+def _check_text(text: str, path: str) -> None:
+    """Refuse text too large to parse quickly, or holding characters YAML does not allow."""
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(path, None, f"larger than {MAX_SPEC_BYTES // 1024} KiB: a spec is a few KiB of YAML")
+    bad = NON_PRINTABLE.search(text)
+    if bad:
+        index = bad.start()
+        column = index - max(text.rfind("\n", 0, index), text.rfind("\r", 0, index))
+        raise SpecError(
+            path,
+            _line_of(text, index),
+            f"control character U+{ord(bad.group()):04X} at column {column}: a spec is printable text",
+        )
+
+
+def load_yaml(text: str, path: str = "<spec>") -> Any:
+    """Parse spec text as YAML within the limits above; any failure is a :class:`SpecError`
+    naming ``path`` and, when known, the line."""
+    _check_text(text, path)
+    loader = None
+    try:
+        loader = _Loader(text, path)
+        return loader.get_single_data()
+    except SpecError:
+        raise
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        problem = e.problem or e.context or ""
+        raise SpecError(path, mark.line + 1 if mark else None, f"invalid YAML: {_cut(problem)}") from None
+    except yaml.YAMLError as e:
+        raise SpecError(path, None, f"invalid YAML: {_cut(str(e))}") from None
+    except Exception as e:  # RecursionError, MemoryError, a bug of the YAML library
+        raise SpecError(path, _mark_line(loader), f"cannot parse: {describe(e, 160)}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _mark_line(loader: _Loader | None) -> int | None:
+    try:
+        return loader.get_mark().line + 1 if loader is not None else None
+    except Exception:
+        return None
 
 
 @dataclass(frozen=True)
@@ -136,59 +296,96 @@ def load_spec(ref: str | Path) -> Spec:
     """Load a spec file; a broken file raises :class:`SpecError`, broken entries are kept
     as :class:`InvalidEntry` so the valid ones still run."""
     path = resolve_spec(ref)
+    return parse_spec(read_spec_text(path), str(path))
+
+
+def read_spec_text(path: Path) -> str:
+    """The text of a spec file: at most :data:`MAX_SPEC_BYTES`, UTF-8 (else a :class:`SpecError`
+    naming the line of the first bad byte)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(path, None, f"cannot read spec: {e}") from None
-    return parse_spec(text, str(path))
+        with path.open("rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
+    except OSError as e:
+        raise SpecError(path, None, f"cannot read spec: {e.strerror or e}") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(path, None, f"larger than {MAX_SPEC_BYTES // 1024} KiB: a spec is a few KiB of YAML")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = _line_of(data[: e.start].decode("utf-8"), e.start)
+        raise SpecError(path, line, f"not UTF-8 text: byte 0x{data[e.start]:02x} ({e.reason})") from None
 
 
 def parse_spec(text: str, path: str = "<spec>") -> Spec:
-    loader = _Loader(text)
-    loader.name = path
-    try:
-        doc = loader.get_single_data()
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark else None
-        raise SpecError(path, line, f"invalid YAML: {e.problem or e.context}") from None
-    except yaml.YAMLError as e:
-        raise SpecError(path, None, f"invalid YAML: {e}") from None
-    finally:
-        loader.dispose()
+    """A :class:`Spec` from YAML text; a broken file raises :class:`SpecError`, broken entries
+    become :class:`InvalidEntry`."""
+    doc = load_yaml(text, path)
     if not isinstance(doc, _Map):
         raise SpecError(path, 1, "a spec must be a mapping with an 'assertions' list")
     _check_keys(doc, TOP_KEYS, path, "top-level key")
-    if doc.get("version", 1) != 1:
-        raise SpecError(path, doc.key_lines["version"], "unsupported spec version (this plugin reads version 1)")
-    defaults = doc.get("defaults") or _Map()
-    if not isinstance(defaults, dict):
+    _check_version(doc, path)
+    description = doc.get("description")
+    if isinstance(description, (dict, list)):
+        raise SpecError(path, doc.key_lines["description"], "'description' must be text")
+    defaults = doc.get("defaults")
+    if defaults is None:
+        defaults = _Map()
+    if not isinstance(defaults, _Map):
         raise SpecError(path, doc.key_lines["defaults"], "'defaults' must be a mapping")
     _check_defaults(defaults, path)
     items = doc.get("assertions")
     if not isinstance(items, list) or not items:
         line = doc.key_lines.get("assertions", doc.line)
         raise SpecError(path, line, "'assertions' must be a non-empty list of mappings with a 'kind'")
-    entries, used = [], set()
+    entries: list[AssertionSpec | InvalidEntry] = []
+    used: dict[str, int] = {}
     for i, raw in enumerate(items):
         line = raw.line if isinstance(raw, _Map) else doc.key_lines["assertions"]
-        base = raw.get("name") if isinstance(raw, dict) else None
-        name = _unique(
-            str(base or (raw.get("kind") if isinstance(raw, dict) else None) or f"entry{i + 1}"),
-            used,
-        )
+        name = _unique(_default_name(raw, i), used)
         try:
             entries.append(_entry(raw, defaults, name, path, line))
         except SpecError as e:
             entries.append(InvalidEntry(name, e, path, e.line or line))
-    return Spec(path, str(doc.get("description") or ""), tuple(entries))
+    return Spec(path, "" if description is None else str(description), tuple(entries))
 
 
-def _unique(name: str, used: set[str]) -> str:
-    out, k = name, 2
-    while out in used:
-        out, k = f"{name}-{k}", k + 1
-    used.add(out)
+def _check_version(doc: _Map, path: str) -> None:
+    if "version" not in doc:
+        return
+    version = doc["version"]
+    if type(version) is not int:  # not True, 1.0 or "1"
+        raise SpecError(path, doc.key_lines["version"], f"'version' must be the integer 1, got {excerpt(version)}")
+    if version != 1:
+        raise SpecError(path, doc.key_lines["version"], f"unsupported spec version {version} (this plugin reads 1)")
+
+
+def _valid_name(value: Any) -> bool:
+    """True for a usable assertion name: text or a number, printable, at most :data:`MAX_NAME` long."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return False
+    text = str(value)
+    return len(text) <= MAX_NAME and text.isprintable()
+
+
+def _default_name(raw: Any, index: int) -> str:
+    """An entry's test id before it is made unique: its name, else its kind, else ``entryN``."""
+    if isinstance(raw, Mapping):
+        for key in ("name", "kind"):
+            value = raw.get(key)
+            if value and _valid_name(value) and (key == "name" or isinstance(value, str)):
+                return str(value)
+    return f"entry{index + 1}"
+
+
+def _unique(name: str, used: dict[str, int]) -> str:
+    """``name``, or ``name-2``, ``name-3`` … when taken (``used`` maps each name to its next suffix)."""
+    out = name
+    if name in used:
+        k = used[name]
+        while (out := f"{name}-{k}") in used:
+            k += 1
+        used[name] = k + 1
+    used.setdefault(out, 2)
     return out
 
 
@@ -198,45 +395,45 @@ def _check_keys(m: _Map, allowed: tuple[str, ...], path: str, what: str) -> None
             raise SpecError(
                 path,
                 m.key_lines.get(key, m.line),
-                f"unknown {what} {key!r}{suggest(str(key), allowed)}; expected one of: {', '.join(allowed)}",
+                f"unknown {what} {excerpt(key)}{suggest(str(key), allowed)}; expected one of: {', '.join(allowed)}",
             )
 
 
-def _check_defaults(defaults: Mapping[str, Any], path: str) -> None:
+def _check_defaults(defaults: _Map, path: str) -> None:
     known = {"select", *CHOICE_KEYS} | {f.name for cls in REGISTRY.values() for f in fields(cls) if f.init}  # type: ignore[arg-type]
     for key in defaults:
         if key not in known:
-            line = defaults.key_lines.get(key) if isinstance(defaults, _Map) else None
             raise SpecError(
                 path,
-                line,
-                f"unknown default {key!r}{suggest(str(key), known)}: "
+                defaults.key_lines.get(key, defaults.line),
+                f"unknown default {excerpt(key)}{suggest(str(key), known)}: "
                 "defaults hold 'select', 'view', 'if_empty' and parameters of assertion kinds",
             )
 
 
-def _entry(raw: Any, defaults: Mapping[str, Any], name: str, path: str, line: int) -> AssertionSpec:
+def _entry(raw: Any, defaults: _Map, name: str, path: str, line: int) -> AssertionSpec:
     if not isinstance(raw, _Map):
         raise SpecError(path, line, "each assertion must be a mapping with a 'kind'")
-    kind = raw.get("kind")
-    if kind is None:
-        raise SpecError(path, line, f"assertion {name!r} has no 'kind'; kinds: {', '.join(sorted(REGISTRY))}")
-    if kind not in REGISTRY:
+    for key in raw:
+        if not isinstance(key, str):
+            raise SpecError(path, raw.key_lines[key], f"unknown key {excerpt(key)}: keys are names, e.g. 'kind'")
+    if "name" in raw and raw["name"] is not None and not _valid_name(raw["name"]):
         raise SpecError(
             path,
-            raw.key_lines["kind"],
-            f"unknown assertion kind {kind!r}{suggest(str(kind), REGISTRY)}; kinds: {', '.join(sorted(REGISTRY))}",
+            raw.key_lines["name"],
+            f"'name' must be printable text of at most {MAX_NAME} characters, got {excerpt(raw['name'])}",
         )
-    cls = REGISTRY[kind]
+    cls = _kind(raw, name, path, line)
     selection = _selection(defaults.get("select"), raw.get("select"), raw, defaults, path)
     param_names = {f.name for f in fields(cls) if f.init}  # type: ignore[arg-type]
     params = {k: v for k, v in defaults.items() if k in param_names}
     params.update({k: v for k, v in raw.items() if k not in ENTRY_KEYS})
     try:
         assertion = build(cls, params)
+        _check_numbers(assertion)
     except ParamError as e:
         key_line = raw.key_lines.get(e.key, line) if e.key else line
-        if e.key and e.key not in raw and isinstance(defaults, _Map):
+        if e.key and e.key not in raw:
             key_line = defaults.key_lines.get(e.key, key_line)
         raise SpecError(path, key_line, e.message) from None
     view = _choice("view", raw, defaults, path, line)
@@ -244,64 +441,111 @@ def _entry(raw: Any, defaults: Mapping[str, Any], name: str, path: str, line: in
     return AssertionSpec(name, assertion, selection, path, line, view, if_empty)
 
 
-def _choice(key: str, raw: _Map, defaults: Mapping[str, Any], path: str, line: int) -> str:
+def _kind(raw: _Map, name: str, path: str, line: int) -> type[Assertion]:
+    """The assertion class an entry's ``kind`` names."""
+    kind = raw.get("kind")
+    kinds = ", ".join(sorted(REGISTRY))
+    if kind is None:
+        raise SpecError(path, line, f"assertion {excerpt(name)} has no 'kind'; kinds: {kinds}")
+    if not isinstance(kind, str):
+        raise SpecError(path, raw.key_lines["kind"], f"'kind' must name an assertion kind, got {excerpt(kind)}")
+    if kind not in REGISTRY:
+        raise SpecError(
+            path,
+            raw.key_lines["kind"],
+            f"unknown assertion kind {excerpt(kind)}{suggest(kind, REGISTRY)}; kinds: {kinds}",
+        )
+    return REGISTRY[kind]
+
+
+def _check_numbers(assertion: Assertion) -> None:
+    """Refuse NaN parameters (``.nan``, or the text ``nan`` read as a float): no comparison holds with them."""
+    for f in fields(assertion):  # type: ignore[arg-type]
+        value = getattr(assertion, f.name)
+        values = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and math.isnan(v) for v in values):
+            raise ParamError(f.name, f"parameter {f.name!r} is NaN: give a number")
+
+
+def _choice(key: str, raw: _Map, defaults: _Map, path: str, line: int) -> str:
     """The value of a :data:`CHOICE_KEYS` key: the entry's, else the defaults', else the first choice."""
     choices = CHOICE_KEYS[key]
     value = raw.get(key, defaults.get(key, choices[0]))
     if isinstance(value, str) and value in choices:
         return value
-    where = raw.key_lines.get(key) or (defaults.key_lines.get(key) if isinstance(defaults, _Map) else None)
-    raise SpecError(path, where or line, f"'{key}' must be one of {', '.join(choices)}, got {value!r}")
+    where = raw.key_lines.get(key) or defaults.key_lines.get(key)
+    raise SpecError(path, where or line, f"'{key}' must be one of {', '.join(choices)}, got {excerpt(value)}")
 
 
-def _selection(base: Any, over: Any, raw: _Map, defaults: Any, path: str) -> Selection:
+def _selection(base: Any, over: Any, raw: _Map, defaults: _Map, path: str) -> Selection:
     merged: dict[str, Any] = {}
     for src, owner in ((base, defaults), (over, raw)):
         if src is None:
             continue
-        where = owner.key_lines.get("select", owner.line) if isinstance(owner, _Map) else None
-        if not isinstance(src, dict):
+        where = owner.key_lines.get("select", owner.line)
+        if not isinstance(src, _Map):
             raise SpecError(path, where, "'select' must be a mapping")
         for key, value in src.items():
-            kline = src.key_lines.get(key, where) if isinstance(src, _Map) else where
+            kline = src.key_lines.get(key, where)
             if key not in SELECT_KEYS:
                 raise SpecError(
                     path,
                     kline,
-                    f"unknown selection key {key!r}{suggest(str(key), SELECT_KEYS)}; "
+                    f"unknown selection key {excerpt(key)}{suggest(str(key), SELECT_KEYS)}; "
                     f"expected one of: {', '.join(SELECT_KEYS)}",
                 )
             merged[key] = _select_value(key, value, path, kline)
-    try:
-        return Selection(**merged)
-    except Exception as e:  # bad regex in depth_pattern
-        raise SpecError(path, raw.line, f"invalid selection: {e}") from None
+    return Selection(**merged)
 
 
-def _select_value(key: str, value: Any, path: str, line: int | None) -> Any:
+def _select_value(key: str, value: Any, path: str, line: int) -> Any:
     if key in ("include", "exclude", "groups"):
-        items = value if isinstance(value, list) else [value]
-        if not all(isinstance(v, str) for v in items):
-            raise SpecError(path, line, f"'{key}' must be a glob or a list of globs")
-        return tuple(items)
+        return _globs(key, value, path, line)
     if key == "ndim":
         items = value if isinstance(value, list) else [value]
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
-            raise SpecError(path, line, "'ndim' must be an integer or a list of integers")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in items):
+            raise SpecError(path, line, "'ndim' must be a non-negative integer or a list of them")
         return tuple(items)
     if key in ("min_ndim", "min_numel"):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise SpecError(path, line, f"'{key}' must be a non-negative integer")
         return value
     if key == "depth_pattern":
-        import re
-
         if not isinstance(value, str):
             raise SpecError(path, line, "'depth_pattern' must be a regex string")
-        try:
-            if re.compile(value).groups < 1:
-                raise SpecError(path, line, "'depth_pattern' needs a group capturing the layer index")
-        except re.error as e:
-            raise SpecError(path, line, f"'depth_pattern' is not a valid regex: {e}") from None
+        if len(value) > MAX_PATTERN:
+            raise SpecError(path, line, f"'depth_pattern' is longer than {MAX_PATTERN} characters")
+        problem = _pattern_problem(value)
+        if problem:
+            raise SpecError(path, line, f"'depth_pattern' {excerpt(value, 60)}: {problem}")
         return value
     return value
+
+
+def _globs(key: str, value: Any, path: str, line: int) -> tuple[str, ...]:
+    """``include``/``exclude``/``groups``: one string or a list of them, each of bounded length."""
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, str) for v in items):
+        what = (
+            "'groups' must be weights and/or optimizer"
+            if key == "groups"
+            else f"'{key}' must be a glob or a list of globs"
+        )
+        raise SpecError(path, line, what)
+    if key == "groups":
+        for v in items:
+            if v not in GROUPS:
+                raise SpecError(
+                    path, line, f"unknown group {excerpt(v)}{suggest(v, GROUPS)}; groups: {', '.join(GROUPS)}"
+                )
+    elif len(items) > MAX_GLOBS or any(len(v) > MAX_GLOB for v in items):
+        raise SpecError(path, line, f"'{key}' takes at most {MAX_GLOBS} globs of at most {MAX_GLOB} characters each")
+    return tuple(items)
+
+
+def _pattern_problem(pattern: str) -> str | None:
+    """:func:`depth_pattern_problem`, a pattern too deeply nested to analyse included."""
+    try:
+        return depth_pattern_problem(pattern)
+    except RecursionError:
+        return "nested too deeply"

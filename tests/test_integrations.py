@@ -135,8 +135,11 @@ def test_hf_trainer_raise_names_the_nan_tensor(hf, tmp_path):
         trainer.train()
     assert exc.value.step == 4 and trainer.state.global_step == 4
     headline = str(exc.value).splitlines()[0]
-    assert headline.startswith("weights gate failed at step 4: 1 of 5 assertion(s) failed: finite")
-    assert "transformer.h.1.mlp.c_fc.weight" in headline
+    # finite counts the NaN; every check reading values fails the tensor too (statistics undefined)
+    assert headline.startswith("weights gate failed at step 4: 5 of 5 assertion(s) failed: finite")
+    assert "finite (transformer.h.1.mlp.c_fc.weight)" in headline
+    for r in exc.value.report.failures:
+        assert r.deviations[0].subject == "transformer.h.1.mlp.c_fc.weight"
 
 
 def test_hf_callback_checks_the_run_so_far_and_options(hf, tmp_path):

@@ -39,26 +39,70 @@ assertions:
   - name: siblings
     kind: sibling_consistency
 """
-#: Real errors that exist today (bugs of their own, found while writing these tests; when one is
-#: fixed, its test needs another trigger): a run whose float64 std overflows to inf makes the
-#: series sparkline do int(NaN) (ValueError while judging); a matrix with 0 elements, selected with
-#: min_numel: 0, makes the engine's row blocks fail (torch RuntimeError during the pass).
-OVERFLOWING_RUN = """\
+#: Test-only kinds (a pytester conftest registers them; each test removes them again): one whose
+#: evaluation raises, one whose statistic raises inside the engine on a sentinel value.
+TEST_KINDS = """\
+import dataclasses
+import torch
+from pytest_weights.assertions.base import REGISTRY, Assertion, Outcome
+from pytest_weights.stats.base import Statistic
+
+
+@dataclasses.dataclass(frozen=True)
+class Exploding(Statistic):
+    layout = "flat"
+
+    def reduce(self, block, deps):
+        if bool((block == 12345.0).any()):
+            raise RuntimeError("simulated kernel failure")
+        return 0
+
+    def merge(self, a, b):
+        return 0
+
+    def finalize(self, state, deps):
+        return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Boom(Assertion):
+    kind = "boom_for_tests"
+
+    def statistics(self):
+        return ()
+
+    def evaluate(self, tensors):
+        raise ValueError("simulated bug in a kind")
+
+
+@dataclasses.dataclass(frozen=True)
+class Explode(Assertion):
+    kind = "explode_for_tests"
+
+    def statistics(self):
+        return (Exploding(),)
+
+    def evaluate(self, tensors):
+        return Outcome(True, "fine")
+
+
+REGISTRY.setdefault(Boom.kind, Boom)
+REGISTRY.setdefault(Explode.kind, Explode)
+"""
+BOOM = """\
 assertions:
-  - name: std-trend
-    kind: run_trend
-    stat: std
+  - name: boom
+    kind: boom_for_tests
   - name: fine
     kind: finite
 """
-ZERO_ELEMENTS = """\
+EXPLODE = """\
 assertions:
-  - name: shape
-    kind: shape
-    select: {min_ndim: 2, min_numel: 0}
+  - name: explode
+    kind: explode_for_tests
+    select: {min_ndim: 2}
   - name: finite
     kind: finite
-    select: {min_numel: 0}
 """
 HINT = "(--weights-debug for the traceback)"
 
@@ -226,57 +270,76 @@ def _raising(exc: BaseException) -> Assertion:
     return Raises()
 
 
-def overflowing_run(root: Path) -> Path:
-    g = torch.Generator().manual_seed(0)
-    for step in (10, 20, 30):
-        huge = {f"model.layers.{i}.w": torch.randn(16, 16, generator=g, dtype=torch.float64) * 1e300 for i in range(3)}
-        save(root / f"checkpoint-{step}" / "model.safetensors", huge)
-    return root
+@pytest.fixture
+def test_kinds(pytester):
+    """The test-only kinds registered in the pytester run (and removed afterwards)."""
+    from pytest_weights.assertions.base import REGISTRY
+
+    pytester.makeconftest(TEST_KINDS)
+    yield
+    REGISTRY.pop("boom_for_tests", None)
+    REGISTRY.pop("explode_for_tests", None)
 
 
-def test_an_evaluation_error_is_a_one_line_failure_and_the_rest_runs(pytester, tmp_path):
-    run_dir = overflowing_run(tmp_path / "run")
-    pytester.makefile(".weights.yaml", s=OVERFLOWING_RUN)
-    result = run(pytester, "s.weights.yaml", "--checkpoint", str(run_dir))
+def test_an_evaluation_error_is_a_one_line_failure_and_the_rest_runs(pytester, test_kinds, healthy):
+    pytester.makefile(".weights.yaml", s=BOOM)
+    result = run(pytester, "s.weights.yaml", "--checkpoint", str(healthy))
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.assert_outcomes(passed=3, failed=1)  # finite on each of the 3 checkpoints
+    result.assert_outcomes(passed=1, failed=1)
     (failed,) = [r for r in reports(result) if r.failed]
     assert failed.longreprtext == (
-        f"{pytester.path / 's.weights.yaml'}:2: std-trend on run: "
-        f"ValueError: cannot convert float NaN to integer {HINT}"
+        f"{pytester.path / 's.weights.yaml'}:2: boom on healthy.safetensors: ValueError: simulated bug in a kind {HINT}"
     )
     assert_no_traceback(result)
 
 
-def test_weights_debug_shows_the_traceback(pytester, tmp_path):
-    run_dir = overflowing_run(tmp_path / "run")
-    pytester.makefile(".weights.yaml", s=OVERFLOWING_RUN)
-    result = run(pytester, "s.weights.yaml", "--checkpoint", str(run_dir), "--weights-debug")
-    result.assert_outcomes(passed=3, failed=1)
+def test_weights_debug_shows_the_traceback(pytester, test_kinds, healthy):
+    pytester.makefile(".weights.yaml", s=BOOM)
+    result = run(pytester, "s.weights.yaml", "--checkpoint", str(healthy), "--weights-debug")
+    result.assert_outcomes(passed=1, failed=1)
     (failed,) = [r for r in reports(result) if r.failed]
     first, *trace = failed.longreprtext.splitlines()
-    assert first.endswith(": std-trend on run: ValueError: cannot convert float NaN to integer")
+    assert first.endswith(": boom on healthy.safetensors: ValueError: simulated bug in a kind")
     assert trace[0] == "Traceback (most recent call last):"
-    assert trace[-1] == "ValueError: cannot convert float NaN to integer"
-    assert any("series.py" in line for line in trace)  # where it was raised
+    assert trace[-1] == "ValueError: simulated bug in a kind"
+    assert any("conftest.py" in line for line in trace)  # where it was raised
     assert HINT not in result.stdout.str()
 
 
-def test_an_error_of_the_engine_fails_only_that_checkpoint(pytester, tmp_path):
-    empty = save(tmp_path / "empty.safetensors", {"l.0.w": torch.randn(8, 8), "l.1.w": torch.zeros(0, 8)})
+def test_an_error_of_the_engine_fails_only_that_checkpoint(pytester, test_kinds, tmp_path):
+    tensors = transformer_like()
+    tensors["model.layers.1.mlp.up.weight"][0, 0] = 12345.0  # the test statistic's trigger
+    bad = save(tmp_path / "bad.safetensors", tensors)
     good = save(tmp_path / "good.safetensors", transformer_like())
-    pytester.makefile(".weights.yaml", s=ZERO_ELEMENTS)
-    result = run(pytester, "s.weights.yaml", "--checkpoint", str(empty), "--checkpoint", str(good))
+    pytester.makefile(".weights.yaml", s=EXPLODE)
+    result = run(pytester, "s.weights.yaml", "--checkpoint", str(bad), "--checkpoint", str(good))
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(passed=2, failed=2)
     for r in reports(result):
         assert r.passed == ("good.safetensors" in r.nodeid)
         if r.failed:
             (line,) = r.longreprtext.splitlines()
-            assert f"on empty.safetensors: {empty}: RuntimeError: " in line
-            assert line.endswith(f"(tensor 'l.1.w') {HINT}")
-    result.stdout.fnmatch_lines(["pytest-weights: empty.safetensors: statistics pass failed: RuntimeError: *"])
+            assert f"on bad.safetensors: {bad}: RuntimeError: simulated kernel failure" in line
+            assert line.endswith(f"(tensor 'model.layers.1.mlp.up.weight') {HINT}")
+    result.stdout.fnmatch_lines(["pytest-weights: bad.safetensors: statistics pass failed: RuntimeError: *"])
     assert_no_traceback(result)
+
+
+def test_a_run_past_float64_range_and_empty_tensors_are_judged_not_crashed(tmp_path):
+    """Two former crashes: an overflowing std series (sparkline of inf) and 0-element matrices."""
+    g = torch.Generator().manual_seed(0)
+    run = []
+    for step in (10, 20, 30):
+        huge = {f"model.layers.{i}.w": torch.randn(16, 16, generator=g, dtype=torch.float64) * 1e300 for i in range(3)}
+        run.append((step, StateDictCheckpoint(huge, f"step {step}")))
+    trend = parse_spec("assertions:\n  - {kind: run_trend, stat: std}\n", "t.weights.yaml").assertions[0]
+    result = Checker("cpu").judge_run(run, trend, "run")
+    assert result.error is None and result.summary
+    empty = StateDictCheckpoint({"l.0.w": torch.randn(8, 8), "l.1.w": torch.zeros(0, 8)}, "m")
+    shape = parse_spec("assertions:\n  - {kind: shape, select: {min_numel: 0}}\n", "s.weights.yaml").assertions[0]
+    result = Checker("cpu").judge(empty, shape)
+    assert result.error is None
+    assert any("1 empty tensor(s) (0 values) left out: l.1.w (0, 8)" in n for n in result.notes)
 
 
 def test_check_turns_evaluation_errors_into_failed_results_and_raises_for_unreadable_files(tmp_path, healthy):

@@ -89,6 +89,45 @@ class Assertion(ABC):
     #: How reference tensors are matched: "name" (same name, ``TensorView.reference``) or
     #: "role" (all selected reference tensors go to :meth:`evaluate_reference`).
     match_reference: ClassVar[str] = "name"
+    #: True for kinds whose statistics read the values: a tensor holding NaN or ±Inf fails them
+    #: (its statistics are undefined), whatever the finite values say. ``finite`` reports the
+    #: counts itself and sets False.
+    reads_values: ClassVar[bool] = True
+
+    def required_statistics(self) -> tuple[Statistic, ...]:
+        """:meth:`statistics`, plus the moments that count NaN/Inf for kinds that read values."""
+        from ..stats import Moments
+
+        own = self.statistics()
+        return own if not self.reads_values or Moments() in own else (*own, Moments())
+
+    def judge(self, tensors: Sequence[TensorView], reference: Sequence[TensorView] | None = None) -> Outcome:
+        """:meth:`evaluate` (or :meth:`evaluate_reference` when ``reference`` is given) under the
+        NaN policy: tensors with NaN/Inf fail, named with their counts; the rest are evaluated."""
+
+        def run(views: Sequence[TensorView]) -> Outcome:
+            return self.evaluate(views) if reference is None else self.evaluate_reference(views, reference)
+
+        bad = nonfinite_rows(tensors) if self.reads_values else {}
+        if not bad:
+            return run(tensors)
+        rest = [t for t in tensors if t.name not in bad]
+        return with_nonfinite(run(rest) if rest else None, bad, len(tensors))
+
+    def judge_run(self, steps: Sequence[int], views: Sequence[Sequence[TensorView]]) -> Outcome:
+        """``evaluate_run`` (run-scope kinds) under the NaN policy: a tensor with NaN/Inf at any
+        step fails, named with the step; the rest of the run is evaluated."""
+        bad: dict[str, Deviation] = {}
+        if self.reads_values:
+            for step, step_views in zip(steps, views, strict=True):
+                for name, row in nonfinite_rows(step_views).items():
+                    bad.setdefault(name, dataclasses.replace(row, observed=f"step {step}: {row.observed}"))
+        run = getattr(self, "evaluate_run")  # noqa: B009 - defined by run-scope kinds only
+        if not bad:
+            return run(steps, views)
+        rest = [[t for t in step_views if t.name not in bad] for step_views in views]
+        total = len({t.name for step_views in views for t in step_views})
+        return with_nonfinite(run(steps, rest) if any(rest) else None, bad, total)
 
     @abstractmethod
     def statistics(self) -> tuple[Statistic, ...]:
@@ -109,6 +148,38 @@ class Assertion(ABC):
     def validate(self) -> str | None:
         """Return an error message if parameters are inconsistent, else None."""
         return None
+
+
+#: The tolerance text of a row failed by the NaN policy (nothing about its values can be drawn).
+UNDEFINED = "statistics undefined"
+
+
+def nonfinite_rows(tensors: Sequence[TensorView]) -> dict[str, Deviation]:
+    """A failure row for each tensor whose moments count NaN or ±Inf values."""
+    from ..stats import Moments
+
+    rows = {}
+    for t in tensors:
+        m = t.values.get(Moments())
+        if m is not None and (m.nan or m.inf):
+            counts = f"{m.nan} NaN, {m.inf} Inf of {m.numel} values"
+            rows[t.name] = Deviation(t.name, counts, "finite values", UNDEFINED, math.inf)
+    return rows
+
+
+def with_nonfinite(inner: Outcome | None, bad: Mapping[str, Deviation], total: int) -> Outcome:
+    """``inner`` (the finite tensors' outcome) failed by the tensors holding NaN/Inf."""
+    head = f"{len(bad)} of {total} tensors hold NaN/Inf (statistics undefined)"
+    if inner is None:
+        return Outcome(False, head, tuple(bad.values()), total)
+    return Outcome(
+        False,
+        f"{head}; the others: {inner.summary}",
+        (*bad.values(), *inner.deviations),
+        total,
+        inner.notes,
+        inner.observed,
+    )
 
 
 # ---------------------------------------------------------------- parameter parsing

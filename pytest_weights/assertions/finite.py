@@ -15,6 +15,7 @@ class Finite(Assertion):
     """Every value is finite: no NaN, no ±Inf. Reports the counts per tensor."""
 
     kind = "finite"
+    reads_values = False  # it reports the NaN/Inf counts itself
 
     def statistics(self) -> tuple[Statistic, ...]:
         return (Moments(),)

@@ -22,12 +22,15 @@ SPARK = "▁▂▃▄▅▆▇█"
 
 
 def sparkline(values: Sequence[float]) -> str:
-    finite = [v for v in values if not math.isnan(v)]
+    """One block character per value, scaled to the finite values' range; ``?`` for NaN/±Inf."""
+    finite = [v for v in values if math.isfinite(v)]
     if not finite:
         return "?" * len(values)
     lo, hi = min(finite), max(finite)
-    span = hi - lo or 1.0
-    return "".join("?" if math.isnan(v) else SPARK[min(7, int((v - lo) / span * 8))] for v in values)
+    span = hi - lo
+    if not (span > 0 and math.isfinite(span)):  # constant, or a range past float64
+        return "".join(SPARK[3] if math.isfinite(v) else "?" for v in values)
+    return "".join(SPARK[min(7, int((v - lo) / span * 8))] if math.isfinite(v) else "?" for v in values)
 
 
 def show(steps: Sequence[int], values: Sequence[float], limit: int = 6) -> str:

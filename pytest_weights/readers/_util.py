@@ -97,7 +97,10 @@ _NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
 
 def refusal(what: str, exc: BaseException) -> str:
     """``<what>: <ExceptionType>: <message>`` on one line, the message cut to :data:`REASON_LIMIT` characters."""
-    message = " ".join(str(exc).split())
+    try:
+        message = " ".join(str(exc).split())
+    except Exception:  # an exception whose __str__ fails
+        message = ""
     detail = message.partition("WeightsUnpickler error:")[2].strip()  # torch.load's advice hides the reason
     if detail:
         message = detail.split(" Check the documentation of torch.load")[0]

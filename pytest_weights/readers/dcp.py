@@ -10,7 +10,10 @@ Safety: DCP's own ``FileSystemReader.read_metadata`` unpickles ``.metadata`` wit
 with an allowlist instead (DCP's metadata dataclasses, ``torch.Size``, dtypes, paths) and
 refuses anything else; tensor data is read by DCP with ``torch.load(weights_only=True)``.
 Every data file named in the metadata must be a plain file name in the directory, exist,
-and be long enough for the byte ranges the metadata gives it.
+and be long enough for the byte ranges the metadata gives it; every tensor's shape must be
+plausible, its chunks must lie inside it, tile it and each have stored bytes enough for its
+elements, all checked before a tensor is allocated (into zeros). Storage transforms
+(compression) are not supported.
 
 Names are DCP's flattened names: nested state dicts become dotted names
 (``{"model": {"fc.weight": t}}`` → ``model.fc.weight``). Tensors under an optimizer key

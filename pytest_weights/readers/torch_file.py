@@ -10,6 +10,10 @@ with ``mmap=True``, so opening maps the file and reads only the pickle; tensor b
 paged in when a tensor is read. **Limit:** the legacy non-zip format
 (``_use_new_zipfile_serialization=False``, PyTorch < 1.6) cannot be memory-mapped or
 streamed by ``torch.load``: opening such a file reads every tensor into memory at once.
+``torch.load`` allocates a legacy file's storages (and grows one to fit a tensor) at the
+sizes its pickle declares, so those are first read with a stub unpickler that builds and
+imports nothing, and must fit in the file. No tensor may be larger than 1024× its file (a
+zero stride or a sparse layout could otherwise make a few bytes describe terabytes).
 
 Layout: nested containers are flattened to dotted names, e.g. ``{"model": {"fc.weight": t}}``
 → ``model.fc.weight``, Lightning's ``{"state_dict": {...}}`` → ``state_dict.…`` and list

@@ -110,6 +110,17 @@ def _judge_refusal(e: CheckpointError, workdir: Path) -> tuple[str, str]:
     return "refused", e.message[:300]
 
 
+def _wrapped(e: CheckpointError) -> str:
+    """The type name of the library exception a refusal quotes (``<what>: <Type>: …``), or "" for a reader's own
+    check."""
+    from pytest_weights.readers._util import _root_failure
+
+    if e.__context__ is None:
+        return ""
+    name = type(_root_failure(e.__context__)).__name__
+    return name if f": {name}" in e.message else ""
+
+
 def check(entry: Path, workdir: Path, marker: Path) -> tuple[str, str, str]:
     """Run the invariants on one mutated checkpoint: (outcome kind, detail, wrapped cause type)."""
     before = _fingerprint(workdir)
@@ -122,7 +133,7 @@ def check(entry: Path, workdir: Path, marker: Path) -> tuple[str, str, str]:
             kind, detail = "invalid", problem
     except CheckpointError as e:
         kind, detail = _judge_refusal(e, workdir)
-        cause = type(e.__context__).__name__ if e.__context__ is not None and e.__suppress_context__ else ""
+        cause = _wrapped(e)
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as e:

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ..errors import excerpt
 from ..readers.base import TensorInfo
 from ..stats.base import Statistic
 
@@ -215,7 +216,7 @@ def build(cls: type[Assertion], raw: Mapping[str, Any]) -> Assertion:
             known = ", ".join(fields) or "none"
             raise ParamError(
                 key,
-                f"unknown parameter {key!r} for kind {cls.kind!r}{suggest(key, fields)}; parameters: {known}",
+                f"unknown parameter {excerpt(key)} for kind {cls.kind!r}{suggest(key, fields)}; parameters: {known}",
             )
     values = {}
     for name, f in fields.items():
@@ -251,14 +252,14 @@ def _convert(name: str, value: Any, tp: Any) -> Any:
                 return _convert(name, value, option)
             except ParamError:
                 continue
-        raise ParamError(name, f"parameter {name!r} must be {_typename(tp)}, got {value!r}")
+        raise ParamError(name, f"parameter {name!r} must be {_typename(tp)}, got {excerpt(value)}")
     if origin is typing.Literal:
         choices = typing.get_args(tp)
         if value in choices:
             return value
         raise ParamError(
             name,
-            f"parameter {name!r} must be {_typename(tp)}, got {value!r}{suggest(str(value), map(str, choices))}",
+            f"parameter {name!r} must be {_typename(tp)}, got {excerpt(value)}{suggest(str(value), map(str, choices))}",
         )
     if origin is tuple:
         items = value if isinstance(value, list) else [value]
@@ -279,7 +280,7 @@ def _convert(name: str, value: Any, tp: Any) -> Any:
             return value
     elif (tp is bool or tp is str) and isinstance(value, tp):
         return value
-    raise ParamError(name, f"parameter {name!r} must be {_typename(tp)}, got {value!r}")
+    raise ParamError(name, f"parameter {name!r} must be {_typename(tp)}, got {excerpt(value)}")
 
 
 # ---------------------------------------------------------------- formatting helpers

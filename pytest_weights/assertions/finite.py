@@ -25,8 +25,10 @@ class Finite(Assertion):
 
     def evaluate(self, tensors: Sequence[TensorView]) -> Outcome:
         rows = []
+        observed = {}
         for t in tensors:
             m = t[Moments()]
+            observed[t.name] = {"nan": m.nan, "inf": m.inf, "numel": m.numel}
             if m.nan or m.inf:
                 bad = m.nan + m.inf
                 rows.append(
@@ -41,5 +43,5 @@ class Finite(Assertion):
         rows.sort(key=lambda d: -d.score)
         n = len(tensors)
         if rows:
-            return Outcome(False, f"{len(rows)} of {n} tensors hold NaN or Inf", tuple(rows), n)
-        return Outcome(True, f"all {n} tensors finite", (), n)
+            return Outcome(False, f"{len(rows)} of {n} tensors hold NaN or Inf", tuple(rows), n, observed=observed)
+        return Outcome(True, f"all {n} tensors finite", (), n, observed=observed)

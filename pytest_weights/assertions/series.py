@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from ..errors import excerpt
 from ..stats import Statistic
 from ..stats.scalars import SCALARS
 from .base import Assertion, Deviation, Outcome, TensorView, fmt, suggest
@@ -58,7 +59,7 @@ class Trajectory(Assertion):
 
     def validate(self) -> str | None:
         if self.stat not in SCALARS:
-            return f"unknown statistic {self.stat!r}{suggest(self.stat, SCALARS)}; known: {', '.join(SCALARS)}"
+            return f"unknown statistic {excerpt(self.stat)}{suggest(self.stat, SCALARS)}; known: {', '.join(SCALARS)}"
         return None
 
     def statistics(self) -> tuple[Statistic, ...]:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import median
 
+from ..errors import excerpt
 from ..stats import Statistic
 from ..stats.scalars import SCALARS
 from .base import Assertion, Deviation, Outcome, TensorView, fmt, register, suggest
@@ -30,7 +31,7 @@ class SiblingConsistency(Assertion):
 
     def validate(self) -> str | None:
         if self.stat not in SCALARS:
-            return f"unknown statistic {self.stat!r}{suggest(self.stat, SCALARS)}; known: {', '.join(SCALARS)}"
+            return f"unknown statistic {excerpt(self.stat)}{suggest(self.stat, SCALARS)}; known: {', '.join(SCALARS)}"
         if not SCALARS[self.stat].nonnegative:
             usable = ", ".join(n for n, s in SCALARS.items() if s.nonnegative)
             return (
@@ -52,10 +53,11 @@ class SiblingConsistency(Assertion):
     def evaluate(self, tensors: Sequence[TensorView]) -> Outcome:
         s = SCALARS[self.stat]
         rows, judged = [], 0
+        observed = {t.name: s.read(t[s.statistic]) for t in tensors}
         for role, group in sorted(by_role(tensors).items()):
             if len(group) < self.min_siblings:
                 continue
-            values = {t.name: s.read(t[s.statistic]) for t in group}
+            values = {t.name: observed[t.name] for t in group}
             finite = [v for v in values.values() if not math.isnan(v)]
             med = median(finite) if finite else math.nan  # all NaN: every tensor deviates
             judged += len(group)
@@ -79,9 +81,11 @@ class SiblingConsistency(Assertion):
                 (),
                 len(tensors),
                 skipped=True,
+                observed=observed,
             )
         rows.sort(key=lambda d: -d.score)
         what = f"{self.stat} within ×{fmt(self.max_ratio)} of the role median"
         if rows:
-            return Outcome(False, f"{len(rows)} of {judged} tensors: {what} does not hold", tuple(rows), judged)
-        return Outcome(True, f"all {judged} tensors: {what}", (), judged)
+            summary = f"{len(rows)} of {judged} tensors: {what} does not hold"
+            return Outcome(False, summary, tuple(rows), judged, observed=observed)
+        return Outcome(True, f"all {judged} tensors: {what}", (), judged, observed=observed)

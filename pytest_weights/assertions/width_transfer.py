@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
+from ..errors import excerpt
 from ..stats import Statistic
 from ..stats.transfer import RowColNorms, StdEntryHistogram, hist_distances, sample_distances
 from .base import Assertion, Deviation, Outcome, TensorView, fmt, register
@@ -43,8 +44,9 @@ class WidthTransfer(Assertion):
 
     def validate(self) -> str | None:
         bad = [c for c in self.compare if c not in QUANTITIES]
-        if bad:
-            return f"compare: unknown {bad}; choose from {', '.join(QUANTITIES)}"
+        if bad or not self.compare:
+            what = f"unknown {excerpt(bad)}" if bad else "nothing to compare"
+            return f"compare: {what}; choose from {', '.join(QUANTITIES)}"
         return None
 
     def statistics(self) -> tuple[Statistic, ...]:

@@ -718,3 +718,30 @@ def test_peft_config_with_absurd_numbers(tmp_path):
     refused(tmp_path, "'lora_alpha' should be a finite number", named=config)
     config.write_text('{"r": 1' + "0" * 30 + ', "lora_alpha": 8}')
     refused(tmp_path, "'r' should be a positive integer", named=config)
+
+
+def test_gguf_array_count_beyond_the_file(tmp_path):
+    # 41 bytes: a metadata array of 2**40 uint8 and no data; gguf.GGUFReader looped forever on it
+    pytest.importorskip("gguf")
+    path = tmp_path / "hang.gguf"
+    header = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 1) + b"a"
+    path.write_bytes(header + struct.pack("<IIQ", 9, 0, 2**40))
+    refused(path, "1099511627776 array items cannot fit in the file")
+
+
+def test_gguf_tensor_data_not_where_ggml_puts_it(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    path = tmp_path / "m.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_tensor("a", np.ones((4, 32), dtype=np.float32))
+    w.add_tensor("b", np.ones((4, 32), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    raw = bytearray(path.read_bytes())
+    offset = raw.index(b"\x01\x00\x00\x00\x00\x00\x00\x00b") + 9 + 4 + 16 + 4  # tensor "b": name, n_dims, dims, type
+    assert struct.unpack_from("<Q", raw, offset)[0] == 512
+    raw[offset : offset + 8] = struct.pack("<Q", 0)  # "b" claims the bytes of "a"
+    path.write_bytes(bytes(raw))
+    refused(path, "tensor 'b': data at offset 0, but ggml's layout puts it at 512")

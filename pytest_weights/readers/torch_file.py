@@ -77,8 +77,7 @@ def load_weights_only(path: Path) -> object:
     with refuse(path, what):
         try:
             with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Detected pickle protocol")
-                warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+                warnings.simplefilter("ignore")  # "Detected pickle protocol …", deprecations a crafted pickle triggers
                 return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
         except pickle.UnpicklingError as e:  # what the pickle asked for (a global, an opcode) is not allowed
             raise CheckpointError(

@@ -49,7 +49,7 @@ def _state(seed: int = 0) -> dict[str, torch.Tensor]:
 def safetensors_seed(d: Path) -> Seed:
     from safetensors.torch import save_file
 
-    sd = {**_state(), "fp8": torch.randn(4, 8).to(torch.float8_e4m3fn)}
+    sd = {**_state(), "fp8": torch.randn(4, 8, generator=torch.Generator().manual_seed(5)).to(torch.float8_e4m3fn)}
     save_file(sd, d / "model.safetensors", metadata={"format": "pt"})
     return Seed("safetensors", d, "model.safetensors", ("model.safetensors",))
 
@@ -90,7 +90,39 @@ def torch_zip_seed(d: Path) -> Seed:
 def torch_legacy_seed(d: Path) -> Seed:
     torch.manual_seed(0)
     torch.save(_train_state(), d / "old.pth", _use_new_zipfile_serialization=False)
+    _stable_storage_keys(d / "old.pth")
     return Seed("torch-legacy", d, "old.pth", ("old.pth",))
+
+
+def _stable_storage_keys(path: Path) -> None:
+    """The legacy format names storages by memory address and writes them in the order of those names: rename
+    them 0…0, 0…1 … (same lengths, in order of first use) and write them in that order, so the seed's bytes, and
+    every mutation of it, are the same in every run."""
+    import mmap
+
+    from pytest_weights.readers.torch_file import _LegacyScanner, _MapReader
+
+    raw = path.read_bytes()
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        reader = _MapReader(m)
+        for _ in range(3):  # magic number, protocol, system info
+            _LegacyScanner(reader).load()
+        scanner = _LegacyScanner(reader)
+        scanner.load()  # the object: scanner.storages in order of first use
+        object_end = reader.pos
+        keys = _LegacyScanner(reader).load()
+        pos, records = reader.pos, {}
+        for key in keys:
+            numel, size = scanner.storages[key]
+            records[key] = raw[pos : pos + 8 + numel * size]
+            pos += 8 + numel * size
+    names = {key: f"{i:0{len(key)}d}" for i, key in enumerate(scanner.storages)}
+    head = raw[:object_end]
+    for key, name in names.items():
+        head = head.replace(key.encode(), name.encode())
+    order = sorted(keys, key=lambda k: names[k])
+    path.write_bytes(head + pickle.dumps([names[k] for k in order], 2) + b"".join(records[k] for k in order))
+    torch.load(path, weights_only=True)  # still a valid checkpoint
 
 
 def _arrays() -> dict[str, np.ndarray]:

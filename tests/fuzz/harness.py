@@ -174,11 +174,18 @@ def run_case(
     return outcome
 
 
+def warm_up(seeds: dict[str, Seed]) -> None:
+    """Read every seed once, so that imports (torch.distributed.checkpoint, gguf …) do not count as case time."""
+    for seed in seeds.values():
+        _exercise(seed.directory / seed.entry)
+
+
 def worker(conn: Connection, seeds: dict[str, Seed], seed: int, workdir: str, keep: str | None) -> None:
     """A campaign worker process: runs the (format, case) pairs it receives until it receives None."""
     import torch
 
     torch.set_num_threads(1)
+    warm_up(seeds)
     while True:
         task = conn.recv()
         if task is None:

@@ -18,7 +18,7 @@ import pytest
 from pytest_weights.errors import CheckpointError
 
 from .corpus import FORMATS, build_corpus
-from .harness import GOOD, check, run_case
+from .harness import GOOD, check, run_case, warm_up
 from .mutate import mutate, payloads
 
 CASES = 100
@@ -28,6 +28,7 @@ SEED = int(os.environ.get("PW_FUZZ_SEED", "11"))
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_mutated_checkpoints_are_read_or_refused(tmp_path, fmt):
     seeds = build_corpus(tmp_path / "corpus", [fmt])
+    warm_up(seeds)
     work = tmp_path / "cases"
     work.mkdir()
     outcomes = [run_case(seeds, fmt, SEED, case, work) for case in range(CASES)]

@@ -1,7 +1,9 @@
-"""The ``pytest-weights`` command: validate specs, inspect a checkpoint, list bundled specs.
+"""The ``pytest-weights`` command: check or diff checkpoints, validate specs, inspect a checkpoint.
 
 ::
 
+    pytest-weights check model.safetensors           # one-screen verdict: healthy, or what is wrong
+    pytest-weights diff base.safetensors ft.safetensors --atol 1e-6   # what changed, tensor by tensor
     pytest-weights validate specs/*.weights.yaml     # OK path (N assertions) | file:line: message
     pytest-weights inspect model.safetensors         # per-tensor table of statistics
     pytest-weights inspect model.safetensors --roles --stats std,ks --json
@@ -11,9 +13,11 @@ Statistics are computed by the same one-pass engine as the pytest plugin and sha
 persistent cache (``.pytest_cache/d/pytest-weights``), so inspecting a checkpoint that
 ``pytest --checkpoint`` already checked reads nothing it does not have to.
 
-Exit codes: 0 success; 1 ``validate`` found invalid specs; 2 usage error or a checkpoint
-or spec that cannot be read (one line ``pytest-weights: error: <file>: <cause>`` on stderr;
-``--debug`` prints the Python traceback of an unexpected error above it).
+Exit codes: 0 success (``check``: healthy; ``diff``: identical within tolerance); 1 ``validate``
+found invalid specs, ``check`` a failed check, ``diff`` a difference; 2 usage error or a
+checkpoint or spec that cannot be read (one line ``pytest-weights: error: <file>: <cause>`` on
+stderr; ``--debug`` prints the Python traceback of an unexpected error above it). Nothing here
+imports torch until a command runs.
 """
 
 from __future__ import annotations
@@ -58,11 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Check and inspect the statistics of neural-network checkpoint weights.",
-        epilog="Exit status: 0 ok, 1 invalid spec (validate), 2 usage error or unreadable file.",
+        epilog="Exit status: 0 ok (check: healthy, diff: identical); 1 validate: invalid spec, check: a failed "
+        "check, diff: a difference; 2 usage error or unreadable file.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    _add_check(sub)
+    _add_diff(sub)
 
     p = sub.add_parser(
         "validate",
@@ -101,14 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--csv", action="store_true", help="print CSV with a header row")
     p.add_argument("--roles", action="store_true", help="one row per role: count, depths, median of each statistic")
     p.add_argument("--device", default="auto", metavar="DEVICE", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write cached statistics")
-    p.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help=f"where cached statistics live (default: {DEFAULT_CACHE_DIR}, shared with the pytest plugin)",
-    )
+    _add_cache_options(p)
 
     sub.add_parser("specs", help="list bundled specs", description="List the specs shipped with pytest-weights.")
 
@@ -145,14 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="path or URL of the JSON Schema on the spec's first line (default: weights.schema.json)",
     )
     p.add_argument("--device", default="auto", metavar="DEVICE", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write cached statistics")
-    p.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help=f"where cached statistics live (default: {DEFAULT_CACHE_DIR}, shared with the pytest plugin)",
-    )
+    _add_cache_options(p)
     for command in sub.choices.values():  # also accepted after the command: pytest-weights inspect X --debug
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
@@ -181,7 +175,74 @@ def main(argv: list[str] | None = None) -> int:
         return _error(_on(_subject(args), describe(e)), e, args.debug)
 
 
+def _add_check(sub: Any) -> None:
+    p = sub.add_parser(
+        "check",
+        help="one-screen health verdict of checkpoints (the plugin's checks, no pytest)",
+        description="Check each CHECKPOINT against the specs (default: the bundled default spec) with the same "
+        "engine as `pytest --checkpoint`, and print one screen per checkpoint: a plain-English headline (facts, "
+        "and a guess at the cause, labelled as one), the failing checks, and what was checked and left out. "
+        "Exit status: 0 healthy, 1 a check failed, 2 usage error or unreadable input.",
+    )
+    p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoint file or model directory")
+    p.add_argument(
+        "--spec",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="spec file or bundled spec name; repeatable (default: default)",
+    )
+    p.add_argument(
+        "--reference",
+        metavar="PATH",
+        help="the checkpoint `view: delta` subtracts and reference kinds (reference_ratio, unchanged) compare with",
+    )
+    p.add_argument("--json", metavar="PATH", help="write every result and verdict as JSON to PATH ('-': stdout)")
+    p.add_argument("--device", default="auto", metavar="DEVICE", help="auto (default), cpu, cuda or cuda:N")
+    _add_cache_options(p)
+
+
+def _add_diff(sub: Any) -> None:
+    p = sub.add_parser(
+        "diff",
+        help="what changed between two checkpoints, tensor by tensor",
+        description="Compare every tensor of A with its counterpart in B (names matched, DDP/compile/Lightning "
+        "wrapper prefixes stripped when that pairs them): changed or not at the tolerance (an element changed "
+        "when |a − b| > atol + rtol·|b|; NaN in both at the same place is not a change), changed fraction, "
+        "max and mean |Δ|, ‖A−B‖/‖B‖, tensors only in A or B, shape and dtype changes, a rollup by role and "
+        "layer. One pair of tensors in memory at a time. Exit status: 0 identical within tolerance, 1 something "
+        "differs, 2 usage error or unreadable input.",
+    )
+    p.add_argument("a", metavar="A", help="checkpoint file or model directory")
+    p.add_argument("b", metavar="B", help="checkpoint to compare with (the reference of rtol)")
+    p.add_argument("--atol", type=float, default=0.0, metavar="X", help="absolute tolerance (default 0)")
+    p.add_argument("--rtol", type=float, default=0.0, metavar="Y", help="tolerance relative to |b| (default 0)")
+    p.add_argument("--json", metavar="PATH", help="write the full comparison as JSON to PATH ('-': stdout)")
+    p.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="only tensors whose name (in A or B) matches GLOB ('*' matches dots too); repeatable",
+    )
+
+
+def _add_cache_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-cache", action="store_true", help="do not read or write cached statistics")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"where cached statistics live (default: {DEFAULT_CACHE_DIR}, shared with the pytest plugin)",
+    )
+
+
 def run_command(args: argparse.Namespace) -> int:
+    if args.command == "check":
+        return cmd_check(args)
+    if args.command == "diff":
+        return cmd_diff(args)
     if args.command == "validate":
         if args.schema:
             from .schema import schema_json
@@ -202,7 +263,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 def _subject(args: argparse.Namespace) -> str:
     """The file a command works on, to name in an error."""
-    return str(getattr(args, "checkpoint", None) or "")
+    return str(getattr(args, "checkpoint", None) or getattr(args, "current", None) or "")
 
 
 def _on(subject: str, message: str) -> str:
@@ -220,6 +281,173 @@ def _error(message: str, exc: BaseException | None = None, debug: bool = False) 
             hint = " (--debug for the traceback)"
     print(f"{PROG}: error: {' '.join(message.split())}{hint}", file=sys.stderr)
     return 2
+
+
+# ---------------------------------------------------------------------------- check
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """One screen per checkpoint; 0 healthy, 1 a check failed, 2 a checkpoint could not be read."""
+    from .runner import Checker, open_or_raise
+
+    assertions = _load_assertions(args.spec or ["default"])
+    cache_dir = None if args.no_cache else (args.cache_dir or DEFAULT_CACHE_DIR)
+    if cache_dir is not None and Path(cache_dir) == DEFAULT_CACHE_DIR:
+        _ensure_pytest_cache_root(DEFAULT_CACHE_DIR.parent.parent)
+    cache = _stat_cache(cache_dir)
+    reference = open_or_raise(args.reference) if args.reference else None
+    progress = _progress if sys.stderr.isatty() else None
+    checker = Checker(_device(args.device), progress=progress, cache=cache, reference=reference)
+    keep: list[Any] = []  # every checkpoint stays referenced: the checker keys its ΔW views by id()
+    status, verdicts, results = 0, [], []
+    try:
+        for i, path in enumerate(args.checkpoints):
+            args.current = path
+            try:
+                v = _check_path(checker, path, assertions, keep)
+            except WeightsError as e:
+                _error(str(e))
+                verdicts.append({"checkpoint": path, "healthy": False, "error": describe(e)})
+                status = 2
+                continue
+            if args.json != "-":
+                print(("\n" if i else "") + _render(v), flush=True)
+            verdicts.append(v.to_dict())
+            results += v.results
+            status = max(status, 0 if v.healthy else 1)
+    finally:
+        if reference is not None:
+            reference.close()
+    if args.json:
+        _write_json(args.json, _check_json(args.checkpoints, results, verdicts))
+    return status
+
+
+def _check_path(checker: Any, path: str, assertions: Sequence[Any], keep: list[Any]) -> Any:
+    """Open ``path``, judge it (:func:`check_checkpoint`), close it (the object is kept in ``keep``)."""
+    from .runner import open_or_raise
+
+    ckpt = open_or_raise(path)
+    keep.append(ckpt)
+    try:
+        return check_checkpoint(checker, ckpt, assertions)
+    finally:
+        ckpt.close()
+
+
+def _load_assertions(refs: Sequence[str]) -> list[Any]:
+    """Every assertion of the specs ``refs``; an unreadable or invalid spec is a usage error."""
+    from .spec import load_spec
+
+    out = []
+    for ref in refs:
+        spec = load_spec(ref)  # SpecError: not found, unreadable YAML
+        if spec.errors:
+            more = f" (and {len(spec.errors) - 1} more: pytest-weights validate {ref})" if len(spec.errors) > 1 else ""
+            raise CliError(f"{spec.errors[0]}{more}")
+        out += spec.assertions
+    return out
+
+
+def _device(name: str) -> Any:
+    from .device import resolve_device
+
+    try:
+        return resolve_device(name)
+    except WeightsError as e:
+        raise CliError(str(e).replace("--weights-device", "--device")) from None
+
+
+def _stat_cache(cache_dir: Path | None) -> Any:
+    from .cache import StatCache
+
+    return StatCache(cache_dir) if cache_dir is not None else None
+
+
+def check_checkpoint(checker: Any, ckpt: Any, assertions: Sequence[Any]) -> Any:
+    """The :class:`~pytest_weights.verdict.Verdict` on ``ckpt``; raises a :class:`WeightsError`
+    when it (or the reference) cannot be read, or for a usage problem."""
+    from .readers.derived import DeltaCheckpoint
+    from .runner import error_result
+    from .verdict import Checked, coverage, verdict
+
+    checker.prepare((ckpt, a) for a in assertions)
+    for c in (ckpt, checker.reference):
+        unreadable = checker.pass_error(c) if c is not None else None
+        if unreadable is not None:
+            raise unreadable
+    results, checked, notes = [], [], []
+    for a in assertions:
+        try:
+            results.append(checker.evaluate(ckpt, a))
+            target = checker.target(ckpt, a)
+        except (WeightsError, *FATAL):  # a usage problem, e.g. view: delta without --reference
+            raise
+        except BaseException as e:  # the assertion could not judge these values: a failed result
+            results.append(error_result(a, ckpt.label, e))
+            continue
+        checked.append(Checked(a.assertion.kind, a.selection.min_numel, _names(checker, target, a)))
+        if isinstance(target, DeltaCheckpoint):
+            notes += [n for n in target.notes() if n not in notes]
+    return verdict(ckpt.label, results, coverage(ckpt.tensors(), checked), notes)
+
+
+def _names(checker: Any, target: Any, spec: Any) -> set[str]:
+    return {i.name for i in checker.select(target, spec).tensors}
+
+
+def _render(v: Any) -> str:
+    from .verdict import render
+
+    return render(v)
+
+
+def _check_json(paths: Sequence[str], results: Sequence[Any], verdicts: Sequence[Any]) -> dict[str, Any]:
+    """The ``--weights-json`` record (version 1) of every result, plus one verdict per checkpoint."""
+    summary = {
+        "passed": sum(r.passed and not r.skipped for r in results),
+        "failed": sum(not r.passed for r in results),
+        "skipped": sum(r.skipped for r in results),
+    }
+    return {
+        "version": 1,
+        "checkpoints": list(paths),
+        "summary": summary,
+        "results": [r.to_dict() for r in results],
+        "verdicts": list(verdicts),
+    }
+
+
+def _write_json(dest: str, doc: Any) -> None:
+    """``doc`` as JSON (NaN/Inf as null) to the file ``dest``, or stdout for ``-``."""
+    text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
+    if dest == "-":
+        sys.stdout.write(text)
+        return
+    path = Path(dest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------- diff
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """Print (or write as JSON) what differs between A and B; 0 identical, 1 something differs."""
+    from .diff import diff_checkpoints
+
+    for name in ("atol", "rtol"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise CliError(f"--{name} must be a finite number ≥ 0, got {value}")
+    report = diff_checkpoints(args.a, args.b, atol=args.atol, rtol=args.rtol, include=args.include)
+    if args.include and not report.tensors:
+        raise CliError(f"no tensor of {args.a} or {args.b} matches --include {' '.join(args.include)}")
+    if args.json != "-":
+        print(report.format())
+    if args.json:
+        _write_json(args.json, report.to_dict())
+    return 0 if report.identical else 1
 
 
 # ---------------------------------------------------------------------------- validate

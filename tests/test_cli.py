@@ -88,18 +88,26 @@ def test_validate_missing_spec_is_an_error(capsys, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("where", ["before", "after"])
-def test_an_unexpected_loader_error_is_one_line_and_debug_shows_its_traceback(capsys, tmp_path: Path, where) -> None:
-    deep = tmp_path / "deep.weights.yaml"
-    deep.write_text("assertions: " + "[" * 3000 + "]" * 3000 + "\n")
-    code, out, err = run(capsys, "validate", str(deep))
+def test_an_unexpected_loader_error_is_one_line_and_debug_shows_its_traceback(
+    capsys, tmp_path: Path, monkeypatch, where
+) -> None:
+    import pytest_weights.spec
+
+    def crash(path: object) -> None:
+        raise RecursionError("maximum recursion depth exceeded")  # a loader bug, not an invalid spec
+
+    monkeypatch.setattr(pytest_weights.spec, "load_spec", crash)
+    spec = tmp_path / "any.weights.yaml"
+    spec.write_text("assertions: []\n")
+    code, out, err = run(capsys, "validate", str(spec))
     assert (code, out) == (2, "")
     (line,) = err.splitlines()
-    assert line.startswith(f"pytest-weights: error: {deep}: RecursionError: ")
+    assert line.startswith(f"pytest-weights: error: {spec}: RecursionError: ")
     assert line.endswith(" (--debug for the traceback)")
-    argv = ["--debug", "validate", str(deep)] if where == "before" else ["validate", str(deep), "--debug"]
+    argv = ["--debug", "validate", str(spec)] if where == "before" else ["validate", str(spec), "--debug"]
     code, out, err = run(capsys, *argv)
     assert code == 2 and err.startswith("Traceback (most recent call last)")
-    assert err.splitlines()[-1].startswith(f"pytest-weights: error: {deep}: RecursionError: ")
+    assert err.splitlines()[-1].startswith(f"pytest-weights: error: {spec}: RecursionError: ")
     assert "--debug for the traceback" not in err
 
 
@@ -222,5 +230,5 @@ def test_entry_point_help() -> None:
     assert exe is not None, "the pytest-weights console script is not installed (pip install -e .)"
     proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
-    for command in ("validate", "inspect", "specs"):
+    for command in ("check", "diff", "validate", "inspect", "specs", "init"):
         assert command in proc.stdout

@@ -10,7 +10,7 @@ import torch
 from conftest import save, transformer_like
 from safetensors.torch import save_file
 
-from pytest_weights import CheckpointError, WeightsError, check, open_checkpoint
+from pytest_weights import WeightsError, check, open_checkpoint
 from pytest_weights.readers.derived import DeltaCheckpoint, LoraDelta
 from pytest_weights.spec import parse_spec
 
@@ -63,11 +63,84 @@ def test_delta_without_reference_is_a_clear_error(tmp_path):
         check(b, parse_spec(FINETUNE_SPEC, "ft.weights.yaml"), device="cpu")
 
 
-def test_shape_mismatch_names_both_files(tmp_path):
-    a = save(tmp_path / "a.safetensors", {"w": torch.randn(4, 4)})
-    b = save(tmp_path / "b.safetensors", {"w": torch.randn(4, 5)})
-    with pytest.raises(CheckpointError, match=r"shape \[4, 4\] here but \[4, 5\] in the reference .*b.safetensors"):
-        DeltaCheckpoint(open_checkpoint(a), open_checkpoint(b))
+def test_a_shape_mismatch_drops_that_tensor_with_a_note_and_the_rest_of_delta_works(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    ref = {"w": torch.randn(4, 5, generator=g), "v": torch.randn(8, 8, generator=g)}
+    tuned = {"w": torch.randn(4, 4, generator=g), "v": ref["v"] + 1.0}
+    a, b = save(tmp_path / "a.safetensors", tuned), save(tmp_path / "b.safetensors", ref)
+    delta = DeltaCheckpoint(open_checkpoint(a), open_checkpoint(b))
+    assert [i.name for i in delta.tensors()] == ["v"] and delta.unmatched == []
+    assert delta.notes() == ("w left out of ΔW: shape [4, 4] here, [4, 5] in the reference",)
+    np.testing.assert_array_equal(delta.read("v").numpy(), (tuned["v"] - ref["v"]).numpy())
+    spec = parse_spec("assertions:\n  - {kind: stat_range, stat: mean, view: delta, min: 0.99, max: 1.01}\n", "d.yaml")
+    report = check(a, spec, device="cpu", reference=b)
+    assert report.passed and report.results[0].checked == 1
+
+
+def test_an_int_buffer_in_both_is_non_float_not_missing_from_the_reference(tmp_path):
+    base = transformer_like(layers=2)
+    b, f = save(tmp_path / "base.safetensors", base), save(tmp_path / "ft.safetensors", finetuned(base))
+    delta = DeltaCheckpoint(open_checkpoint(f), open_checkpoint(b))
+    assert delta.unmatched == [] and delta.notes() == ()
+    ids = next(i for i in delta.tensors() if i.name == "position_ids")
+    assert ids.dtype == torch.int64 and not ids.is_float
+    assert int(delta.read("position_ids").abs().sum()) == 0
+    spec = parse_spec("assertions:\n  - {kind: stat_range, stat: std, view: delta, min: 0}\n", "d.weights.yaml")
+    (result,) = check(f, spec, device="cpu", reference=b).results
+    assert result.passed
+    assert result.notes == ("1 non-float tensor(s) left out of float statistics: position_ids (int64)",)
+
+
+def test_a_float_tensor_that_became_int_is_left_out_with_a_note(tmp_path):
+    a = save(tmp_path / "a.safetensors", {"w": torch.ones(3, 3), "x": torch.zeros(2)})
+    b = save(tmp_path / "b.safetensors", {"w": torch.ones(3, 3, dtype=torch.int32), "x": torch.zeros(2)})
+    delta = DeltaCheckpoint(open_checkpoint(a), open_checkpoint(b))
+    assert [i.name for i in delta.tensors()] == ["x"]
+    assert delta.notes() == ("w left out of ΔW: float32 here, int32 in the reference",)
+
+
+@pytest.mark.parametrize("side", ["checkpoint", "reference"])
+def test_nan_on_either_side_fails_value_reading_kinds_on_delta(tmp_path, side):
+    """The NaN policy covers ΔW: absmax (which ignores NaN when computed) fails the tensor, naming the count."""
+    base = transformer_like(layers=2)
+    tuned = finetuned(base)
+    broken = base if side == "reference" else tuned
+    broken["model.layers.1.attn.v.weight"] = broken["model.layers.1.attn.v.weight"].clone()
+    broken["model.layers.1.attn.v.weight"][3, 4] = float("nan")
+    b, f = save(tmp_path / "base.safetensors", base), save(tmp_path / "ft.safetensors", tuned)
+    spec = parse_spec(
+        "assertions:\n  - {kind: stat_range, stat: absmax, view: delta, max: 10, select: {min_ndim: 2}}\n", "d.yaml"
+    )
+    (result,) = check(f, spec, device="cpu", reference=b).results
+    assert not result.passed
+    assert [(d.subject, d.observed) for d in result.deviations] == [
+        ("model.layers.1.attn.v.weight", "1 NaN, 0 Inf of 4096 values")
+    ]
+
+
+def test_a_ddp_prefixed_reference_is_matched_by_name_and_said_so(tmp_path):
+    base = transformer_like(layers=2)
+    tuned = finetuned(base)
+    b = save(tmp_path / "base.safetensors", {f"module.{k}": v for k, v in base.items()})
+    f = save(tmp_path / "ft.safetensors", tuned)
+    delta = DeltaCheckpoint(open_checkpoint(f), open_checkpoint(b))
+    assert delta.unmatched == [] and len(delta.tensors()) == len(base)
+    assert delta.notes() == (
+        f"ΔW names: matched {len(base)} tensors after stripping 'module.' from the reference (shapes agree)",
+    )
+    name = "model.layers.1.mlp.up.weight"
+    want = tuned[name].double().numpy() - base[name].double().numpy()
+    np.testing.assert_allclose(delta.read(name).double().numpy(), want, rtol=0, atol=1e-9)
+    report = check(f, parse_spec(FINETUNE_SPEC, "ft.weights.yaml"), device="cpu", reference=b)
+    assert report.results[1].passed  # delta-centred: means of ΔW, matched through the rename
+    only = DeltaCheckpoint(
+        open_checkpoint(f), open_checkpoint(save(tmp_path / "one.safetensors", {"embed.weight": base["embed.weight"]}))
+    )
+    assert only.notes() == (
+        f"{len(base) - 1} tensor(s) not in the reference left out of ΔW: position_ids, model.layers.0.attn.k.bias, "
+        "model.layers.0.attn.k.weight, model.layers.0.attn.o.bias, model.layers.0.attn.o.weight "
+        f"and {len(base) - 6} more",
+    )
 
 
 def test_lora_adapter_delta_is_scaled_b_times_a(tmp_path):

@@ -8,14 +8,21 @@ Each builder writes one small, valid checkpoint into an empty directory and retu
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import struct
+import subprocess
+import sys
 import warnings
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -214,7 +221,250 @@ def peft_seed(d: Path) -> Seed:
     return Seed("peft", d, ".", ("adapter_config.json", "adapter_model.safetensors"))
 
 
-#: (format, builder) in campaign order. The ONNX and TorchScript readers add theirs here.
+# -- ONNX --------------------------------------------------------------------------------------------------------------
+
+
+def _onnx_graph_tensors(rng: np.random.Generator) -> list:
+    """Initializers in every storage ONNX has: raw_data and the typed fields, fp32/fp16/bf16/f64, int64 and bool."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = rng.standard_normal((8, 4)).astype(np.float32)
+    h = rng.standard_normal((4, 6)).astype(np.float16)
+    b = rng.standard_normal((3, 8)).astype(np.float32)
+    return [
+        numpy_helper.from_array(w, "enc.weight"),  # FLOAT, raw_data
+        helper.make_tensor("enc.bias", TensorProto.FLOAT, [4], rng.standard_normal(4).tolist()),  # float_data
+        numpy_helper.from_array(h, "half.weight"),  # FLOAT16, raw_data
+        helper.make_tensor("half.typed", TensorProto.FLOAT16, h.shape, h.ravel()),  # int32_data bit patterns
+        helper.make_tensor("bf16.weight", TensorProto.BFLOAT16, b.shape, b.ravel().tolist(), raw=False),
+        helper.make_tensor("bf16.raw", TensorProto.BFLOAT16, b.shape, b.ravel().tolist()),  # raw_data
+        helper.make_tensor("f64.typed", TensorProto.DOUBLE, [5], rng.standard_normal(5).tolist()),  # double_data
+        helper.make_tensor("shape", TensorProto.INT64, [2], [1, -1]),  # int64_data
+        helper.make_tensor("mask", TensorProto.BOOL, [3], [True, False, True]),
+        helper.make_tensor("scalar", TensorProto.FLOAT, [], [2.5]),
+        helper.make_tensor("empty", TensorProto.FLOAT, [0, 4], []),
+    ]
+
+
+def _onnx_model(graph: object) -> object:
+    from onnx import helper
+
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="pytest-weights-fuzz")
+
+
+def _onnx_plain_model() -> object:
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+    nodes = [
+        helper.make_node("MatMul", ["x", "enc.weight"], ["y0"]),
+        helper.make_node("Add", ["y0", "enc.bias"], ["y1"]),
+        helper.make_node("Constant", [], ["const.w"], value=numpy_helper.from_array(rng.standard_normal((4, 2)))),
+        helper.make_node("Constant", [], ["const.floats"], value_floats=[1.0, 2.0, 3.0]),
+        helper.make_node("Constant", [], ["const.int"], value_int=7),
+        helper.make_node("MatMul", ["y1", "const.w"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "plain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        _onnx_graph_tensors(rng),
+    )
+    return _onnx_model(graph)
+
+
+def onnx_seed(d: Path) -> Seed:
+    import onnx
+
+    onnx.save_model(_onnx_plain_model(), str(d / "model.onnx"))
+    return Seed("onnx", d, "model.onnx", ("model.onnx",))
+
+
+def _onnx_branch(name: str, rng: np.random.Generator, nested: bool) -> object:
+    """A silero-style branch: the weights are Constant nodes (named ``If_0_<branch>__Inline_0__…``)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    prefix = f"If_0_{name}__Inline_0__"
+    weights = {
+        "encoder.0.weight": rng.standard_normal((8, 4, 3)).astype(np.float32),
+        "encoder.0.bias": rng.standard_normal(8).astype(np.float32),
+        "decoder.rnn.weight_ih": rng.standard_normal((16, 8)).astype(np.float16),
+    }
+    nodes = [
+        helper.make_node("Constant", [], [prefix + k], value=numpy_helper.from_array(v)) for k, v in weights.items()
+    ]
+    outputs = [helper.make_tensor_value_info(prefix + "encoder.0.bias", TensorProto.FLOAT, [8])]
+    if nested:  # a Loop body inside the branch, with a Constant of its own: two levels of subgraphs
+        body = helper.make_graph(
+            [
+                helper.make_node(
+                    "Constant", [], ["loop.scale"], value=numpy_helper.from_array(np.full(4, 0.5, np.float32))
+                ),
+                helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            ],
+            "loop_body",
+            [
+                helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                helper.make_tensor_value_info("cond_in", 9, []),
+            ],
+            [helper.make_tensor_value_info("cond_out", 9, [])],
+        )
+        nodes.append(helper.make_node("Loop", ["", "cond"], [], body=body))
+    return helper.make_graph(nodes, name, [], outputs)
+
+
+def onnx_subgraph_seed(d: Path) -> Seed:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(8)
+    then_g, else_g = _onnx_branch("then_branch", rng, nested=True), _onnx_branch("else_branch", rng, nested=False)
+    nodes = [
+        helper.make_node("Constant", [], ["sr"], value=numpy_helper.from_array(np.array(16000, np.int64))),
+        helper.make_node("If", ["cond"], ["out"], then_branch=then_g, else_branch=else_g),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "silero_like",
+        [helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [8])],
+        [numpy_helper.from_array(rng.standard_normal((2, 3)).astype(np.float32), "top.weight")],
+    )
+    onnx.save_model(_onnx_model(graph), str(d / "model.onnx"))
+    return Seed("onnx-subgraph", d, "model.onnx", ("model.onnx",))
+
+
+def onnx_external_seed(d: Path) -> Seed:
+    import onnx
+
+    onnx.save_model(
+        _onnx_plain_model(), str(d / "model.onnx"), save_as_external_data=True, location="weights.bin", size_threshold=0
+    )
+    return Seed("onnx-external", d, "model.onnx", ("model.onnx", "weights.bin"))
+
+
+# -- TorchScript -------------------------------------------------------------------------------------------------------
+
+
+class _Block(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(channels, 4, 3, padding=1)
+        self.norm = nn.BatchNorm1d(4)
+        self.register_buffer("scale", torch.full((4,), 2.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(x)) * self.scale[None, :, None]
+
+
+class _ScriptNet(nn.Module):
+    """Nested submodules, an LSTM, buffers (one a strided view at an offset), tied and bf16 weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(_Block(4), _Block(4))
+        self.rnn = nn.LSTM(4, 8)
+        self.head = nn.Linear(8, 3)
+        self.emb = nn.Embedding(5, 8)
+        self.proj = nn.Linear(8, 5, bias=False)
+        self.proj.weight = self.emb.weight
+        self.low = nn.Linear(3, 3).to(torch.bfloat16)
+        base = torch.arange(12.0).reshape(3, 4)
+        self.register_buffer("base", base)
+        self.register_buffer("view_t", base.t())
+        self.state = torch.zeros(2)  # a tensor attribute, not in the state dict
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.rnn(self.encoder(x).permute(2, 0, 1))
+        z = self.head(y) + self.proj(y)[..., :3]
+        return z + self.low(z.to(torch.bfloat16)).float() + self.view_t[0, :3] + self.state[0]
+
+
+class _TracedNet(nn.Module):
+    """Traced: nested submodules, an LSTM, a buffer, and a tensor constant (in constants.pkl)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8))
+        self.rnn = nn.LSTM(8, 8, num_layers=2)
+        self.register_buffer("offset", torch.linspace(-1, 1, 8))
+        self.table = torch.linspace(0, 1, 8).reshape(2, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.rnn(self.features(x + self.table.sum(0)))
+        return y + self.offset
+
+
+def _jit_save(kind: str, path: str) -> None:
+    """Script or trace a module and torch.jit.save it (run in a child process with a fixed hash seed)."""
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if kind == "script":
+            net = _ScriptNet().eval()
+            for m in net.modules():  # non-trivial BatchNorm statistics
+                if isinstance(m, nn.BatchNorm1d):
+                    m.running_mean.normal_()
+                    m.num_batches_tracked.fill_(7)
+            module = torch.jit.script(net)
+        else:
+            module = torch.jit.trace(_TracedNet().eval(), torch.randn(3, 2, 4))
+        torch.jit.save(module, path)
+
+
+def _torchscript(path: Path, kind: str) -> None:
+    """``_jit_save`` in a child process: TorchScript prints a module's constants in set order, so the archive's
+    code/ text depends on the hash seed; the child's is fixed. Its random serialization id is then zeroed."""
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "PYTHONHASHSEED": "0",
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    code = "import sys; from tests.fuzz.corpus import _jit_save; _jit_save(sys.argv[1], sys.argv[2])"
+    subprocess.run([sys.executable, "-c", code, kind, str(path)], cwd=root, env=env, check=True, capture_output=True)
+    _zero_serialization_id(path)
+
+
+def _zero_serialization_id(path: Path) -> None:
+    """Overwrite the ``.data/serialization_id`` record with zeros, fixing its CRC in every place it is recorded."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        info = next((i for i in zf.infolist() if i.filename.endswith("/.data/serialization_id")), None)
+        start_dir = zf.start_dir
+    if info is None or info.compress_type != zipfile.ZIP_STORED:
+        return
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len
+    new = b"0" * info.file_size
+    data[start : start + info.file_size] = new
+    crc = struct.pack("<I", zlib.crc32(new))
+    if data[info.header_offset + 14 : info.header_offset + 18] != bytes(4):
+        data[info.header_offset + 14 : info.header_offset + 18] = crc
+    end = start + info.file_size
+    if data[end : end + 4] == b"PK\x07\x08":  # a data descriptor
+        data[end + 4 : end + 8] = crc
+    pos = start_dir
+    while data[pos : pos + 4] == b"PK\x01\x02":
+        n, e, c = struct.unpack("<HHH", data[pos + 28 : pos + 34])
+        if data[pos + 46 : pos + 46 + n].decode("utf-8", "replace") == info.filename:
+            data[pos + 16 : pos + 20] = crc
+        pos += 46 + n + e + c
+    path.write_bytes(bytes(data))
+
+
+def torchscript_seed(d: Path) -> Seed:
+    _torchscript(d / "model.jit", "script")
+    return Seed("torchscript", d, "model.jit", ("model.jit",))
+
+
+def torchscript_traced_seed(d: Path) -> Seed:
+    _torchscript(d / "traced.pt", "trace")  # a .pt: TorchScript only because its zip says so
+    return Seed("torchscript-traced", d, "traced.pt", ("traced.pt",))
+
+
+#: (format, builder) in campaign order; a new reader adds its seeds here.
 SEED_BUILDERS: list[tuple[str, SeedBuilder]] = [
     ("safetensors", safetensors_seed),
     ("sharded", sharded_seed),
@@ -225,6 +475,11 @@ SEED_BUILDERS: list[tuple[str, SeedBuilder]] = [
     ("gguf", gguf_seed),
     ("dcp", dcp_seed),
     ("peft", peft_seed),
+    ("onnx", onnx_seed),
+    ("onnx-subgraph", onnx_subgraph_seed),
+    ("onnx-external", onnx_external_seed),
+    ("torchscript", torchscript_seed),
+    ("torchscript-traced", torchscript_traced_seed),
 ]
 
 FORMATS = [name for name, _ in SEED_BUILDERS]

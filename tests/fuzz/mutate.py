@@ -7,7 +7,10 @@ to every file; structured ones rewrite what a reader trusts: a safetensors heade
 bools, huge or negative numbers, overlapping or shared offsets, duplicate names, deep
 nesting), a JSON index or adapter config, zip members and sizes (torch.save archives, .npz
 and their ``.npy`` headers), pickle streams (payloads that would create a marker file if run,
-changed integers and globals), DCP metadata fields and GGUF header fields.
+changed integers and globals), DCP metadata fields, GGUF header fields, ONNX protobufs (dims, data
+types, raw data, external data locations and ranges, deep subgraphs, odd Constants, huge repeated
+fields) and TorchScript archives (hostile values in ``data.pkl``/``constants.pkl``, storage
+records missing or duplicated, ``code/`` text that attacks the declaration parser).
 """
 
 from __future__ import annotations
@@ -757,11 +760,641 @@ def gguf_file(data: bytes, rng: random.Random, marker: Path) -> tuple[bytes, str
     return new, f"gguf field at {pos} (u{8 * width}) {old} → {value}"
 
 
+# -- ONNX -------------------------------------------------------------------------------------------------------------
+
+_ONNX_DIMS = [-1, -(2**63), 0, 1, 3, 2**31, 2**32, 2**40, 2**48 + 1, 2**56, 2**62, 2**63 - 1]
+_ONNX_TYPES = [0, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 99]
+_ONNX_TYPES += [2**31 - 1, -1]
+_ONNX_NUMBERS = ["0", "-1", "-4096", "1", "4", "64", "4095", "4096", "65536", str(2**31), str(2**63), str(2**64 + 1)]
+_ONNX_NUMBERS += ["1e3", "0x10", " 4", "+8", "1_0", "\u0663", "9" * 5000, "", "nan", "4 4"]
+
+
+def _onnx_locations(marker: Path) -> list[str]:
+    """External data locations: escapes (relative, absolute, Windows), the model itself, odd and missing names."""
+    inside = str(marker.parent / "weights.bin")  # absolute, even though it names a file of the checkpoint
+    return [
+        "../x.bin", "../weights.bin", "sub/../../weights.bin", "/etc/passwd", inside, "..\\x.bin", "C:\\x.bin",
+        "C:weights.bin", "\\\\host\\share\\x", "", ".", "..", "model.onnx", "weights.bin", "./weights.bin",
+        "sub/../weights.bin", "missing.bin", "x\0y", "a" * 5000, "~/x", "weights.bin/", "//etc/passwd", "%2e%2e/x",
+    ]  # fmt: skip
+
+
+def _onnx_graphs(model: object) -> list[object]:
+    """The main graph and every subgraph (If/Loop/Scan bodies), outermost first."""
+    out, stack = [], [model.graph]
+    while stack:
+        g = stack.pop()
+        out.append(g)
+        for node in g.node:
+            for a in node.attribute:
+                if a.HasField("g"):
+                    stack.append(a.g)
+                stack.extend(a.graphs)
+    return out
+
+
+def _onnx_tensors(model: object) -> list[tuple[object, str]]:
+    """Every TensorProto a reader may read (initializers, Constant values) with a label, in every graph."""
+    out = []
+    for g in _onnx_graphs(model):
+        out += [(t, f"initializer {t.name!r}") for t in g.initializer]
+        for node in g.node:
+            out += [
+                (a.t, f"{node.op_type} {a.name} {list(node.output)[:1]}") for a in node.attribute if a.HasField("t")
+            ]
+    return out
+
+
+def _onnx_dims(t: object, rng: random.Random) -> str:
+    kind = rng.randrange(5)
+    dims = list(t.dims)
+    if kind == 0 or not dims:
+        dims = dims or [1]
+        i = rng.randrange(len(dims))
+        dims[i] = rng.choice(_ONNX_DIMS)
+    elif kind == 1:
+        dims.append(rng.choice([0, 1, 2, 2**40]))
+    elif kind == 2:
+        dims = []
+    elif kind == 3:
+        dims = [1] * rng.choice([64, 65, 1000])
+    else:
+        dims = [0, *(rng.choice([2**40, 2**62, 2**63 - 1]) for _ in range(rng.choice([1, 2, 8])))]
+    del t.dims[:]
+    t.dims.extend(dims)
+    return f"dims → {dims[:6]}{'…' if len(dims) > 6 else ''} ({len(dims)})"
+
+
+def _onnx_raw(t: object, rng: random.Random) -> str:
+    if t.HasField("raw_data") and rng.random() < 0.7:
+        raw = t.raw_data
+        kind = rng.randrange(4)
+        if kind == 0:
+            t.raw_data = raw[: rng.choice([0, max(0, len(raw) - 1), len(raw) // 2])]
+        elif kind == 1:
+            t.raw_data = raw + rng.randbytes(rng.choice([1, 2, 4, 4096]))
+        elif kind == 2:
+            t.raw_data = raw * rng.choice([2, 1000])
+        else:
+            t.raw_data = b""
+        return f"raw_data {len(raw)} → {len(t.raw_data)} bytes"
+    kind = rng.randrange(3)
+    if kind == 0:  # raw_data next to the typed field
+        t.raw_data = rng.randbytes(rng.choice([0, 4, 8, 16, 24]))
+        return f"raw_data of {len(t.raw_data)} bytes added"
+    if kind == 1:  # the typed field emptied or filled with extremes
+        for field in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+            t.ClearField(field)
+        return "typed fields cleared"
+    t.float_data.extend([float("nan"), float("inf"), -0.0, 3.4e38][: rng.randrange(1, 5)])
+    t.int32_data.extend([2**31 - 1, -(2**31), 65536, -1][: rng.randrange(1, 5)])
+    t.int64_data.extend([2**63 - 1, -(2**63)][: rng.randrange(1, 3)])
+    return "extreme values appended to the typed fields"
+
+
+def _onnx_huge_field(t: object, rng: random.Random) -> str:
+    """A long repeated field, its dims matching it or not."""
+    n = rng.choice([10**4, 10**5, 10**6])
+    field = rng.choice(["float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data"])
+    t.ClearField("raw_data")
+    values = {"string_data": [b"x" * 8], "float_data": [0.5], "double_data": [0.25]}.get(field, [7])
+    getattr(t, field).extend(values * n)
+    if rng.random() < 0.6:
+        del t.dims[:]
+        t.dims.append(n if rng.random() < 0.7 else n + 1)
+    return f"{field} extended by {n} entries, dims {list(t.dims)[:4]}"
+
+
+def _onnx_external(t: object, rng: random.Random, marker: Path, external: bool) -> str:
+    """External data that escapes the directory, lies about its range, or is malformed."""
+    fields = {e.key: e.value for e in t.external_data}
+    if not external:
+        fields = {"location": "weights.bin", "offset": "0", "length": str(len(t.raw_data) or 4)}
+        t.ClearField("raw_data")
+        t.data_location = 1
+    kind = rng.randrange(6)
+    if kind == 0:
+        fields["location"] = rng.choice(_onnx_locations(marker))
+    elif kind == 1:
+        fields[rng.choice(["offset", "length"])] = rng.choice(_ONNX_NUMBERS)
+    elif kind == 2:  # a range past the end of the data file, or shifted into another tensor's bytes
+        key = rng.choice(["offset", "length"])
+        old = int(fields.get(key) or 0)
+        fields[key] = str(old + rng.choice([-4, -1, 1, 4, 64, 4096, 2**40]))
+    elif kind == 3:
+        fields.pop(rng.choice(sorted(fields)), None)
+    elif kind == 4:
+        t.data_location = rng.choice([0, 1, 2, 99])
+    else:
+        t.ClearField("external_data")
+        pairs = [*fields.items(), (rng.choice(sorted(fields) or ["location"]), rng.choice(_onnx_locations(marker)))]
+        pairs.append(("checksum", "0" * 40))
+        for key, value in pairs:
+            entry = t.external_data.add()
+            entry.key, entry.value = key, value
+        return f"external_data keys repeated: {[k for k, _ in pairs]}"
+    t.ClearField("external_data")
+    for key, value in fields.items():
+        entry = t.external_data.add()
+        entry.key, entry.value = key, value
+    shown = {k: (v if len(v) < 40 else f"{v[:12]}…({len(v)})") for k, v in fields.items()}
+    return f"external data {shown}, data_location {t.data_location}"
+
+
+def _pb_varint(n: int) -> bytes:
+    out = bytearray()
+    n &= (1 << 64) - 1
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _pb_field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (written by hand: the protobuf library refuses deep nesting itself)."""
+    return _pb_varint(number << 3 | 2) + _pb_varint(len(payload)) + payload
+
+
+def _onnx_nest(model: object, rng: random.Random) -> tuple[bytes, str]:
+    """The graph wrapped in If nodes, 20 to 500 levels deep (byte level: protobuf will not build that)."""
+    depth = rng.choice([20, 24, 25, 26, 30, 64, 65, 100, 500])
+    graph = model.graph.SerializeToString()
+    for _ in range(depth):  # GraphProto.node(1) → NodeProto.attribute(5) → AttributeProto.g(6), type GRAPH (20) = 5
+        attribute = _pb_field(1, b"then_branch") + _pb_field(6, graph) + b"\xa0\x01\x05"
+        graph = _pb_field(1, _pb_field(4, b"If") + _pb_field(5, attribute))
+    model.ClearField("graph")
+    return model.SerializeToString() + _pb_field(7, graph), f"graph nested in {depth} If nodes"
+
+
+def _onnx_constant(model: object, rng: random.Random) -> str:
+    """A Constant node with an odd value: sparse, strings, a huge list, two values, a mistyped attribute …"""
+    from onnx import AttributeProto, TensorProto, helper
+
+    graph = rng.choice(_onnx_graphs(model))
+    names = [t.name for t, _ in _onnx_tensors(model) if t.name] or ["x"]
+    output = rng.choice(["const.new", "", rng.choice(names), "a\nb", "n" * 100_000])
+    kind = rng.randrange(8)
+    if kind == 0:
+        sparse = helper.make_sparse_tensor(
+            helper.make_tensor("v", TensorProto.FLOAT, [2], [1.0, 2.0]),
+            helper.make_tensor("i", TensorProto.INT64, [2], rng.choice([[0, 3], [5, 2**40], [-1, 0]])),
+            rng.choice([[4], [2**40], [-1], []]),
+        )
+        node = helper.make_node("Constant", [], [output], sparse_value=sparse)
+    elif kind == 1:
+        node = helper.make_node(
+            "Constant", [], [output], **rng.choice([{"value_string": "s"}, {"value_strings": ["a", "b" * 1000]}])
+        )
+    elif kind == 2:
+        n = rng.choice([10**4, 10**5, 10**6])
+        node = helper.make_node(
+            "Constant", [], [output], **rng.choice([{"value_floats": [0.5] * n}, {"value_ints": [7] * n}])
+        )
+    elif kind == 3:
+        node = helper.make_node("Constant", [], [output], value_ints=[2**63 - 1, -(2**63)], value_float=float("nan"))
+    elif kind == 4:  # "value" with the wrong attribute type, or a STRING tensor
+        node = helper.make_node("Constant", [], [output])
+        attr = node.attribute.add()
+        attr.name = "value"
+        attr.type = rng.choice([AttributeProto.FLOAT, AttributeProto.TENSOR, AttributeProto.GRAPH, 99])
+        attr.t.CopyFrom(helper.make_tensor("s", TensorProto.STRING, [2], [b"a", b"b"]))
+        attr.f = 1.0
+    elif kind == 5:
+        node = helper.make_node("Constant", [], [])  # no output, no value
+    elif kind == 6:
+        node = helper.make_node("Constant", [], [output], value=helper.make_tensor("t", 1, [2], [1.0, 2.0]))
+        node.domain = rng.choice(["com.evil", "ai.onnx", "", "ai.onnx.ml"])
+    else:
+        node = helper.make_node("Constant", [], [output], value=helper.make_tensor("t", 1, [2, 2], [1.0] * 4))
+        node.attribute[0].t.dims[0] = rng.choice(_ONNX_DIMS)
+    graph.node.insert(rng.randrange(len(graph.node) + 1), node)
+    return f"Constant {node.attribute[0].name if node.attribute else '(empty)'} in graph {graph.name!r}"
+
+
+def _onnx_strings(model: object, rng: random.Random) -> str:
+    from onnx import TensorProto, helper
+
+    graph = rng.choice(_onnx_graphs(model))
+    if rng.random() < 0.5 and graph.initializer:
+        t = rng.choice(graph.initializer)
+        t.data_type = TensorProto.STRING
+        return f"initializer {t.name!r} made a STRING tensor"
+    t = helper.make_tensor("labels", TensorProto.STRING, [2], [b"a", b"\xff\xfe" * rng.choice([1, 10**5])])
+    if rng.random() < 0.3:
+        t.raw_data = b"ab"
+    graph.initializer.append(t)
+    return "a STRING initializer"
+
+
+def _onnx_names(model: object, rng: random.Random) -> str:
+    tensors = _onnx_tensors(model)
+    t, where = rng.choice(tensors)
+    kind = rng.randrange(3)
+    if kind == 0:
+        other = rng.choice(tensors)[0]
+        t.name = other.name
+        return f"{where} renamed {other.name!r}"
+    if kind == 1:
+        t.name = rng.choice(["", "a\nb", "../../etc/passwd", "x" * 100_000, "\0", "é" * 10, " "])
+        return f"{where} renamed {t.name[:20]!r}"
+    graph = rng.choice(_onnx_graphs(model))
+    copy = graph.initializer.add()
+    copy.CopyFrom(t)
+    if copy.dims:
+        copy.dims[0] += 1
+    return f"{where} twice (the second with other dims)"
+
+
+def _onnx_repeated(model: object, rng: random.Random) -> str:
+    """Huge repeated fields: many tensors, nodes, imports, properties, dims or external data entries."""
+    from onnx import helper
+
+    n = rng.choice([2_000, 20_000, 50_000])
+    kind = rng.randrange(5)
+    if kind == 0:
+        tensor = helper.make_tensor("t", 1, [1], [1.0])
+        for i in range(n):
+            tensor.name = f"many.{i}"
+            model.graph.initializer.append(tensor)
+        return f"{n} more initializers"
+    if kind == 1:
+        for i in range(n):
+            model.graph.node.append(helper.make_node("Constant", [], [f"c.{i}"], value_float=float(i)))
+        return f"{n} more Constant nodes"
+    if kind == 2:
+        model.opset_import.extend([helper.make_opsetid(f"d{i}", i) for i in range(n)])
+        return f"{n} more opset imports"
+    if kind == 3:
+        helper.set_model_props(model, {f"k{i}": "v" * 10 for i in range(n)})
+        return f"{n} metadata properties"
+    t = rng.choice(_onnx_tensors(model))[0]
+    for i in range(n):
+        entry = t.external_data.add()
+        entry.key, entry.value = rng.choice(["location", "offset", f"k{i}"]), str(i)
+    return f"{n} external_data entries"
+
+
+def _onnx_structure(model: object, rng: random.Random) -> str:
+    from onnx import helper
+
+    kind = rng.randrange(6)
+    if kind == 0:
+        model.ir_version = rng.choice([0, -1, 2**63 - 1, 3])
+        return f"ir_version → {model.ir_version}"
+    if kind == 1:
+        model.ClearField(rng.choice(["opset_import", "graph"]))
+        return "opset_import or graph removed"
+    if kind == 2:  # a function whose body holds a Constant (functions are not read)
+        body = [helper.make_node("Constant", [], ["f.c"], value=helper.make_tensor("c", 1, [2**40], []))]
+        model.functions.append(helper.make_function("local", "F", [], ["f.c"], body, [helper.make_opsetid("", 17)]))
+        return "a function with a lying Constant"
+    t = rng.choice(_onnx_tensors(model))[0]
+    if kind == 3:
+        t.segment.begin, t.segment.end = rng.choice([(0, 1), (-1, 2**62), (5, 2)])
+        return f"segment set on {t.name!r}"
+    if kind == 4:
+        sparse = model.graph.sparse_initializer.add()
+        sparse.values.CopyFrom(t)
+        sparse.dims.extend(rng.choice([[2**40], [-1], []]))
+        return f"a sparse initializer from {t.name!r}"
+    t.data_location = rng.choice([1, 2, 99])
+    return f"data_location of {t.name!r} → {t.data_location}"
+
+
+def onnx_file(data: bytes, rng: random.Random, marker: Path) -> tuple[bytes, str]:
+    """Decode the ModelProto, change one thing a reader trusts, encode it again (some lies are written by hand)."""
+    import onnx
+
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+        tensors = _onnx_tensors(model)
+    except Exception:
+        return rng.choice(GENERIC)(data, rng, marker)
+    if not tensors:
+        return rng.choice(GENERIC)(data, rng, marker)
+    t, where = rng.choice(tensors)
+    external = t.data_location == 1
+    kind = rng.randrange(13)
+    if kind == 0:
+        what = _onnx_dims(t, rng)
+    elif kind == 1:
+        t.data_type = rng.choice(_ONNX_TYPES)
+        what = f"data_type → {t.data_type}"
+    elif kind == 2:
+        what = _onnx_raw(t, rng)
+    elif kind == 3:
+        what = _onnx_huge_field(t, rng)
+    elif kind in (4, 5):
+        what = _onnx_external(t, rng, marker, external)
+    elif kind == 6:
+        return _onnx_nest(model, rng)
+    elif kind == 7:
+        what = _onnx_constant(model, rng)
+        where = "model"
+    elif kind == 8:
+        what = _onnx_strings(model, rng)
+        where = "model"
+    elif kind == 9:
+        what = _onnx_names(model, rng)
+        where = "model"
+    elif kind == 10:
+        what = _onnx_repeated(model, rng)
+        where = "model"
+    elif kind == 11:
+        what = _onnx_structure(model, rng)
+        where = "model"
+    else:  # an unknown field, or a field whose length runs past the end
+        extra = rng.choice(
+            [_pb_field(99, b"x" * 16), _pb_varint(7 << 3 | 2) + _pb_varint(2**40), b"\x0a\xff\xff\xff\xff\x0f"]
+        )
+        return data + extra, f"protobuf field appended: {extra[:12]!r}"
+    try:
+        return model.SerializeToString(), f"{where}: {what}"
+    except Exception as e:  # the protobuf library refused to write it
+        return rng.choice(GENERIC)(data, rng, marker)[0], f"{where}: {what} (unserializable: {type(e).__name__})"
+
+
+# -- TorchScript archives -------------------------------------------------------------------------------------------
+
+#: Opcodes that push one value: a hostile value can take the place of any of them.
+_VALUE_OPS = {"BININT", "BININT1", "BININT2", "LONG1", "BINUNICODE", "SHORT_BINUNICODE", "NONE", "NEWTRUE"}
+_VALUE_OPS |= {"NEWFALSE", "BINGET", "LONG_BINGET", "EMPTY_TUPLE", "BINFLOAT", "EMPTY_DICT", "EMPTY_LIST"}
+_HUGE_LENGTHS = [2**30, 2**33, 2**40, 2**62, 2**63 - 1, 2**64 - 1]
+
+
+def _binunicode(text: str) -> bytes:
+    raw = text.encode()
+    return b"X" + struct.pack("<I", len(raw)) + raw
+
+
+def _memo_bomb(rng: random.Random) -> tuple[bytes, str]:
+    """A billion laughs: each level holds the level below ``fanout`` times (memo references, a few bytes each)."""
+    fanout, levels = rng.choice([(100, 3), (1000, 3), (1000, 4), (64, 6)])
+    container = rng.choice(["list", "tuple", "dict"])
+    base = 0x7FFF0000  # memo indices far from the ones the pickle uses
+    out = b")r" + struct.pack("<I", base)
+    for level in range(1, levels + 1):
+        ref = b"j" + struct.pack("<I", base + level - 1)  # LONG_BINGET
+        if container == "tuple":
+            out += b"0(" + ref * fanout + b"t"
+        elif container == "list":
+            out += b"0](" + ref * fanout + b"e"
+        else:
+            out += b"0}(" + b"".join(_binunicode(f"k{i}") + ref for i in range(fanout)) + b"u"
+        out += b"r" + struct.pack("<I", base + level)  # LONG_BINPUT
+    return out, f"a {container} memo bomb ({fanout}^{levels})"
+
+
+def _deep(rng: random.Random) -> tuple[bytes, str]:
+    depth = rng.choice([100, 1000, 10_000, 100_000])
+    kind = rng.randrange(4)
+    if kind == 0:
+        return b")" + b"\x85" * depth, f"tuples nested {depth} deep"  # TUPLE1
+    if kind == 1:
+        return b"]" * depth + b"a" * (depth - 1), f"lists nested {depth} deep"
+    if kind == 2:
+        return b"}" + (_binunicode("k") + b"}") * (depth - 1) + b"s" * (depth - 1), (f"dicts nested {depth} deep")
+    return b"(" * depth + b"t" * depth, f"MARK nested {depth} deep"
+
+
+def _ts_value(rng: random.Random, marker: Path) -> tuple[bytes, str]:
+    """Pickle opcodes that push one hostile value (or claim a huge length and swallow the rest of the stream)."""
+    kind = rng.randrange(10)
+    if kind == 0:
+        n = rng.choice(_HUGE_LENGTHS)
+        op, name = rng.choice([(b"\x96", "BYTEARRAY8"), (b"\x8e", "BINBYTES8"), (b"\x8d", "BINUNICODE8")])
+        return op + struct.pack("<Q", n), f"{name} of {n} bytes"
+    if kind == 1:
+        op, name, n = rng.choice(
+            [(b"X", "BINUNICODE", 2**32 - 1), (b"B", "BINBYTES", 2**31), (b"\x8b", "LONG4", 2**31 - 1)]
+        )
+        return op + struct.pack("<I", n), f"{name} of {n} bytes"
+    if kind == 2:
+        return _memo_bomb(rng)
+    if kind == 3:
+        return _deep(rng)
+    if kind == 4:
+        n = rng.choice([9, 1000, 100_000])
+        return b"\x8b" + struct.pack("<i", n) + b"\xff" * (n - 1) + b"\x7f", f"an integer of {8 * n} bits"
+    if kind == 5:
+        value = rng.choice([2**63, 2**64, -(2**63) - 1, 2**62, -1, 10**30])
+        return b"\x8a" + _long1(value), f"the integer {value}"
+    if kind == 6:
+        frag, what = rng.choice(
+            [
+                (b"G" + struct.pack(">d", float("nan")), "NaN"),
+                (b"G" + struct.pack(">d", 1.5), "1.5"),
+                (b"\x88", "True"),
+                (b"N", "None"),
+                (_binunicode("0"), "'0'"),
+                (b"}", "{}"),
+                (b"](K\x01K\x02e", "[1, 2]"),
+                (_binunicode("x" * 1_000_000), "a string of a million characters"),
+            ]
+        )
+        return frag, what
+    if kind == 7:  # STACK_GLOBAL with a module that is not a string, or a persistent id that is a bomb
+        bomb, what = _memo_bomb(rng)
+        if rng.random() < 0.5:
+            return bomb + _binunicode("x") + b"\x93", f"STACK_GLOBAL of {what}"
+        return bomb + b"Q", f"BINPERSID of {what}"
+    if kind == 8:  # a TorchScript object whose state is hostile
+        inner, what = rng.choice([_memo_bomb, _deep])(rng)
+        return b"c__torch__\nEvil\n)\x81" + inner + b"b", f"a __torch__ object whose state is {what}"
+    return b"cos\nsystem\n(V" + f"touch {marker}".encode() + b"\ntR", "os.system('touch marker')"
+
+
+def ts_pickle(data: bytes, rng: random.Random, marker: Path) -> tuple[bytes, str]:
+    """One value of the pickle (a key, a size, a storage key, a whole state …) replaced by a hostile one."""
+    ops = [(op, pos) for op, _arg, pos in _ops(data) if op.name in _VALUE_OPS]
+    value, what = _ts_value(rng, marker)
+    if not ops:
+        return data[:2] + value + data[2:], f"{what} at the start"
+    op, pos = rng.choice(ops)
+    return data[:pos] + value + data[_op_end(data, pos) :], f"{op.name} at {pos} → {what}"
+
+
+def _zip_entries(data: bytes) -> list[tuple[zipfile.ZipInfo, bytes]] | None:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            return [(info, zf.read(info)) for info in zf.infolist()]
+    except Exception:
+        return None
+
+
+def _renamed(info: zipfile.ZipInfo, name: str, compress_type: int | None = None) -> zipfile.ZipInfo:
+    new = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    new.compress_type = info.compress_type if compress_type is None else compress_type
+    return new
+
+
+def _ts_records(entries: list[tuple[zipfile.ZipInfo, bytes]], rng: random.Random) -> tuple[bytes, str]:
+    """Storage records missing, duplicated, renamed, swapped, cut; other records removed or changed."""
+    data = [k for k, (info, _) in enumerate(entries) if "/data/" in info.filename]
+    k = rng.choice(data or range(len(entries)))
+    info, content = entries[k]
+    prefix = info.filename.split("/", 1)[0]
+    kind = rng.randrange(10)
+    if kind == 0:
+        del entries[k]
+        what = f"{info.filename} removed"
+    elif kind == 1:
+        twin = rng.choice([content, b"", content[: len(content) // 2], rng.choice(entries)[1], content * 2])
+        entries.insert(rng.choice([k + 1, len(entries)]), (info, twin))
+        what = f"{info.filename} twice ({len(content)} then {len(twin)} bytes)"
+    elif kind == 2:
+        tail = info.filename.rsplit("/", 1)[-1]
+        name = rng.choice([f"{tail}0", f"0{tail}", "../" + tail, tail.upper() + "x", "-1", str(2**64), ""])
+        entries[k] = (_renamed(info, f"{prefix}/data/{name}"), content)
+        what = f"{info.filename} renamed data/{name}"
+    elif kind == 3:
+        j = rng.choice(data or range(len(entries)))
+        entries[k], entries[j] = (info, entries[j][1]), (entries[j][0], content)
+        what = f"contents of {info.filename} and {entries[j][0].filename} swapped"
+    elif kind == 4:
+        new = rng.choice([content[:-1], content[: len(content) // 2], b"", content + bytes(rng.choice([1, 8, 4096]))])
+        entries[k] = (info, new)
+        what = f"{info.filename}: {len(content)} → {len(new)} bytes"
+    elif kind == 5:
+        tails = ["constants.pkl", "data.pkl", "byteorder", "version", "code/", ".data/serialization_id"]
+        tail = rng.choice(tails)
+        entries[:] = [(i, c) for i, c in entries if not i.filename.startswith(f"{prefix}/{tail}")]
+        what = f"{prefix}/{tail}* removed"
+    elif kind == 6:
+        value = rng.choice([b"big", b"middle", b"", b"little\n", b"l" * 100, b"\xff"])
+        entries[:] = [(i, value if i.filename.endswith("/byteorder") else c) for i, c in entries]
+        what = f"byteorder → {value[:20]!r}"
+    elif kind == 7:
+        other = rng.choice(["other", "", prefix + "2", "a/b"])
+        j = rng.randrange(len(entries))
+        name = entries[j][0].filename.split("/", 1)[-1]
+        entries[j] = (_renamed(entries[j][0], f"{other}/{name}"), entries[j][1])
+        what = f"{entries[j][0].filename} moved to {other!r}/"
+    elif kind == 8:
+        entries.append((_renamed(info, f"{prefix}/model.json", zipfile.ZIP_STORED), b"{}"))
+        what = "model.json added"
+    else:
+        method = rng.choice([zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED])
+        entries[k] = (_renamed(info, info.filename, method), content)
+        what = f"{info.filename} written with method {method}"
+    return _rebuild(entries), what
+
+
+def _bait(rng: random.Random) -> tuple[str, str]:
+    """Text that makes a backtracking regex over code/ take quadratic time, and many declared names."""
+    n = rng.choice([10_000, 100_000, 1_000_000])
+    text, what = rng.choice(
+        [
+            ("class A" + " " * n, "class header without a colon, then spaces"),
+            ("class A:\n" + "\n" * n, "blank lines"),
+            ("  __parameters__ = [\n" * (n // 20), "unclosed __parameters__ lists"),
+            ("class " + "A" * n, "a long class name"),
+            ("  __buffers__ = [" + '"a", ' * (n // 5), "an unclosed __buffers__ list"),
+            (" " * n + "__parameters__", "indentation"),
+            ("\t" * n + "\n", "tabs"),
+            ("class A(" + "(" * n, "open parentheses"),
+            ("  __parameters__ = " + "[" * n, "open brackets"),
+            ("class A(Module):\n  __parameters__ = [" + ", ".join(f'"p{i}"' for i in range(n // 8)) + "]\n",
+             "a huge declaration"),
+        ]
+    )  # fmt: skip
+    return text, f"{what} ({len(text)} characters)"
+
+
+def _declaration_edit(text: str, rng: random.Random) -> tuple[str, str]:
+    lines = text.split("\n")
+    decl = [i for i, line in enumerate(lines) if line.strip().startswith(("__parameters__", "__buffers__"))]
+    heads = [i for i, line in enumerate(lines) if line.startswith("class ")]
+    kind = rng.randrange(6)
+    if kind <= 2 and decl:
+        i = rng.choice(decl)
+        line = lines[i]
+        names = [n.strip() for n in line[line.find("[") + 1 : line.rfind("]")].split(",") if n.strip()]
+        if kind == 0 and names:
+            names.remove(rng.choice(names))
+        elif kind == 1:
+            names.insert(rng.randrange(len(names) + 1), rng.choice(['"ghost"', '"training"', '"encoder"', '"rnn"']))
+        elif names:
+            names.append(rng.choice(names))
+        lines[i] = line[: line.find("[") + 1] + ", ".join(names) + (", ]" if names else "]")
+        return "\n".join(lines), f"line {i + 1} → {lines[i].strip()[:80]}"
+    if kind == 3 and decl:
+        del lines[rng.choice(decl)]
+        return "\n".join(lines), "a declaration removed"
+    if kind == 4 and heads:
+        i = rng.choice(heads)
+        lines[i] = lines[i].replace("class ", rng.choice(["class X", "klass ", "class  ", "Class "]), 1)
+        return "\n".join(lines), f"class header → {lines[i][:60]}"
+    if heads:
+        i = rng.choice(heads)
+        lines.insert(rng.randrange(len(lines) + 1), lines[i])
+        return "\n".join(lines), f"{lines[i][:60]} twice"
+    return text, "unchanged"
+
+
+def ts_code(entries: list[tuple[zipfile.ZipInfo, bytes]], rng: random.Random) -> tuple[bytes, str]:
+    """The code/ text the reader reads declarations from: regex bait, huge declarations, edits, bad encodings."""
+    code = [k for k, (info, _) in enumerate(entries) if "/code/" in info.filename and info.filename.endswith(".py")]
+    if not code:
+        return _ts_records(entries, rng)
+    k = rng.choice(code)
+    info, content = entries[k]
+    text = content.decode("utf-8", "replace")
+    kind = rng.randrange(4)
+    if kind == 0:
+        bait, what = _bait(rng)
+        lines = text.split("\n")
+        i = rng.randrange(len(lines) + 1)
+        raw = "\n".join([*lines[:i], bait, *lines[i:]]).encode()
+    elif kind == 1:
+        new, what = _declaration_edit(text, rng)
+        raw = new.encode()
+    elif kind == 2:
+        raw, what = rng.choice(
+            [
+                (text.replace("\n", "\r\n").encode(), "CRLF"),
+                (text.replace("  ", "\t").encode(), "tabs"),
+                (b"\xef\xbb\xbf" + content, "a BOM"),
+                (content.replace(b"__", b"\xff\xfe", 1), "invalid UTF-8"),
+                (content.replace(b"\n", b"\0", 3), "NUL bytes"),
+                (b"", "emptied"),
+            ]
+        )
+    else:
+        raw, what = rng.choice(GENERIC)(content, rng, Path())
+    method = rng.choice([info.compress_type, zipfile.ZIP_STORED])
+    entries[k] = (_renamed(info, info.filename, method), raw)
+    return _rebuild(entries), f"{info.filename}: {what}"
+
+
+def torchscript_file(data: bytes, rng: random.Random, marker: Path) -> tuple[bytes, str]:
+    """A torch.jit.save archive: the zip and pickle mutations, hostile values in data.pkl/constants.pkl, storage
+    records missing or duplicated, and code/ text that attacks the declaration parser."""
+    entries = _zip_entries(data)
+    if entries is None or rng.random() < 0.3:
+        return zip_file(data, rng, marker)
+    kind = rng.randrange(3)
+    if kind == 0:
+        pickles = [k for k, (info, _) in enumerate(entries) if info.filename.endswith(("/data.pkl", "/constants.pkl"))]
+        if pickles:
+            k = rng.choice(pickles + pickles[:1])  # data.pkl more often
+            info, content = entries[k]
+            content, what = ts_pickle(content, rng, marker)
+            entries[k] = (info, content)
+            return _rebuild(entries), f"{info.filename}: {what}"
+    if kind == 1:
+        return _ts_records(entries, rng)
+    return ts_code(entries, rng)
+
+
 # -- dispatch ---------------------------------------------------------------------------------------------------------
 
 
 def kind_of(name: str, data: bytes) -> str:
-    """What a file is, for choosing mutations: safetensors, json, zip, pickle, gguf, dcp-metadata, distcp or bytes."""
+    """What a file is, for choosing mutations: safetensors, json, zip, torchscript, pickle, gguf, dcp-metadata,
+    distcp, onnx or bytes."""
     if name.endswith(".safetensors"):
         return "safetensors"
     if name.endswith(".json"):
@@ -772,7 +1405,11 @@ def kind_of(name: str, data: bytes) -> str:
         return "gguf"
     if name.endswith(".distcp"):
         return "distcp"
+    if name.endswith(".onnx"):
+        return "onnx"
     if data.startswith(b"PK\x03\x04"):
+        if name.endswith((".jit", ".torchscript")) or (b"/code/" in data and b"/constants.pkl" in data):
+            return "torchscript"
         return "zip"
     if data.startswith(b"\x80"):
         return "pickle"
@@ -787,6 +1424,8 @@ STRUCTURED: dict[str, Mutation] = {
     "gguf": gguf_file,
     "dcp-metadata": dcp_metadata,
     "distcp": embedded_pickle_ints,
+    "onnx": onnx_file,
+    "torchscript": torchscript_file,
 }
 
 

@@ -1,0 +1,283 @@
+"""Per-run state of the pytest plugin: the checkpoints, the checker, the one pass.
+
+Imported by :mod:`.plugin` only when a checkpoint or a spec file is involved: this module
+brings in torch (through the checker and the readers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from .cache import StatCache
+from .engine import PassProgress
+from .errors import FATAL, CheckpointError, WeightsError, describe
+from .pytest_errors import explain
+from .pytest_summary import PassRecord, PassSummary, run_line
+from .readers import Checkpoint, detect_format
+from .runner import Checker, open_or_raise
+from .runs import discover_run
+from .spec import resolve_spec
+
+if TYPE_CHECKING:
+    from .authoring import RegenResult
+
+
+class WeightsSession:
+    """Per-run state: the checkpoints, the checker, and whether the pass has run."""
+
+    def __init__(
+        self,
+        config: pytest.Config,
+        checkpoint_paths: list[Path],
+        spec_paths: list[Path],
+        device: str,
+    ) -> None:
+        self.config = config
+        self.checkpoint_paths = checkpoint_paths
+        self.spec_paths = spec_paths
+        self.checker = Checker(device, progress=self._progress, workers=config.option.weights_workers)
+        #: Step number of each checkpoint that came from a run directory.
+        self.steps: dict[Path, int] = {}
+        #: Each run directory's checkpoints as (step, path), for run-scope assertions.
+        self.runs: dict[Path, list[tuple[int, Path]]] = {}
+        #: ``--reference``: a checkpoint to compare against (opened with :meth:`checkpoint`).
+        self.reference_path: Path | None = None
+        #: Bundled specs run by name (``--weights-spec default``, or by default): node ids use the file name.
+        self.bundled: set[Path] = set()
+        self._opened: dict[Path, Checkpoint | CheckpointError] = {}
+        #: Why the one pass before the first item could not run (each item then computes its own statistics).
+        self.prepare_error: str | None = None
+        self._prepared = False
+        self._live = False
+        #: --weights-regen: every number rewritten (readable lines), and what was left alone.
+        self.regen_changes: list[str] = []
+        self.regen_notes: list[str] = []
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> WeightsSession:
+        """The session for ``config``'s options; raises :class:`WeightsError` for a missing path."""
+        paths: list[Path] = []
+        steps: dict[Path, int] = {}
+        runs: dict[Path, list[tuple[int, Path]]] = {}
+        for raw in config.option.weights_checkpoints:
+            p = Path(raw).expanduser()
+            if not p.exists():
+                raise CheckpointError(p, "--checkpoint: no such file or directory")
+            run = discover_run(p) if detect_format(p) is None else None
+            if run is None:
+                paths.append(p.resolve())
+                continue
+            runs[p.resolve()] = [(e.step, e.path.resolve()) for e in run.entries]
+            entries = [run.latest] if config.option.weights_latest else list(run.entries)
+            for entry in entries:
+                paths.append(entry.path.resolve())
+                steps[entry.path.resolve()] = entry.step
+        reference = config.option.weights_reference
+        if reference is not None and not Path(reference).expanduser().exists():
+            raise CheckpointError(reference, "--reference: no such file or directory")
+        device = config.option.weights_device or config.getini("weights_device") or "auto"
+        session = cls(config, paths, [], device)
+        session.spec_paths = [session.resolve(s) for s in config.option.weights_specs]
+        session.steps = steps
+        session.runs = runs
+        session.reference_path = Path(reference).expanduser().resolve() if reference else None
+        return session
+
+    def resolve(self, ref: str) -> Path:
+        """A spec path or bundled spec name → its path (remembered as bundled when it is a name)."""
+        path = resolve_spec(ref).resolve()
+        if not Path(ref).is_file():
+            self.bundled.add(path)
+        return path
+
+    def default_specs(self) -> list[str]:
+        """What runs with ``--checkpoint`` and no test paths: ``--weights-spec``, ini ``weights_specs``, ``default``."""
+        if self.spec_paths:
+            return [str(p) for p in self.spec_paths]
+        return [str(self.resolve(r)) for r in (self.config.getini("weights_specs") or ["default"])]
+
+    def checkpoint(self, path: Path) -> Checkpoint:
+        """The opened checkpoint at ``path`` (opened once); raises its :class:`CheckpointError`."""
+        if path not in self._opened:
+            try:
+                self._opened[path] = open_or_raise(path)
+            except CheckpointError as e:
+                self._opened[path] = e
+        got = self._opened[path]
+        if isinstance(got, CheckpointError):
+            raise got.with_traceback(None)  # raised by many items: its traceback must not grow
+        return got
+
+    def label(self, path: Path) -> str:
+        """Short id of a checkpoint for node ids (its name, disambiguated if needed)."""
+        names = [p.name for p in self.checkpoint_paths]
+        if names.count(path.name) == 1:
+            return path.name
+        if path in self.steps:
+            return f"{path.parent.name}/{path.name}"
+        return str(path)
+
+    def cache_dir(self) -> Path | None:
+        """Where statistics are cached (pytest's cache dir), or None with --weights-no-cache."""
+        if self.config.option.weights_no_cache or getattr(self.config, "cache", None) is None:
+            return None
+        return self.config.cache.mkdir("pytest-weights")
+
+    def prepare(self, items: list[pytest.Item]) -> None:
+        """Before the first item runs: one pass computing what every selected item needs."""
+        if self._prepared:
+            return
+        self._prepared = True
+        cache = self.cache_dir()
+        if cache is not None:
+            self.checker.cache = StatCache(cache)
+        if self.reference_path is not None:
+            with contextlib.suppress(CheckpointError):  # every item reports it
+                self.checker.reference = self.checkpoint(self.reference_path)
+        try:
+            self.checker.prepare(self._work(items))
+        finally:
+            self._end_live()
+
+    def _work(self, items: list[pytest.Item]) -> list:
+        """(checkpoint, assertion) pairs that the spec items among ``items`` will judge."""
+        work = []
+        for item in items:
+            spec = getattr(item, "spec", None)
+            if not getattr(item, "weights_item", False) or spec is None:
+                continue
+            if item.checkpoint_path is not None:
+                paths = [item.checkpoint_path]
+            elif item.run_path is not None:
+                paths = [p for _, p in self.runs[item.run_path]]
+            else:
+                paths = []
+            for path in paths:
+                try:
+                    work.append((self.checkpoint(path), spec))
+                except CheckpointError:
+                    continue  # reported by the item itself
+        return work
+
+    def _progress(self, p: PassProgress) -> None:
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is None or not tr.isatty or p.tensors_total == 0:
+            return
+        rate = p.bytes_done / p.seconds / 1e9 if p.seconds > 0 else 0.0
+        with self._terminal():
+            if not self._live:
+                tr.write("\n")
+                self._live = True
+            tr.rewrite(
+                f"pytest-weights: {p.checkpoint}: {p.tensors_done}/{p.tensors_total} tensors, "
+                f"{p.bytes_done / 1e9:.2f}/{p.bytes_total / 1e9:.2f} GB, {rate:.2f} GB/s",
+                erase=True,
+            )
+
+    def _end_live(self) -> None:
+        if self._live:
+            with self._terminal():
+                self.config.pluginmanager.get_plugin("terminalreporter").write("\n")
+            self._live = False
+
+    def _terminal(self) -> contextlib.AbstractContextManager:
+        """Output capture suspended, so the live line reaches the terminal."""
+        capman = self.config.pluginmanager.get_plugin("capturemanager")
+        return capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext()
+
+    def regen(self, node: pytest.File) -> dict[str, list[str]]:
+        """--weights-regen: rewrite ``node``'s baseline numbers from the checkpoint; changes by entry name."""
+        try:
+            node.path.resolve().relative_to(self.config.rootpath)
+        except ValueError:
+            self.regen_notes.append(f"{node.path}: a bundled spec is never rewritten (copy it into your project)")
+            return {}
+        result = self._regen_spec(node)
+        if result is None:
+            return {}
+        self.regen_changes += result
+        self.regen_notes += result.notes
+        changed: dict[str, list[str]] = {}
+        for change in result:
+            changed.setdefault(change.entry, []).append(str(change))
+        return changed
+
+    def _regen_spec(self, node: pytest.File) -> RegenResult | None:
+        from .authoring import regen_spec
+
+        try:
+            return regen_spec(
+                node.path,
+                self.checkpoint_paths[0],
+                self.config.option.weights_regen_margin,
+                device=str(self.checker.device),
+                cache_dir=self.cache_dir(),
+                reference=self.reference_path,
+                label=node.nodeid,
+            )
+        except WeightsError as e:
+            self.regen_notes.append(str(e))
+        except FATAL:
+            raise
+        except BaseException as e:
+            self.regen_notes.append(f"{node.path}: {explain(self.config, e)}")
+        return None
+
+    def pass_summary(self, worker: str = "") -> PassSummary:
+        """What this process's pass read and noticed (``worker``: the xdist worker id, if any)."""
+        cache = self.checker.cache
+        passes = [
+            PassRecord(p.checkpoint, p.tensors_done, p.bytes_done, p.seconds, worker)
+            for p in self.checker.passes
+            if p.tensors_total
+        ]
+        hits = cache.hits if cache is not None else 0
+        return PassSummary([str(self.checker.device)], passes, hits, self.notes(), self.left_out())
+
+    def notes(self) -> list[str]:
+        """Problems of the pass and unreadable checkpoints: one line each."""
+        lines = []
+        if self.prepare_error is not None:
+            lines.append(f"the statistics pass could not be planned: {self.prepare_error}")
+        for ckpt, exc in self.checker.errors.items():
+            lines.append(f"{ckpt.label}: statistics pass failed: {describe(exc)}")
+        lines += [f"{p}: could not be read: {got.message}" for p, got in self._opened.items() if _failed(got)]
+        return lines
+
+    def left_out(self) -> list[tuple[str, str]]:
+        """(checkpoint, which non-float tensors float statistics leave out) for each opened checkpoint."""
+        out = []
+        for got in self._opened.values():
+            nonfloat = [] if _failed(got) else [i for i in got.tensors() if not i.is_float]
+            if nonfloat:
+                names = ", ".join(f"{i.name} ({i.dtype_name})" for i in nonfloat[:5])
+                more = f" and {len(nonfloat) - 5} more" if len(nonfloat) > 5 else ""
+                out.append((got.label, f"{len(nonfloat)} non-float tensor(s) not in float statistics: {names}{more}"))
+        return out
+
+    def regen_lines(self) -> list[str]:
+        """--weights-regen: what was rewritten, and what was left alone."""
+        if not self.config.option.weights_regen:
+            return []
+        n = len(self.regen_changes)
+        lines = [f"--weights-regen: {n} number(s) rewritten" + (" (review with git diff):" if n else "")]
+        lines += [f"  {c}" for c in self.regen_changes]
+        return lines + [f"  not rewritten: {note}" for note in self.regen_notes]
+
+    def run_lines(self) -> list[str]:
+        """The run directories (steps checked, trajectory) and the reference."""
+        lines = []
+        for run, entries in self.runs.items():
+            name = "run" if len(self.runs) == 1 else f"run {run.name}"
+            lines.append(run_line(name, [step for step, _ in entries], self.config.option.weights_latest))
+        if self.reference_path is not None:
+            lines.append(f"reference: {self.reference_path}")
+        return lines
+
+
+def _failed(got: Checkpoint | CheckpointError) -> bool:
+    return isinstance(got, CheckpointError)

@@ -21,6 +21,7 @@ from .cache import StatCache
 from .device import resolve_device
 from .engine import PassProgress, Progress, StatStore, compute_pass
 from .errors import FATAL, CheckpointError, WeightsError, as_checkpoint_error, describe, format_traceback, is_internal
+from .names import NameMatch, match_names
 from .readers import Checkpoint, TensorInfo, open_checkpoint
 from .readers.derived import DeltaCheckpoint, LoraDelta
 from .readers.memory import StateDictCheckpoint
@@ -64,6 +65,7 @@ class Checker:
         #: Checkpoints whose statistics pass failed, with the error: their assertions fail with it.
         self.errors: dict[Checkpoint, BaseException] = {}
         self._derived: dict[int, Checkpoint] = {}
+        self._names: dict[int, NameMatch] = {}
 
     def target(self, checkpoint: Checkpoint, spec: AssertionSpec) -> Checkpoint:
         """The checkpoint an assertion reads: the weights, or ΔW for ``view: delta``."""
@@ -88,14 +90,26 @@ class Checker:
         tensors = list(self.select(target, spec).tensors)
         out = [(target, tensors)]
         if spec.assertion.needs_reference and self.reference is not None:
-            out.append((self.reference, self._reference_tensors(spec, tensors)))
+            out.append((self.reference, self._reference_tensors(checkpoint, spec, tensors)))
         return out
 
-    def _reference_tensors(self, spec: AssertionSpec, tensors: Sequence[TensorInfo]) -> list[TensorInfo]:
+    def _reference_tensors(
+        self, checkpoint: Checkpoint, spec: AssertionSpec, tensors: Sequence[TensorInfo]
+    ) -> list[TensorInfo]:
         if spec.assertion.match_reference == "role":
             return list(self.select(self.reference, spec).tensors)  # type: ignore[arg-type]
-        names = {i.name for i in tensors}
+        names = {self.reference_name(checkpoint, i.name) for i in tensors}
         return [i for i in self.reference.tensors() if i.name in names]  # type: ignore[union-attr]
+
+    def reference_name(self, checkpoint: Checkpoint, name: str) -> str:
+        """The reference's name for ``checkpoint``'s tensor ``name``: wrapper prefixes (DDP's
+        ``module.`` …) stripped when that pairs the names, as for ΔW (:func:`.names.match_names`)."""
+        if self.reference is None:
+            return name
+        if id(checkpoint) not in self._names:
+            ours = {i.name: i.shape for i in checkpoint.tensors()}
+            self._names[id(checkpoint)] = match_names(ours, {i.name: i.shape for i in self.reference.tensors()})
+        return self._names[id(checkpoint)].b_name(name) or name
 
     def select(self, checkpoint: Checkpoint, spec: AssertionSpec) -> Selected:
         matched = [i for i in checkpoint.tensors() if spec.selection.matches(i)]
@@ -167,8 +181,8 @@ class Checker:
         target = self.target(checkpoint, spec)
         sel = self.select(target, spec)
         notes = _non_float_note(sel.non_float) + _empty_note(sel.empty)
-        if isinstance(target, DeltaCheckpoint) and target.unmatched:
-            notes += (f"{len(target.unmatched)} tensor(s) not in the reference left out of ΔW",)
+        if isinstance(target, DeltaCheckpoint):
+            notes += target.notes()  # renames; tensors left out of ΔW (missing, other shape or kind)
         if not sel.tensors:
             outcome = _empty(spec, "the selection matches no tensor" + (" (float)" if sel.non_float else ""))
         elif spec.assertion.needs_reference and self.reference is None:
@@ -184,7 +198,7 @@ class Checker:
                     spec.selection.role(i.name),
                     spec.selection.depth(i.name),
                     self.store.get(cid, i.name),
-                    self.store.get(rid, i.name)
+                    self.store.get(rid, self.reference_name(checkpoint, i.name))
                     if spec.assertion.match_reference == "name" and spec.assertion.needs_reference
                     else None,
                 )
@@ -195,7 +209,7 @@ class Checker:
                     TensorView(
                         i, spec.selection.role(i.name), spec.selection.depth(i.name), self.store.get(rid, i.name)
                     )
-                    for i in self._reference_tensors(spec, sel.tensors)
+                    for i in self._reference_tensors(checkpoint, spec, sel.tensors)
                 ]
                 outcome = spec.assertion.judge(views, ref_views)
             else:

@@ -189,3 +189,24 @@ def test_bundled_finetune_delta_spec(tmp_path):
     shrunk = {k: v * 0.9 if k.endswith("attn.q.weight") else v for k, v in finetuned(base).items()}
     report = check(save(tmp_path / "shrunk.safetensors", shrunk), "finetune-delta", device="cpu", reference=b)
     assert "widens" in {r.name for r in report.failures}
+
+
+def test_delta_results_carry_the_notes_and_reference_kinds_follow_renames(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    base = {f"model.layers.{i}.w": torch.randn(64, 64, generator=g) for i in range(3)}
+    tuned = {k: v * 1.1 for k, v in base.items()}
+    tuned["model.layers.0.w"] = torch.randn(64, 32, generator=g)
+    b = save(tmp_path / "base.safetensors", {f"module.{k}": v for k, v in base.items()})
+    f = save(tmp_path / "ft.safetensors", tuned)
+    spec = parse_spec(
+        "assertions:\n"
+        "  - {kind: stat_range, stat: std, view: delta, min: 0}\n"
+        "  - {kind: reference_ratio, stat: std, min_ratio: 1.05, max_ratio: 1.15, select: {include: ['*layers.[12]*']}}\n",
+        "d.weights.yaml",
+    )
+    delta, ratio = check(f, spec, device="cpu", reference=b).results
+    assert delta.passed and delta.notes == (
+        "ΔW names: matched 3 tensors after stripping 'module.' from the reference (1 of them differs in shape)",
+        "model.layers.0.w left out of ΔW: shape [64, 32] here, [64, 64] in the reference",
+    )
+    assert ratio.passed and ratio.observed == pytest.approx({"model.layers.1.w": 1.1, "model.layers.2.w": 1.1})

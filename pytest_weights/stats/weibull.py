@@ -50,6 +50,8 @@ from .moments import Moments
 Protocol = Literal["mid_80", "mid_90", "full_range", "mle"]
 PROTOCOLS: tuple[str, ...] = ("mid_80", "mid_90", "full_range", "mle")
 _TRIM_PCT = {"mid_80": 80, "mid_90": 90, "full_range": 100}
+#: Elements :class:`LogAbsHistogram` bins at once (its temporaries stay a few MB).
+TILE = 1 << 18
 
 
 class LogAbsHistogramResult(NamedTuple):
@@ -98,7 +100,20 @@ class LogAbsHistogram(Statistic):
         return torch.cat([-inf, t, inf]).to(device)
 
     def reduce(self, block: torch.Tensor, deps: Deps) -> tuple[torch.Tensor, int]:
-        a = block.reshape(-1).abs()
+        """Counts of the block, tile by tile: about ten temporaries of a tile's size, not of the
+        block's (a 4M-element slice would need ~150 MB per thread); counts add exactly."""
+        flat = block.reshape(-1)
+        if flat.numel() <= TILE:
+            return self._reduce_tile(flat)
+        counts, zeros = self._reduce_tile(flat[:TILE])
+        for i in range(TILE, flat.numel(), TILE):
+            c, z = self._reduce_tile(flat[i : i + TILE])
+            counts += c
+            zeros += z
+        return counts, zeros
+
+    def _reduce_tile(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        a = x.abs()
         bins = self.bins
         # Bin from the rounded log10 (its error is < 1e−3 bin), then decide exactly, against
         # the bounds, the few values lying within 1 % of a bin edge. j = −1 below, bins above.

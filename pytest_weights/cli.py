@@ -57,8 +57,6 @@ class CliError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .stats.scalars import SCALARS
-
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Check and inspect the statistics of neural-network checkpoint weights.",
@@ -94,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stats",
         metavar="NAMES",
-        help=f"comma-separated statistics, or 'all' (default: {','.join(stat_names(None))}; "
-        f"available: {', '.join(SCALARS)})",
+        help=f"comma-separated statistics, or 'all' (default: {','.join(DEFAULT_STATS)}; every name is listed "
+        "in docs/kinds.md, 'Statistics', and by an unknown name's error)",
     )
     p.add_argument(
         "--include",

@@ -201,7 +201,8 @@ def test_delta_results_carry_the_notes_and_reference_kinds_follow_renames(tmp_pa
     spec = parse_spec(
         "assertions:\n"
         "  - {kind: stat_range, stat: std, view: delta, min: 0}\n"
-        "  - {kind: reference_ratio, stat: std, min_ratio: 1.05, max_ratio: 1.15, select: {include: ['*layers.[12]*']}}\n",
+        "  - {kind: reference_ratio, stat: std, min_ratio: 1.05, max_ratio: 1.15,\n"
+        "     select: {include: ['*layers.[12]*']}}\n",
         "d.weights.yaml",
     )
     delta, ratio = check(f, spec, device="cpu", reference=b).results

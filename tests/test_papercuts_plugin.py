@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, save, transformer_like
 
-from pytest_weights.pytest_summary import PassRecord, PassSummary, list_steps, run_line
+from pytest_weights.plugin.summary import PassRecord, PassSummary, list_steps, run_line
 
 EXAMPLES = ROOT / "examples"
 README = (ROOT / "README.md").read_text(encoding="utf-8")

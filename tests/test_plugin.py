@@ -239,7 +239,7 @@ def test_run_directory_gives_items_per_step_and_latest(pytester, tmp_path):
     result.stdout.fnmatch_lines(["*run: 3 checkpoint(s), steps 100, 500, 2000*"])
     latest = run(pytester, "--checkpoint", str(run_dir), "--weights-latest", "-k", "finite", "-v")
     latest.assert_outcomes(passed=1)
-    latest.stdout.fnmatch_lines(["*run: 1 checkpoint(s), steps 2000*"])
+    latest.stdout.fnmatch_lines(["*run: checked step 2000 (latest); trajectory over 3 checkpoints, steps 100…2000*"])
 
 
 def test_reference_must_exist(pytester, healthy, tmp_path):

@@ -61,7 +61,7 @@ def test_an_unrelated_project_imports_nothing_heavy(tmp_path, args):
     assert heavy(with_plugin) - heavy(without) == set(), "loading the plugin imported these"
     assert not {"torch", "numpy", "scipy"} & with_plugin
     loaded = {m for m in with_plugin if m.startswith("pytest_weights.")}
-    assert not loaded & {"pytest_weights.pytest_session", "pytest_weights.pytest_items", "pytest_weights.runner"}
+    assert not loaded & {"pytest_weights.plugin.session", "pytest_weights.plugin.items", "pytest_weights.runner"}
 
 
 def test_options_of_the_plugin_alone_import_nothing_heavy(tmp_path):
@@ -78,7 +78,7 @@ def test_a_checkpoint_imports_torch(tmp_path):
     (root / "my.weights.yaml").write_text("version: 1\nassertions:\n  - kind: finite\n")
     modules = modules_after_pytest(root, "-q", "my.weights.yaml", f"--checkpoint={ckpt}")
     assert {"torch", "numpy", "yaml"} <= modules
-    assert "pytest_weights.pytest_session" in modules
+    assert "pytest_weights.plugin.session" in modules
 
 
 def test_a_spec_file_without_checkpoint_loads_the_spec(tmp_path):
@@ -86,7 +86,7 @@ def test_a_spec_file_without_checkpoint_loads_the_spec(tmp_path):
     root = unrelated_project(tmp_path / "proj")
     (root / "my.weights.yaml").write_text("version: 1\nassertions:\n  - kind: finite\n")
     modules = modules_after_pytest(root, "-q")
-    assert "yaml" in modules and "pytest_weights.pytest_items" in modules
+    assert "yaml" in modules and "pytest_weights.plugin.items" in modules
 
 
 def python_modules(code: str) -> set[str]:

@@ -106,34 +106,34 @@ def load(tmp_path: Path, name: str, data: bytes) -> SpecError:
 
 @pytest.mark.parametrize(("data", "line", "words"), HOSTILE.values(), ids=HOSTILE.keys())
 def test_a_hostile_spec_is_a_short_spec_error_naming_file_and_line(tmp_path, data, line, words):
-    tracemalloc.start()
-    start = time.perf_counter()
-    try:
-        error = load(tmp_path, "hostile", data)
-        elapsed = time.perf_counter() - start
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    start = time.process_time()  # CPU time: a busy machine does not fail the test
+    error = load(tmp_path, "hostile", data)
+    assert time.process_time() - start < 1.0
     path = tmp_path / "hostile.weights.yaml"
     assert error.line == line, str(error)
     assert str(error).startswith(f"{path}:{line}: " if line else f"{path}: "), str(error)
     assert words in error.message, str(error)
     assert len(str(error)) - len(str(path)) < 500, str(error)
-    assert elapsed < 1.0
+    tracemalloc.start()
+    try:
+        load(tmp_path, "again", data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
     assert peak < 32 * 1024 * 1024 + 4 * len(data)  # nothing expanded: the file's size, not a bomb's
 
 
 def test_the_alias_bomb_is_refused_before_it_is_expanded():
     assert len(BILLION_LAUGHS) < 450
     tracemalloc.start()
-    start = time.perf_counter()
+    start = time.process_time()
     try:
         with pytest.raises(SpecError, match="an alias bomb") as e:
             parse_spec(BILLION_LAUGHS, "bomb.weights.yaml")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert time.perf_counter() - start < 0.5 and peak < 4 * 1024 * 1024
+    assert time.process_time() - start < 0.5 and peak < 4 * 1024 * 1024
     assert str(e.value) == "bomb.weights.yaml:8: aliases repeat too much (an alias bomb?): refused before expanding"
 
 
@@ -168,10 +168,10 @@ def test_line_numbers_count_yaml_line_breaks():
 
 
 def test_names_are_made_unique_in_linear_time():
-    text = "assertions:\n" + "  - kind: finite\n" * 3000
-    start = time.perf_counter()
+    text = "assertions:\n" + "  - kind: finite\n" * 3000  # was quadratic: +0.6 s here, +12 s at 14 000
+    start = time.process_time()
     spec = parse_spec(text)
-    assert time.perf_counter() - start < 2.0
+    assert time.process_time() - start < 2.0
     names = [a.name for a in spec.assertions]
     assert names[:3] == ["finite", "finite-2", "finite-3"] and len(set(names)) == 3000
     spec = parse_spec("assertions:\n  - kind: finite\n  - name: finite-2\n    kind: finite\n  - kind: finite\n")

@@ -1,15 +1,21 @@
 """Reader for TorchScript archives written by ``torch.jit.save`` (``.jit``, ``.torchscript``, or a ``.pt``).
 
 Safety: the archive is never loaded with ``torch.jit.load`` and none of its code runs.
-``data.pkl`` (the module tree) and ``constants.pkl`` are unpickled by a restricted
-unpickler that resolves only the handful of globals TorchScript writes: tensor rebuilds
+``data.pkl`` (the module tree) and ``constants.pkl`` are unpickled by a restricted, bounded
+unpickler (:class:`~._util.BoundedUnpickler`: no memo table sized by the pickle, no
+BYTEARRAY8; at most :data:`_MAX_PICKLE_OPS` opcodes, no sets, no tuples as dict keys, so a
+few bytes cannot allocate gigabytes or hash a billion-laugh structure) that resolves only the
+handful of globals TorchScript writes: tensor rebuilds
 (``torch._utils._rebuild_tensor_v2``), storage types (``torch.FloatStorage`` …),
 ``collections.OrderedDict`` and the list/type-tag helpers of ``torch.jit._pickle`` — all
 replaced by inert local stand-ins. TorchScript classes (``__torch__.*``) become plain
 placeholder objects that only record their state; nothing is imported. Any other global
 (``os.system``, ``builtins.eval`` …) refuses the file with a :class:`CheckpointError`.
 The ``code/`` files are read as text only, to find each class's ``__parameters__`` and
-``__buffers__`` declarations.
+``__buffers__`` declarations, with one linear-time regular expression (no backtracking on
+hostile text) and bounded sizes. Values from the pickles are only ever described by
+:func:`_short` (bounded), and the module tree is walked within a budget, so shared
+references (memo bombs) cannot make either take long.
 
 Names: the module tree is flattened to dotted names as ``module.state_dict()`` gives them
 (``encoder.0.reparam_conv.weight``, ``decoder.rnn.weight_ih``): parameters and buffers of
@@ -33,7 +39,7 @@ import struct
 import threading
 import zipfile
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -41,7 +47,7 @@ from typing import ClassVar
 import torch
 
 from ..errors import CheckpointError
-from ._util import file_identity, read_magic
+from ._util import MAX_NUMEL, BoundedUnpickler, check_expansion, file_identity, read_magic
 from .base import Checkpoint, TensorInfo
 from .torch_file import SUFFIXES as TORCH_SUFFIXES
 
@@ -49,10 +55,24 @@ from .torch_file import SUFFIXES as TORCH_SUFFIXES
 SUFFIXES = frozenset({".jit", ".torchscript"})
 
 _ZIP_MAGIC = b"PK\x03\x04"
-_MAX_PICKLE_BYTES = 256 * 1024 * 1024
+_MAX_PICKLE_BYTES = 64 * 1024 * 1024
+#: Opcodes per pickle (silero's data.pkl has 2,000; one per ~3 bytes): each may create an object, so this bounds
+#: the memory a small pickle can take (about 100 bytes an opcode at worst).
+_MAX_PICKLE_OPS = 2_000_000
 _MAX_CODE_BYTES = 16 * 1024 * 1024
+#: code/ text read in all, over every module file.
+_MAX_CODE_TOTAL = 64 * 1024 * 1024
+#: Names one ``__parameters__`` or ``__buffers__`` list may declare.
+_MAX_DECLARED = 100_000
+#: Distinct ``__torch__`` classes a pickle may name.
+_MAX_CLASSES = 10_000
 _MAX_DEPTH = 64
 _MAX_NODES = 200_000
+#: Module attributes and nested values looked at while walking the module tree (a module shared by two parents is
+#: walked twice, as ``state_dict()`` names it twice; other shared values once).
+_MAX_WORK = 1_000_000
+#: Largest offset or stride accepted (sizes: ``MAX_NUMEL``); keeps every product within int64.
+_MAX_INT = 1 << 62
 #: A tensor may have more elements than its storage only through zero strides (``expand``).
 _MAX_EXPANDED_NUMEL = 1 << 28
 _MAX_NDIM = 64
@@ -211,12 +231,44 @@ class _Refused(Exception):
     """A global the restricted unpickler does not allow."""
 
 
-def _ints(value: object, what: str) -> tuple[int, ...]:
+def _short(value: object, limit: int = 80, depth: int = 0) -> str:
+    """A bounded description of a value from a hostile pickle: at most ``limit`` characters, a few items of at most
+    two levels of containers (``repr`` of a billion-laugh list, a 10⁶-digit int or a 64 MB string would not end)."""
+    try:
+        kind = type(value)
+        if kind in (str, bytes):
+            text = repr(value[:limit])
+        elif kind is int and value.bit_length() > 256:
+            text = f"<int of {value.bit_length()} bits>"
+        elif kind in (bool, int, float, complex) or value is None:
+            text = repr(value)
+        elif kind in (tuple, list, dict) and value and depth < 2:
+            pairs = list(value.items())[:4] if kind is dict else [(v, None) for v in value[:4]]
+            shown = ", ".join(
+                _short(k, 20, depth + 1) + ("" if kind is not dict else ": " + _short(v, 20, depth + 1))
+                for k, v in pairs
+            )
+            more = ", …" if len(value) > 4 else ""
+            text = {tuple: "({})", list: "[{}]", dict: "{{{}}}"}[kind].format(shown + more)
+        elif kind in (tuple, list, dict):
+            text = f"<{kind.__name__} of {len(value)}>" if value else repr(kind())
+        else:
+            text = f"<{kind.__name__[:40]}>"
+    except Exception:
+        text = f"<{type(value).__name__[:40]}>"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _int(value: object, what: str, limit: int = _MAX_INT) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not -limit <= value <= limit:
+        raise ValueError(f"invalid tensor {what} {_short(value)}")
+    return value
+
+
+def _ints(value: object, what: str, limit: int = _MAX_INT) -> tuple[int, ...]:
     if not isinstance(value, (tuple, list)) or len(value) > _MAX_NDIM:
-        raise ValueError(f"invalid tensor {what} {value!r:.80}")
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise ValueError(f"invalid tensor {what} {value!r:.80}")
-    return tuple(value)
+        raise ValueError(f"invalid tensor {what} {_short(value)}")
+    return tuple(_int(v, what, limit) for v in value)
 
 
 def _rebuild_tensor_v2(
@@ -225,10 +277,9 @@ def _rebuild_tensor_v2(
     if isinstance(storage, _Unsupported):
         return storage
     if not isinstance(storage, _Storage):
-        raise ValueError(f"tensor storage is {type(storage).__name__}, not a storage reference")
-    if not isinstance(offset, int) or isinstance(offset, bool):
-        raise ValueError(f"invalid storage offset {offset!r:.80}")
-    ref = _TensorRef(storage, offset, _ints(size, "size"), _ints(stride, "stride"))
+        raise ValueError(f"tensor storage is {type(storage).__name__[:40]}, not a storage reference")
+    offset = _int(offset, "storage offset")
+    ref = _TensorRef(storage, offset, _ints(size, "size", MAX_NUMEL), _ints(stride, "stride"))
     if len(ref.size) != len(ref.stride):
         raise ValueError(f"tensor size {list(ref.size)} and stride {list(ref.stride)} differ in length")
     if offset < 0 or any(s < 0 for s in ref.size) or any(s < 0 for s in ref.stride):
@@ -265,8 +316,10 @@ def _identity(value: object, *_rest: object) -> object:
     return value
 
 
-def _device(name: object) -> str:
-    return str(name)
+def _device(name: object, *_rest: object) -> str:
+    if not isinstance(name, str) or len(name) > 100:
+        raise ValueError(f"invalid device {_short(name)}")
+    return name
 
 
 def _complex(real: object = 0.0, imag: object = 0.0) -> complex:
@@ -305,31 +358,77 @@ _GLOBALS: dict[tuple[str, str], object] = {
 }
 
 
-class _Unpickler(pickle._Unpickler):
+def _counted(handler: Callable[[pickle._Unpickler], None]) -> Callable[[pickle._Unpickler], None]:
+    """``handler``, counting the opcodes run against :data:`_MAX_PICKLE_OPS`."""
+
+    def run(self: _Unpickler) -> None:
+        self.ops += 1
+        if self.ops > _MAX_PICKLE_OPS:
+            raise pickle.UnpicklingError(f"more than {_MAX_PICKLE_OPS} pickle opcodes")
+        handler(self)
+
+    return run
+
+
+def _check_keys(keys: object) -> None:
+    """Dict keys must be scalars: hashing a tuple hashes all of it, and a few bytes of memo references make a
+    tuple of 10¹² items (TorchScript's dict keys are str, int, float, bool, complex or Tensor)."""
+    for key in keys:
+        if isinstance(key, (tuple, frozenset)):
+            raise _Refused(f"a {type(key).__name__} as a dict key")
+
+
+def _no_sets(self: _Unpickler) -> None:
+    raise _Refused("a set (TorchScript never pickles one)")
+
+
+class _Unpickler(BoundedUnpickler):
     """Resolves only TorchScript's own globals, to inert stand-ins; never imports anything.
 
-    The pure-Python unpickler, so that ``BUILD`` (setting an object's state) can be limited
-    to the ``__torch__`` placeholders: nothing else, not even the stand-ins, can be mutated.
+    The pure-Python :class:`~._util.BoundedUnpickler`, so that ``BUILD`` (setting an object's
+    state) can be limited to the ``__torch__`` placeholders: nothing else, not even the
+    stand-ins, can be mutated; opcodes are counted, sets refused, dict keys checked.
     """
 
-    dispatch: ClassVar[dict] = dict(pickle._Unpickler.dispatch)
+    dispatch: ClassVar[dict] = dict(BoundedUnpickler.dispatch)
 
     def __init__(self, data: bytes) -> None:
         super().__init__(io.BytesIO(data))
         self._classes: dict[str, type[_ScriptObject]] = {}
+        self.ops = 0
 
     def load_build(self) -> None:
         state = self.stack.pop()
         inst = self.stack[-1]
         if not isinstance(inst, _ScriptObject):
-            raise _Refused(f"BUILD (setting the state) of a {type(inst).__name__}")
+            raise _Refused(f"BUILD (setting the state) of a {type(inst).__name__[:40]}")
         inst.__setstate__(state)
 
+    # The stack holds what was pushed since the last MARK: keys and values, alternating.
+    def load_dict(self) -> None:
+        _check_keys(self.stack[0::2])
+        pickle._Unpickler.load_dict(self)
+
+    def load_setitem(self) -> None:
+        _check_keys(self.stack[-2:-1])
+        pickle._Unpickler.load_setitem(self)
+
+    def load_setitems(self) -> None:
+        _check_keys(self.stack[0::2])
+        pickle._Unpickler.load_setitems(self)
+
     dispatch[pickle.BUILD[0]] = load_build
+    dispatch[pickle.DICT[0]] = load_dict
+    dispatch[pickle.SETITEM[0]] = load_setitem
+    dispatch[pickle.SETITEMS[0]] = load_setitems
+    for _op in (pickle.EMPTY_SET, pickle.ADDITEMS, pickle.FROZENSET):
+        dispatch[_op[0]] = _no_sets
+    del _op
+    dispatch = {code: _counted(handler) for code, handler in dispatch.items()}
 
     def find_class(self, module: str, name: str) -> object:
         if not isinstance(module, str) or not isinstance(name, str):
-            raise _Refused(f"GLOBAL {module!r:.80} {name!r:.80}")
+            raise _Refused(f"GLOBAL {_short(module)} {_short(name)}")
         found = _GLOBALS.get((module, name))
         if found is not None:
             return found
@@ -338,46 +437,55 @@ class _Unpickler(pickle._Unpickler):
                 return _StorageType(name, STORAGE_DTYPES[name])
             if name in _QSCHEMES:
                 return name
-        if (module == "__torch__" or module.startswith("__torch__.")) and name.isidentifier() and len(module) < 1000:
+        torch_class = module == "__torch__" or module.startswith("__torch__.")
+        if torch_class and name.isidentifier() and len(module) < 1000 and len(name) < 1000:
             qualname = f"{module}.{name}"
             cls = self._classes.get(qualname)
             if cls is None:
+                if len(self._classes) >= _MAX_CLASSES:
+                    raise pickle.UnpicklingError(f"more than {_MAX_CLASSES} TorchScript classes")
                 cls = self._classes[qualname] = type(name, (_ScriptObject,), {"qualname": qualname})
             return cls
         raise _Refused(f"GLOBAL {module[:200]}.{name[:200]}")
 
     def persistent_load(self, pid: object) -> _Storage | _Unsupported:
         if not isinstance(pid, tuple) or len(pid) != 5 or pid[0] != "storage":
-            raise ValueError(f"unknown persistent id {pid!r:.120}")
+            raise ValueError(f"unknown persistent id {_short(pid, 120)}")
         _, storage_type, key, _location, numel = pid
         if not isinstance(storage_type, _StorageType):
-            raise ValueError(f"unknown storage type {storage_type!r:.80}")
+            raise ValueError(f"unknown storage type {_short(storage_type)}")
         if not isinstance(key, str) or not key or len(key) > 1000:
-            raise ValueError(f"invalid storage key {key!r:.80}")
-        if not isinstance(numel, int) or isinstance(numel, bool) or numel < 0:
-            raise ValueError(f"invalid storage size {numel!r:.80}")
+            raise ValueError(f"invalid storage key {_short(key)}")
+        if isinstance(numel, bool) or not isinstance(numel, int) or not 0 <= numel <= MAX_NUMEL:
+            raise ValueError(f"invalid storage size {_short(numel)}")
         return _Storage(storage_type.dtype, key, numel)
 
 
 # -- class declarations, read as text from code/ --------------------------------------------
 
-_CLASS_RE = re.compile(r"^class\s+(\w+)\s*(?:\([^)\n]*\))?\s*:", re.MULTILINE)
-_MEMBERS_RE = re.compile(r"^\s+(__parameters__|__buffers__)\s*=\s*\[([^\]]*)\]", re.MULTILINE)
-_QUOTED_RE = re.compile(r"\"([^\"\\]*)\"|'([^'\\]*)'")
+#: A class header, or a ``__parameters__``/``__buffers__`` list on one line. Linear on any text: each alternative
+#: starts at a line start and no two quantifiers can share characters (``\s`` would span lines and backtrack
+#: quadratically over blank lines or a header without a colon).
+_DECLARATION_RE = re.compile(
+    r"^(?:class[ \t]+(\w+)|[ \t]+(__parameters__|__buffers__)[ \t]*=[ \t]*\[([^\]\n]*)\])", re.MULTILINE
+)
+_QUOTED_RE = re.compile(r"\"([^\"\\\n]*)\"|'([^'\\\n]*)'")
 
 
 def parse_declarations(source: str) -> dict[str, tuple[list[str], list[str]]]:
-    """``{class name: (parameters, buffers)}`` from TorchScript's printed code (text only, never run)."""
-    out: dict[str, tuple[list[str], list[str]]] = {}
-    heads = list(_CLASS_RE.finditer(source))
-    for i, head in enumerate(heads):
-        body = source[head.end() : heads[i + 1].start() if i + 1 < len(heads) else len(source)]
-        members: dict[str, list[str]] = {"__parameters__": [], "__buffers__": []}
-        for m in _MEMBERS_RE.finditer(body):
-            if not members[m.group(1)]:
-                members[m.group(1)] = [a or b for a, b in _QUOTED_RE.findall(m.group(2))]
-        out[head.group(1)] = (members["__parameters__"], members["__buffers__"])
-    return out
+    """``{class name: (parameters, buffers)}`` from TorchScript's printed code (text only, never run): the first
+    list of each kind after a class header. Linear time; ValueError for a list of more than :data:`_MAX_DECLARED`."""
+    classes: dict[str, dict[str, list[str] | None]] = {}
+    members: dict[str, list[str] | None] | None = None
+    for m in _DECLARATION_RE.finditer(source):
+        if m.group(1) is not None:
+            members = classes[m.group(1)] = {"__parameters__": None, "__buffers__": None}
+        elif members is not None and members[m.group(2)] is None:
+            listed = m.group(3)
+            if listed.count('"') + listed.count("'") > 2 * _MAX_DECLARED:
+                raise ValueError(f"a {m.group(2)} list of more than {_MAX_DECLARED} names")
+            members[m.group(2)] = [a or b for a, b in _QUOTED_RE.findall(listed)]
+    return {name: (m["__parameters__"] or [], m["__buffers__"] or []) for name, m in classes.items()}
 
 
 # -- the reader ---------------------------------------------------------------------------------
@@ -392,7 +500,10 @@ class _Record:
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
+    try:
+        text = str(e).strip()
+    except Exception:  # an exception whose message cannot be formed
+        text = ""
     return (text.splitlines()[0] if text else type(e).__name__)[:300]
 
 
@@ -410,6 +521,9 @@ class TorchScriptFile(Checkpoint):
         self._fd: int | None = None
         self._lock = threading.Lock()
         self._zf: zipfile.ZipFile | None = None
+        self._work = 0
+        self._seen: set[int] = set()  # containers already walked by _tensors_in (ids of objects the tree holds)
+        self._code_bytes = 0
         try:
             self._open_zip()
             refs = self._load()
@@ -511,11 +625,13 @@ class TorchScriptFile(Checkpoint):
             self.skipped[name] = value.reason
             return
         if not isinstance(value, _TensorRef):
-            raise CheckpointError(self.path, f"{name!r} is a {type(value).__name__}, not a tensor")
+            raise CheckpointError(self.path, f"{_short(name)} is a {type(value).__name__[:40]}, not a tensor")
         if name in refs:
-            raise CheckpointError(self.path, f"two tensors flatten to the same name {name!r}")
-        refs[name] = value
+            raise CheckpointError(self.path, f"two tensors flatten to the same name {_short(name)}")
         self._where[name] = self._locate(directory, value.storage)
+        # zero strides can make a tensor far larger than its storage: bounded by the file, like every reader
+        check_expansion(self.path, name[:200], value.numel * value.storage.dtype.itemsize, self._file_size)
+        refs[name] = value
 
     def _locate(self, directory: str, storage: _Storage) -> str:
         """Check that ``storage``'s record exists and holds its bytes; its record name ("" when empty)."""
@@ -556,6 +672,14 @@ class TorchScriptFile(Checkpoint):
             )
         return start
 
+    def _spend(self, n: int) -> None:
+        """Count ``n`` values looked at while walking the module tree against :data:`_MAX_WORK`."""
+        self._work += n
+        if self._work > _MAX_WORK:
+            raise CheckpointError(
+                self.path, f"module tree holds more than {_MAX_WORK} values (counting shared references)"
+            )
+
     def _walk(self, root: _ScriptObject) -> Iterator[tuple[str, object]]:
         """(state-dict name, tensor) for every parameter and buffer, module by module, then constants."""
         stack: list[tuple[str, object, int, frozenset[int]]] = [("", root, 0, frozenset())]
@@ -569,9 +693,15 @@ class TorchScriptFile(Checkpoint):
                 raise CheckpointError(self.path, f"module tree nested more than {_MAX_DEPTH} deep, or cyclic")
             state = obj.state
             if not isinstance(state, dict):
-                for name, _t in _tensors_in(state, prefix + "__getstate__", 0):
+                for name, _t in self._tensors_in(state, prefix + "__getstate__"):
                     self.skipped[name] = f"tensor in the custom state of {obj.qualname}"
                 continue
+            self._spend(len(state) + 1)
+            odd = next((k for k in state if not isinstance(k, str)), None)
+            if odd is not None:
+                raise CheckpointError(
+                    self.path, f"{obj.qualname} has an attribute named by a {type(odd).__name__[:40]}, not a string"
+                )
             declared = self._declared(obj.qualname)
             if declared is None:  # no class declaration found: every tensor attribute
                 members = [k for k, v in state.items() if isinstance(v, (_TensorRef, _Unsupported))]
@@ -587,8 +717,31 @@ class TorchScriptFile(Checkpoint):
                 if isinstance(value, _ScriptObject):
                     children.append((f"{prefix}{key}.", value, depth + 1, ancestors | {id(obj)}))
                 elif key not in kept:
-                    self.attributes.extend(n for n, _ in _tensors_in(value, prefix + str(key), 0))
+                    self.attributes.extend(n for n, _ in self._tensors_in(value, prefix + key))
             stack.extend(reversed(children))
+
+    def _tensors_in(self, value: object, name: str) -> Iterator[tuple[str, object]]:
+        """Tensors inside a non-module value (a list of tensors, a custom class's state), by dotted name: at most 8
+        levels deep, each container once (a memo bomb shares one list a billion times), every value looked at
+        counted by :meth:`_spend`."""
+        stack = [(value, name, 0)]
+        while stack:
+            value, name, depth = stack.pop()
+            self._spend(1)
+            if isinstance(value, (_TensorRef, _Unsupported)):
+                yield name, value
+                continue
+            if depth >= 8 or not isinstance(value, (list, tuple, dict)) or id(value) in self._seen:
+                continue
+            self._seen.add(id(value))
+            if isinstance(value, (list, tuple)):
+                stack.extend((v, f"{name}.{i}", depth + 1) for i, v in reversed(list(enumerate(value))))
+            else:
+                self._spend(len(value))
+                items = [
+                    (v, f"{name}.{k if isinstance(k, str) else _short(k, 40)}", depth + 1) for k, v in value.items()
+                ]
+                stack.extend(reversed(items))
 
     def _declared(self, qualname: str) -> tuple[list[str], list[str]] | None:
         module, _, cls = qualname.rpartition(".")
@@ -596,8 +749,14 @@ class TorchScriptFile(Checkpoint):
             record = self._prefix + "code/" + module.replace(".", "/") + ".py"
             decls = None
             if record in self._records:
-                source = self._read_record(record, _MAX_CODE_BYTES).decode("utf-8", errors="replace")
-                decls = parse_declarations(source)
+                raw = self._read_record(record, _MAX_CODE_BYTES)
+                self._code_bytes += len(raw)
+                if self._code_bytes > _MAX_CODE_TOTAL:
+                    raise CheckpointError(self.path, f"more than {_MAX_CODE_TOTAL} bytes of code/ text")
+                try:
+                    decls = parse_declarations(raw.decode("utf-8", errors="replace"))
+                except ValueError as e:
+                    raise CheckpointError(self.path, f"record {record!r}: {e}") from None
             self._declarations[module] = decls
         decls = self._declarations[module]
         return None if decls is None else decls.get(cls)
@@ -618,21 +777,24 @@ class TorchScriptFile(Checkpoint):
         try:
             ref = self._refs[name]
         except KeyError:
-            raise CheckpointError(self.path, f"no tensor named {name!r}") from None
-        dtype, itemsize = ref.storage.dtype, ref.storage.dtype.itemsize
+            raise CheckpointError(self.path, f"no tensor named {_short(name)}") from None
         begin, end = ref.span()
         if end == begin:
-            return torch.empty(ref.size, dtype=dtype)
-        record = self._located[self._where[name]]
-        nbytes = (end - begin) * itemsize
-        buf = torch.empty(nbytes, dtype=torch.uint8)
+            return torch.empty(ref.size, dtype=ref.storage.dtype)
         try:
-            if record.data_offset is not None:
-                self._pread_into(buf, record.data_offset + begin * itemsize)
-            else:
-                self._unzip_into(buf, record.info, begin * itemsize)
-        except (OSError, zipfile.BadZipFile, EOFError, ValueError, RuntimeError) as e:
-            raise CheckpointError(self.path, f"cannot read tensor {name!r}: {_first_line(e)}") from None
+            return self._read(ref, self._located[self._where[name]], begin, end)
+        except CheckpointError:
+            raise
+        except Exception as e:  # zlib.error, NotImplementedError (a compression method), OSError …
+            raise CheckpointError(self.path, f"cannot read tensor {_short(name)}: {_first_line(e)}") from None
+
+    def _read(self, ref: _TensorRef, record: _Record, begin: int, end: int) -> torch.Tensor:
+        dtype, itemsize = ref.storage.dtype, ref.storage.dtype.itemsize
+        buf = torch.empty((end - begin) * itemsize, dtype=torch.uint8)
+        if record.data_offset is not None:
+            self._pread_into(buf, record.data_offset + begin * itemsize)
+        else:
+            self._unzip_into(buf, record.info, begin * itemsize)
         unit = itemsize // 2 if dtype.is_complex else itemsize
         if self._byteorder == b"big" and unit > 1:
             buf = buf.view(-1, unit).flip(1).reshape(-1)
@@ -681,15 +843,3 @@ class TorchScriptFile(Checkpoint):
             if self._zf is not None:
                 self._zf.close()
                 self._zf = None
-
-
-def _tensors_in(value: object, name: str, depth: int) -> Iterator[tuple[str, object]]:
-    """Tensors inside a non-module value (a list of tensors, a custom class's state), by dotted name."""
-    if isinstance(value, (_TensorRef, _Unsupported)):
-        yield name, value
-    elif depth < 8 and isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            yield from _tensors_in(v, f"{name}.{i}", depth + 1)
-    elif depth < 8 and isinstance(value, dict):
-        for k, v in value.items():
-            yield from _tensors_in(v, f"{name}.{k}", depth + 1)

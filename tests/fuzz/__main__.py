@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import dataclasses
 import multiprocessing as mp
 import sys
 import tempfile
@@ -20,7 +21,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 from .corpus import FORMATS, build_corpus
-from .harness import GOOD, OUTCOMES, Outcome, worker
+from .harness import GOOD, OUTCOMES, Outcome, replay, worker
 
 
 class _Pool:
@@ -139,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         results: list[Outcome] = []
 
         def record(outcome: Outcome) -> None:
+            if outcome.mutation == "?":  # the worker hung or died: rebuild the case here to say what it was
+                mutation = replay(seeds, outcome.format, args.seed, outcome.case, workdir, args.keep)
+                outcome = dataclasses.replace(outcome, mutation=mutation)
             results.append(outcome)
             if outcome.kind not in GOOD:
                 print(f"[{outcome.kind}] {outcome.format} case {outcome.case}: {outcome.detail}", flush=True)

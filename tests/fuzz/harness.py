@@ -174,6 +174,21 @@ def run_case(
     return outcome
 
 
+def replay(seeds: dict[str, Seed], fmt: str, seed: int, case: int, workdir: Path, keep: Path | None = None) -> str:
+    """Rebuild one case without reading it: its mutation (for a case whose worker hung or died), kept under
+    ``keep`` if given."""
+    case_dir = workdir / f"{fmt}-{case}-replay"
+    try:
+        _entry, _marker, mutation = make_case(seeds[fmt], case_dir, case_rng(seed, fmt, case))
+        if keep is not None:
+            shutil.copytree(case_dir, keep / f"{fmt}-{case}", dirs_exist_ok=True)
+    except Exception as e:
+        mutation = f"(cannot rebuild: {type(e).__name__}: {e})"
+    finally:
+        shutil.rmtree(case_dir, ignore_errors=True)
+    return mutation
+
+
 def warm_up(seeds: dict[str, Seed]) -> None:
     """Read every seed once, so that imports (torch.distributed.checkpoint, gguf …) do not count as case time."""
     for seed in seeds.values():

@@ -884,7 +884,7 @@ def _onnx_external(t: object, rng: random.Random, marker: Path, external: bool) 
     elif kind == 3:
         fields.pop(rng.choice(sorted(fields)), None)
     elif kind == 4:
-        t.data_location = rng.choice([0, 1, 2, 99])
+        t.data_location = rng.choice([0, 1])  # DataLocation is a closed enum: other values cannot be written
     else:
         t.ClearField("external_data")
         pairs = [*fields.items(), (rng.choice(sorted(fields) or ["location"]), rng.choice(_onnx_locations(marker)))]
@@ -957,7 +957,9 @@ def _onnx_constant(model: object, rng: random.Random) -> str:
         node = helper.make_node("Constant", [], [output])
         attr = node.attribute.add()
         attr.name = "value"
-        attr.type = rng.choice([AttributeProto.FLOAT, AttributeProto.TENSOR, AttributeProto.GRAPH, 99])
+        attr.type = rng.choice(
+            [AttributeProto.FLOAT, AttributeProto.TENSOR, AttributeProto.GRAPH, AttributeProto.STRINGS]
+        )
         attr.t.CopyFrom(helper.make_tensor("s", TensorProto.STRING, [2], [b"a", b"b"]))
         attr.f = 1.0
     elif kind == 5:
@@ -1036,7 +1038,7 @@ def _onnx_repeated(model: object, rng: random.Random) -> str:
 
 
 def _onnx_structure(model: object, rng: random.Random) -> str:
-    from onnx import helper
+    from onnx import TensorProto, helper
 
     kind = rng.randrange(6)
     if kind == 0:
@@ -1046,7 +1048,8 @@ def _onnx_structure(model: object, rng: random.Random) -> str:
         model.ClearField(rng.choice(["opset_import", "graph"]))
         return "opset_import or graph removed"
     if kind == 2:  # a function whose body holds a Constant (functions are not read)
-        body = [helper.make_node("Constant", [], ["f.c"], value=helper.make_tensor("c", 1, [2**40], []))]
+        lying = TensorProto(name="c", data_type=TensorProto.FLOAT, dims=[2**40])
+        body = [helper.make_node("Constant", [], ["f.c"], value=lying)]
         model.functions.append(helper.make_function("local", "F", [], ["f.c"], body, [helper.make_opsetid("", 17)]))
         return "a function with a lying Constant"
     t = rng.choice(_onnx_tensors(model))[0]
@@ -1058,7 +1061,7 @@ def _onnx_structure(model: object, rng: random.Random) -> str:
         sparse.values.CopyFrom(t)
         sparse.dims.extend(rng.choice([[2**40], [-1], []]))
         return f"a sparse initializer from {t.name!r}"
-    t.data_location = rng.choice([1, 2, 99])
+    t.data_location = 1 - t.data_location
     return f"data_location of {t.name!r} → {t.data_location}"
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from .errors import FATAL
-from .pytest_errors import explain
+from ..errors import FATAL
+from .messages import explain
 
 #: The name under which :class:`ResultReports` is registered with pytest's plugin manager.
 PLUGIN_NAME = "weights-reports"
@@ -54,7 +54,7 @@ class ResultReports:
         results = sorted(self.results, key=lambda r: r["nodeid"])
         option = self.config.option
         if option.weights_report:
-            from .html_report import render_html
+            from ..html_report import render_html
 
             paths = [*self.checkpoints, self.reference] if self.reference else self.checkpoints
             self._write(option.weights_report, render_html(results, paths))

@@ -9,13 +9,13 @@ the session.
 
 pytest imports this module in every run of every project in the environment, so it imports
 the standard library and pytest only: torch, numpy, scipy and yaml are imported (with
-:mod:`.pytest_session` and :mod:`.pytest_items`) when a checkpoint is given (``--checkpoint``,
+:mod:`.session` and :mod:`.items`) when a checkpoint is given (``--checkpoint``,
 ``--reference``, ``--weights-spec``) or a spec file is collected.
 
-Modules: :mod:`.pytest_options` (options), :mod:`.pytest_rootdir` (rootdir despite
-``--checkpoint PATH``), :mod:`.pytest_session` (per-run state, the pass), :mod:`.pytest_items`
-(collectors and items), :mod:`.pytest_reports` (``--weights-json``/``--weights-report``),
-:mod:`.pytest_summary` (the terminal summary, merged over xdist workers).
+Modules: :mod:`.options` (options), :mod:`.rootdir` (rootdir despite
+``--checkpoint PATH``), :mod:`.session` (per-run state, the pass), :mod:`.items`
+(collectors and items), :mod:`.reports` (``--weights-json``/``--weights-report``),
+:mod:`.summary` (the terminal summary, merged over xdist workers).
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .errors import FATAL, WeightsError
-from .pytest_errors import explain
-from .pytest_options import add_options
-from .pytest_rootdir import correct_rootdir
-from .pytest_summary import PassSummary
+from ..errors import FATAL, WeightsError
+from .messages import explain
+from .options import add_options
+from .rootdir import correct_rootdir
+from .summary import PassSummary
 
 if TYPE_CHECKING:
-    from .pytest_session import WeightsSession
+    from .session import WeightsSession
 
 SESSION_KEY = pytest.StashKey["WeightsSession"]()
 #: Pass summaries sent by pytest-xdist workers, on the controller.
@@ -51,7 +51,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
-    """Before conftest files load: undo the rootdir that ``--checkpoint PATH`` chose (see :mod:`.pytest_rootdir`)."""
+    """Before conftest files load: undo the rootdir that ``--checkpoint PATH`` chose (see :mod:`.rootdir`)."""
     correct_rootdir(early_config, args)
 
 
@@ -63,7 +63,7 @@ def pytest_configure(config: pytest.Config) -> None:
         check_regen(config, session)
         add_spec_args(config, session)
     if (config.option.weights_json or config.option.weights_report) and not hasattr(config, "workerinput"):
-        from .pytest_reports import PLUGIN_NAME, ResultReports  # the xdist controller writes
+        from .reports import PLUGIN_NAME, ResultReports  # the xdist controller writes
 
         checkpoints = [str(p) for p in session.checkpoint_paths] if session else []
         reference = str(session.reference_path) if session and session.reference_path else None
@@ -71,11 +71,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def weights_session(config: pytest.Config) -> WeightsSession:
-    """The run's :class:`~.pytest_session.WeightsSession`, set up on first use (this imports torch)."""
+    """The run's :class:`~.session.WeightsSession`, set up on first use (this imports torch)."""
     session = config.stash.get(SESSION_KEY, None)
     if session is not None:
         return session
-    from .pytest_session import WeightsSession
+    from .session import WeightsSession
 
     try:
         session = WeightsSession.from_config(config)
@@ -130,7 +130,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     if not (file_path.name.endswith(SPEC_SUFFIXES) or named):
         return None
     session = weights_session(config)
-    from .pytest_items import SpecFile
+    from .items import SpecFile
 
     if file_path.resolve() in session.bundled or not _inside(file_path, config.rootpath):
         return SpecFile.from_parent(parent, path=file_path, nodeid=short_nodeid(config, file_path))

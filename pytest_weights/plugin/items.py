@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .errors import FATAL, SpecError, describe, format_traceback, is_internal
-from .plugin import SESSION_KEY
-from .pytest_errors import with_traceback
-from .report import AssertionResult
-from .spec import AssertionSpec, load_spec
+from ..errors import FATAL, SpecError, describe, format_traceback, is_internal
+from ..report import AssertionResult
+from ..spec import AssertionSpec, load_spec
+from . import SESSION_KEY
+from .messages import with_traceback
 
 if TYPE_CHECKING:
-    from .pytest_session import WeightsSession
+    from .session import WeightsSession
 
 
 class SpecFile(pytest.File):

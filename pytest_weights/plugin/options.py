@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 #: Options that take a value: given as ``--option VALUE``, pytest's rootdir search mistakes the
-#: value for a test path (it runs before plugins register options; see :mod:`.pytest_rootdir`).
+#: value for a test path (it runs before plugins register options; see :mod:`.rootdir`).
 VALUE_OPTIONS = (
     "--checkpoint",
     "--reference",

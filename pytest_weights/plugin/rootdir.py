@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from .pytest_options import VALUE_OPTIONS
+from .options import VALUE_OPTIONS
 
 
 def spaced_value_options(args: Sequence[str]) -> bool:

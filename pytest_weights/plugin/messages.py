@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .errors import describe, format_traceback, is_internal
+from ..errors import describe, format_traceback, is_internal
 
 #: Appended to the one-line message of an unexpected error.
 DEBUG_HINT = " (--weights-debug for the traceback)"

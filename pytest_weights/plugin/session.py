@@ -12,18 +12,18 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .cache import StatCache
-from .engine import PassProgress
-from .errors import FATAL, CheckpointError, WeightsError, describe
-from .pytest_errors import explain
-from .pytest_summary import PassRecord, PassSummary, run_line
-from .readers import Checkpoint, detect_format
-from .runner import Checker, open_or_raise
-from .runs import discover_run
-from .spec import resolve_spec
+from ..cache import StatCache
+from ..engine import PassProgress
+from ..errors import FATAL, CheckpointError, WeightsError, describe
+from ..readers import Checkpoint, detect_format
+from ..runner import Checker, open_or_raise
+from ..runs import discover_run
+from ..spec import resolve_spec
+from .messages import explain
+from .summary import PassRecord, PassSummary, run_line
 
 if TYPE_CHECKING:
-    from .authoring import RegenResult
+    from ..authoring import RegenResult
 
 
 class WeightsSession:
@@ -207,7 +207,7 @@ class WeightsSession:
         return changed
 
     def _regen_spec(self, node: pytest.File) -> RegenResult | None:
-        from .authoring import regen_spec
+        from ..authoring import regen_spec
 
         try:
             return regen_spec(

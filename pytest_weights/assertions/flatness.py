@@ -9,6 +9,7 @@ from statistics import median
 
 from ..stats import Moments, Statistic
 from .base import Assertion, Deviation, Outcome, TensorView, fmt, register
+from .groups import peers_problem, too_few
 
 
 @register
@@ -36,9 +37,7 @@ class Flatness(Assertion):
             return f"min_kurtosis must be in (−2, 0) (uniform: −1.2; Gaussian: 0), got {self.min_kurtosis}"
         if not self.max_below_median > 0:
             return f"max_below_median must be > 0, got {self.max_below_median}"
-        if self.min_tensors < 3:
-            return "min_tensors must be ≥ 3 (a median of two cannot single one out)"
-        return None
+        return peers_problem(self.min_tensors)
 
     def statistics(self) -> tuple[Statistic, ...]:
         return (Moments(),)
@@ -47,11 +46,10 @@ class Flatness(Assertion):
         return f"kurtosis ≥ {fmt(self.min_kurtosis)} or within {fmt(self.max_below_median)} of the model median"
 
     def evaluate(self, tensors: Sequence[TensorView]) -> Outcome:
+        skip = too_few(tensors, self.min_tensors)
+        if skip is not None:
+            return skip
         n = len(tensors)
-        if n < self.min_tensors:
-            return Outcome(
-                True, f"nothing to compare: {n} tensor(s) selected, {self.min_tensors} needed", (), n, skipped=True
-            )
         values = {t.name: float(t[Moments()].kurtosis) for t in tensors}
         finite = [v for v in values.values() if not math.isnan(v)]
         med = median(finite) if finite else math.nan

@@ -7,7 +7,20 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .base import TensorView
+from .base import Outcome, TensorView
+
+
+def peers_problem(min_tensors: int) -> str | None:
+    """Why ``min_tensors`` cannot work for a comparison with the median of the selection."""
+    return "min_tensors must be ≥ 3 (a median of two cannot single one out)" if min_tensors < 3 else None
+
+
+def too_few(tensors: Sequence[TensorView], min_tensors: int) -> Outcome | None:
+    """A skipped outcome when fewer than ``min_tensors`` are selected (no model median to compare with)."""
+    n = len(tensors)
+    if n >= min_tensors:
+        return None
+    return Outcome(True, f"nothing to compare: {n} tensor(s) selected, {min_tensors} needed", (), n, skipped=True)
 
 
 def by_role(tensors: Sequence[TensorView]) -> dict[str, list[TensorView]]:

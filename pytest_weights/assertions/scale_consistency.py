@@ -9,6 +9,7 @@ from statistics import median
 
 from ..stats import Moments, Statistic
 from .base import Assertion, Deviation, Outcome, TensorView, fmt, register
+from .groups import peers_problem, too_few
 
 
 def fan_in(shape: tuple[int, ...]) -> int:
@@ -50,9 +51,7 @@ class ScaleConsistency(Assertion):
     def validate(self) -> str | None:
         if not 0 < self.min_ratio < 1 < self.max_ratio:
             return f"need 0 < min_ratio < 1 < max_ratio, got {self.min_ratio} and {self.max_ratio}"
-        if self.min_tensors < 3:
-            return "min_tensors must be ≥ 3 (a median of two cannot single one out)"
-        return None
+        return peers_problem(self.min_tensors)
 
     def statistics(self) -> tuple[Statistic, ...]:
         return (Moments(),)
@@ -61,14 +60,9 @@ class ScaleConsistency(Assertion):
         return f"std·√fan_in within ×{fmt(self.min_ratio)}–×{fmt(self.max_ratio)} of the model median"
 
     def evaluate(self, tensors: Sequence[TensorView]) -> Outcome:
-        if len(tensors) < self.min_tensors:
-            return Outcome(
-                True,
-                f"nothing to compare: {len(tensors)} tensor(s) selected, {self.min_tensors} needed",
-                (),
-                len(tensors),
-                skipped=True,
-            )
+        skip = too_few(tensors, self.min_tensors)
+        if skip is not None:
+            return skip
         values = {t.name: scale(t) for t in tensors}
         finite = [v for v in values.values() if math.isfinite(v)]
         med = median(finite) if finite else math.nan

@@ -965,12 +965,10 @@ def regen_spec(
     """
     from .cache import StatCache
     from .runner import Checker
+    from .spec import read_spec_text
 
     path = Path(spec_path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(path, None, f"cannot read spec: {e}") from None
+    text = read_spec_text(path)  # the loader's size and encoding limits; a SpecError names the file
     label = str(spec_path) if label is None else label
     spec = parse_spec(text, label)
     if margin is None:

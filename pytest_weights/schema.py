@@ -352,20 +352,12 @@ def schema_errors(text: str, path: str = "<spec>") -> list[str]:
     import jsonschema
 
     from .errors import SpecError
-    from .spec import _Loader
+    from .spec import load_yaml
 
-    loader = _Loader(text)
-    loader.name = path
     try:
-        doc = loader.get_single_data()
+        doc = load_yaml(text, path)
     except SpecError as e:
         return [str(e)]
-    except Exception as e:  # yaml.YAMLError
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else path
-        return [f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}"]
-    finally:
-        loader.dispose()
     validator = jsonschema.Draft202012Validator(spec_schema())
     found: list[tuple[int, str]] = []
     for err in validator.iter_errors(_plain(doc)):

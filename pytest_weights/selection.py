@@ -108,8 +108,10 @@ def _children(op, arg) -> list:
     name = str(op)
     if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
         return [arg[2]]
-    if name in ("SUBPATTERN", "ATOMIC_GROUP"):
+    if name == "SUBPATTERN":
         return [arg[-1]]
+    if name == "ATOMIC_GROUP":
+        return [arg]
     if name == "BRANCH":
         return list(arg[1])
     if name in ("ASSERT", "ASSERT_NOT"):
@@ -130,7 +132,7 @@ def _digits_only(items: list) -> bool:
             if not all(_digit_set_item(o, a) for o, a in arg):
                 return False
         elif name == "LITERAL":
-            if not chr(arg).isdigit():
+            if not "0" <= chr(arg) <= "9":
                 return False
         else:
             return False
@@ -144,5 +146,5 @@ def _digit_set_item(op, arg) -> bool:
     if name == "RANGE":
         return ord("0") <= arg[0] <= arg[1] <= ord("9")
     if name == "LITERAL":
-        return chr(arg).isdigit()
+        return "0" <= chr(arg) <= "9"
     return False

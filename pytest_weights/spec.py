@@ -550,10 +550,47 @@ def _globs(key: str, value: Any, path: str, line: int) -> tuple[str, ...]:
 
 
 def _pattern_problem(pattern: str) -> str | None:
-    """:func:`depth_pattern_problem`, a pattern it fails to analyse being a problem too."""
+    """:func:`depth_pattern_problem`, or a repetition that can take exponential time on a tensor name."""
     try:
-        return depth_pattern_problem(pattern)
+        return depth_pattern_problem(pattern) or _backtracking_problem(pattern)
     except RecursionError:
         return "nested too deeply"
     except Exception:  # an atomic group (?>…) crashes the analysis (a bug of selection.py, reported)
         return "uses a construct the layer-index check does not know (e.g. an atomic group); use (\\d+)"
+
+
+def _backtracking_problem(pattern: str) -> str | None:
+    """Why matching ``pattern`` may backtrack exponentially: a repetition of something that repeats
+    or branches itself, like ``(?:.*)*x`` or ``(?:a|ab)*`` (28 characters of a name take seconds)."""
+    try:
+        from re import _parser  # Python ≥ 3.11
+    except ImportError:  # pragma: no cover - Python 3.10
+        import sre_parse as _parser  # type: ignore[no-redef]
+
+    if _nested_repetition(_parser.parse(pattern), inside=False, subpattern=_parser.SubPattern):
+        return (
+            "repeats a repetition or an alternative, e.g. (?:.*)* or (?:\\w+\\.)+, which can take exponential "
+            "time on a long name: write the parts out, or use a class such as [\\w.]*"
+        )
+    return None
+
+
+def _nested_repetition(items: Any, inside: bool, subpattern: type) -> bool:
+    """True when a repeat (``*``, ``+``, ``{m,n}`` with n > 1) holds another repeat or a branch."""
+    for op, arg in items:
+        name = str(op)
+        repeats = name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT") and arg[1] > 1
+        if inside and (repeats or name == "BRANCH"):
+            return True
+        if any(_nested_repetition(sub, inside or repeats, subpattern) for sub in _subpatterns(arg, subpattern)):
+            return True
+    return False
+
+
+def _subpatterns(arg: Any, subpattern: type) -> list[Any]:
+    """The parsed sub-patterns inside a parsed item's argument (groups, repeats, branches, lookarounds)."""
+    if isinstance(arg, subpattern):
+        return [arg]
+    if isinstance(arg, (tuple, list)):
+        return [sub for a in arg for sub in _subpatterns(a, subpattern)]
+    return []

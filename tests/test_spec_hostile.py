@@ -77,9 +77,14 @@ HOSTILE: dict[str, tuple[bytes, int | None, str]] = {
         "decimal digits only",
     ),
     "depth-pattern-atomic": (
-        b"assertions:\n  - kind: finite\n    select: {depth_pattern: '(?>(\\d+))'}\n",
+        b"assertions:\n  - kind: finite\n    select: {depth_pattern: '(?>(\\w+))'}\n",
         3,
-        "'depth_pattern'",
+        "decimal digits only",
+    ),
+    "depth-pattern-exponential": (
+        b"assertions:\n  - kind: finite\n    select: {depth_pattern: '(\\d+)(?:.*)*x'}\n",
+        3,
+        "exponential time",
     ),
     "huge-glob": (b"assertions:\n  - kind: finite\n    select: {include: ['" + b"[" * 5000 + b"']}\n", 3, "at most"),
     "unknown-group": (b"assertions:\n  - kind: finite\n    select: {groups: [optim]}\n", 3, "did you mean 'optimizer'"),
@@ -244,3 +249,11 @@ def test_a_hostile_spec_next_to_a_good_one_is_one_error_item(pytester, tmp_path,
     out = result.stdout.str() + result.stderr.str()
     assert "Traceback" not in out and "INTERNALERROR" not in out
     assert len(out) < 20_000
+
+
+def test_optimizer_file_must_be_a_file_name_next_to_the_weights(tmp_path):
+    for value in ("../elsewhere/optimizer.pt", "/etc/passwd"):
+        spec = tmp_path / "s.weights.yaml"
+        spec.write_text(f"assertions:\n  - kind: force_share\n    optimizer_file: {value}\n")
+        (entry,) = load_spec(spec).entries
+        assert "no directory part" in str(entry.error)

@@ -56,6 +56,12 @@ class ForceShare(Assertion):
     weight_decay: float | None = None
     optimizer_file: str = "optimizer.pt"
 
+    def validate(self) -> str | None:
+        name = self.optimizer_file
+        if not name or "/" in name or "\\" in name or name in (".", ".."):
+            return "optimizer_file must be a file name next to the weights (no directory part), e.g. optimizer.pt"
+        return None
+
     def statistics(self) -> tuple[Statistic, ...]:
         return (Moments(),)  # unused: the kind reads its tensors itself
 

@@ -31,6 +31,7 @@ negative or absurd dimension — is a :class:`CheckpointError` naming the file.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import threading
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from ._util import combine_identities, file_identity, read_magic
+from ._util import MAX_NUMEL, combine_identities, file_identity, read_magic, short
 from .base import Checkpoint, TensorInfo
 
 SUFFIX = ".onnx"
@@ -214,18 +215,22 @@ class OnnxFile(Checkpoint):
 
     def _add_constant(self, node: object, tensor_type: int) -> None:
         name = node.output[0] if len(node.output) and node.output[0] else node.name or "Constant"
-        helper = self._onnx.helper
+        make = self._onnx.TensorProto  # built directly: helper.make_tensor goes through Python lists
         for attr in node.attribute:
             if attr.name == "value" and attr.type == tensor_type:
                 self._add(name, attr.t)
             elif attr.name == "value_float":
-                self._add(name, helper.make_tensor(name, 1, [], [attr.f]))
+                self._add(name, make(name=name, data_type=1, float_data=[attr.f]))
             elif attr.name == "value_floats":
-                self._add(name, helper.make_tensor(name, 1, [len(attr.floats)], list(attr.floats)))
+                t = make(name=name, data_type=1, dims=[len(attr.floats)])
+                t.float_data.extend(attr.floats)
+                self._add(name, t)
             elif attr.name == "value_int":
-                self._add(name, helper.make_tensor(name, 7, [], [attr.i]))
+                self._add(name, make(name=name, data_type=7, int64_data=[attr.i]))
             elif attr.name == "value_ints":
-                self._add(name, helper.make_tensor(name, 7, [len(attr.ints)], list(attr.ints)))
+                t = make(name=name, data_type=7, dims=[len(attr.ints)])
+                t.int64_data.extend(attr.ints)
+                self._add(name, t)
             elif attr.name == "sparse_value":
                 self.skipped[name] = "sparse Constant (not read)"
             elif attr.name in ("value_string", "value_strings"):
@@ -245,14 +250,16 @@ class OnnxFile(Checkpoint):
             return
         dims = list(t.dims)
         if len(dims) > _MAX_NDIM:
-            raise CheckpointError(self.path, f"tensor {name!r}: {len(dims)} dimensions")
+            raise CheckpointError(self.path, f"tensor {short(name)}: {len(dims)} dimensions")
         if any(d < 0 for d in dims):
-            raise CheckpointError(self.path, f"tensor {name!r}: negative dimension in shape {dims}")
+            raise CheckpointError(self.path, f"tensor {short(name)}: negative dimension in shape {dims}")
+        if any(d > MAX_NUMEL for d in dims):  # even in an empty tensor: no real dimension is that large
+            raise CheckpointError(self.path, f"tensor {short(name)}: absurd dimension in shape {dims}")
         numel = 1
         for d in dims:
             numel *= d
         if numel > _MAX_NUMEL:
-            raise CheckpointError(self.path, f"tensor {name!r}: absurd shape {dims} ({numel} elements)")
+            raise CheckpointError(self.path, f"tensor {short(name)}: absurd shape {dims} ({numel} elements)")
         nbytes = numel * dtype.itemsize
         external = None
         if t.data_location == _EXTERNAL:
@@ -269,7 +276,7 @@ class OnnxFile(Checkpoint):
             if have != nbytes:
                 raise CheckpointError(
                     self.path,
-                    f"tensor {name!r}: shape {dims} of {dtype} needs {nbytes} bytes but raw_data holds {have}",
+                    f"tensor {short(name)}: shape {dims} of {dtype} needs {nbytes} bytes but raw_data holds {have}",
                 )
             return
         field, per = self._typed_field(t)
@@ -277,7 +284,7 @@ class OnnxFile(Checkpoint):
         if have != numel * per:
             raise CheckpointError(
                 self.path,
-                f"tensor {name!r}: shape {dims} has {numel} elements but the tensor holds {have // per} "
+                f"tensor {short(name)}: shape {dims} has {numel} elements but the tensor holds {have // per} "
                 f"(data_type {code})",
             )
 
@@ -308,26 +315,34 @@ class OnnxFile(Checkpoint):
         except ValueError:
             raise CheckpointError(
                 self.path,
-                f"tensor {name!r}: invalid external offset {fields.get('offset')!r} or length {fields.get('length')!r}",
+                f"tensor {short(name)}: invalid external offset {short(fields.get('offset'))} "
+                f"or length {short(fields.get('length'))}",
             ) from None
         if offset < 0 or length < 0:
-            raise CheckpointError(self.path, f"tensor {name!r}: negative external offset {offset} or length {length}")
+            raise CheckpointError(
+                self.path, f"tensor {short(name)}: negative external offset {short(offset)} or length {short(length)}"
+            )
         if length != nbytes:
             raise CheckpointError(
                 self.path,
-                f"tensor {name!r}: shape {list(t.dims)} needs {nbytes} bytes but its external data has length {length}",
+                f"tensor {short(name)}: shape {list(t.dims)} needs {nbytes} bytes but its external data has length "
+                f"{short(length)}",
             )
         try:
-            size = target.stat().st_size
+            st = target.stat()
         except OSError as e:
             raise CheckpointError(
-                self.path, f"tensor {name!r}: external data file {location!r}: {e.strerror or e}"
+                self.path, f"tensor {short(name)}: external data file {short(location)}: {e.strerror or e}"
             ) from None
-        if offset + length > size:
+        if not stat.S_ISREG(st.st_mode):
+            raise CheckpointError(
+                self.path, f"tensor {short(name)}: external data {short(location)} is not a regular file"
+            )
+        if offset + length > st.st_size:
             raise CheckpointError(
                 self.path,
-                f"tensor {name!r}: external data {location!r} bytes {offset}..{offset + length} "
-                f"are past the end of the file ({size} bytes)",
+                f"tensor {short(name)}: external data {short(location)} bytes {short(offset)}..{short(offset + length)}"
+                f" are past the end of the file ({st.st_size} bytes)",
             )
         return _External(target, offset, length)
 
@@ -347,7 +362,7 @@ class OnnxFile(Checkpoint):
         if bad:
             raise CheckpointError(
                 self.path,
-                f"tensor {name!r}: refused external data location {location!r}: it must be a relative path "
+                f"tensor {short(name)}: refused external data location {short(location)}: it must be a relative path "
                 "inside the model's directory",
             )
         return target
@@ -364,7 +379,7 @@ class OnnxFile(Checkpoint):
         try:
             entry = self._entries[name]
         except KeyError:
-            raise CheckpointError(self.path, f"no tensor named {name!r}") from None
+            raise CheckpointError(self.path, f"no tensor named {short(name)}") from None
         info = entry.info
         if entry.external is not None:
             flat = self._read_external(name, entry.external)
@@ -374,14 +389,14 @@ class OnnxFile(Checkpoint):
                 self._reopen()
                 again = self._entries.get(name)
                 if again is None or again.info != info or again.proto is None:
-                    raise CheckpointError(self.path, f"tensor {name!r} changed since the model was opened")
+                    raise CheckpointError(self.path, f"tensor {short(name)} changed since the model was opened")
                 proto = again.proto
             try:
                 flat = self._inline(proto, info)
             except CheckpointError:
                 raise
             except (Exception, MemoryError) as e:
-                raise CheckpointError(self.path, f"cannot read tensor {name!r}: {_first_line(e)}") from None
+                raise CheckpointError(self.path, f"cannot read tensor {short(name)}: {_first_line(e)}") from None
         return flat.reshape(info.shape)
 
     def _inline(self, t: object, info: TensorInfo) -> torch.Tensor:
@@ -389,7 +404,7 @@ class OnnxFile(Checkpoint):
         if t.HasField("raw_data"):
             raw = t.raw_data
             if len(raw) != info.nbytes:
-                raise CheckpointError(self.path, f"tensor {info.name!r}: raw_data changed size")
+                raise CheckpointError(self.path, f"tensor {short(info.name)}: raw_data changed size")
             if not raw:
                 return torch.empty(0, dtype=dtype)
             return _from_little_endian(torch.frombuffer(bytearray(raw), dtype=torch.uint8), dtype)
@@ -430,12 +445,13 @@ class OnnxFile(Checkpoint):
                     if n <= 0:
                         raise CheckpointError(
                             self.path,
-                            f"tensor {name!r}: external data {ext.file.name!r} truncated at byte {ext.offset + done}",
+                            f"tensor {short(name)}: external data {short(ext.file.name)} truncated at byte "
+                            f"{ext.offset + done}",
                         )
                     done += n
             except OSError as e:
                 raise CheckpointError(
-                    self.path, f"tensor {name!r}: cannot read external data {ext.file.name!r}: {e.strerror or e}"
+                    self.path, f"tensor {short(name)}: cannot read external data {ext.file.name!r}: {e.strerror or e}"
                 ) from None
         return _from_little_endian(buf, dtype)
 

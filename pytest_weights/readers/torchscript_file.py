@@ -47,7 +47,7 @@ from typing import ClassVar
 import torch
 
 from ..errors import CheckpointError
-from ._util import MAX_NUMEL, BoundedUnpickler, check_expansion, file_identity, read_magic
+from ._util import MAX_NUMEL, BoundedUnpickler, check_expansion, file_identity, read_magic, short
 from .base import Checkpoint, TensorInfo
 from .torch_file import SUFFIXES as TORCH_SUFFIXES
 
@@ -375,11 +375,11 @@ def _check_keys(keys: object) -> None:
     tuple of 10¹² items (TorchScript's dict keys are str, int, float, bool, complex or Tensor)."""
     for key in keys:
         if isinstance(key, (tuple, frozenset)):
-            raise _Refused(f"a {type(key).__name__} as a dict key")
+            raise pickle.UnpicklingError(f"a {type(key).__name__} as a dict key (TorchScript's keys are scalars)")
 
 
 def _no_sets(self: _Unpickler) -> None:
-    raise _Refused("a set (TorchScript never pickles one)")
+    raise pickle.UnpicklingError("a set (TorchScript never pickles one)")
 
 
 class _Unpickler(BoundedUnpickler):
@@ -551,6 +551,10 @@ class TorchScriptFile(Checkpoint):
         except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
             raise CheckpointError(self.path, f"truncated or corrupt TorchScript zip: {_first_line(e)}") from None
         self._records = {i.filename: i for i in infos}
+        if len(self._records) != len(infos):  # which copy a reader sees depends on the reader
+            seen: set[str] = set()
+            twice = next(i.filename for i in infos if i.filename in seen or seen.add(i.filename))
+            raise CheckpointError(self.path, f"record {short(twice)} appears twice in the zip directory")
         prefix = _archive_dir(list(self._records))
         if prefix is None:
             if any(n.endswith("/model.json") for n in self._records):
@@ -659,6 +663,8 @@ class TorchScriptFile(Checkpoint):
 
     def _data_offset(self, info: zipfile.ZipInfo) -> int:
         """Where a stored record's bytes start: after its local header (validated against the file size)."""
+        if not 0 <= info.header_offset <= self._file_size - 30:  # zipfile shifts offsets when bytes were cut
+            raise CheckpointError(self.path, f"record {info.filename!r}: bad local header at {info.header_offset}")
         head = self._pread(info.header_offset, 30)
         if len(head) != 30 or head[:4] != _ZIP_MAGIC or info.compress_size != info.file_size:
             raise CheckpointError(self.path, f"record {info.filename!r}: bad local header at {info.header_offset}")

@@ -244,6 +244,10 @@ PATTERNS = (
     r"(?=\d)(\d+)",
     r"(\d)+",
     r"(\d+)(?:a*)*b",
+    r"(\d+)(?:.*)*x",
+    r"(\d+)(?:\.?\w*)*!",
+    r"(\d+)(?:a|ab|\w)*!",
+    r"(?:\w+\.)+(\d+)",
     r"\d+",
     r"(\d{0})",
     r"([0-9]+)",
@@ -414,7 +418,8 @@ def set_select(rng: random.Random, text: str) -> str:
     entries = [i for i, line in enumerate(lines) if line.lstrip().startswith("- ")]
     if not entries:
         return text
-    i = rng.choice(entries)
+    free = [i for i in entries if not _has_select(lines, i)]  # a second select: would be a duplicate key
+    i = rng.choice(free or entries)
     indent = " " * (len(lines[i]) - len(lines[i].lstrip()) + 2)
     choice = rng.randrange(5)
     if choice == 0:
@@ -430,6 +435,18 @@ def set_select(rng: random.Random, text: str) -> str:
     dumped = yaml.safe_dump(value, default_flow_style=True, width=10**9).strip()
     lines.insert(i + 1, f"{indent}select: {dumped}")
     return "\n".join(lines)
+
+
+def _has_select(lines: list[str], start: int) -> bool:
+    """True when the entry starting at line ``start`` has a ``select`` key."""
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    for k, line in enumerate(lines[start:]):
+        body = line.lstrip()
+        if k and body and (len(line) - len(body) <= indent):
+            return False
+        if body.removeprefix("- ").startswith("select:"):
+            return True
+    return False
 
 
 def alias_bomb(rng: random.Random, text: str) -> str:
@@ -587,7 +604,7 @@ def random_entry(rng: random.Random) -> dict[str, Any]:
     if rng.random() < 0.2:
         select["ndim"] = rng.choice(([1], [2], [0, 4]))
     if rng.random() < 0.2:
-        select["depth_pattern"] = rng.choice((r"(\d+)", r"layers\.(\d+)", r"([0-9])", r"x(\d+)"))
+        select["depth_pattern"] = rng.choice((r"(\d+)", r"layers\.(\d+)", r"([0-9])", r"x(\d+)", *PATTERNS))
     if rng.random() < 0.1:
         select["groups"] = rng.choice((["optimizer"], ["weights", "optimizer"]))
     if select:
@@ -648,7 +665,7 @@ def make_case(seed: int, case: int) -> tuple[bytes, str]:
 
 
 def tensors(seed: int, scale: float = 1.0) -> dict[str, Any]:
-    """A small transformer-like state dict (four layers of width 32), an int buffer and optimizer state."""
+    """A small transformer-like state dict (four layers of width 32), a long name, an int buffer and optimizer state."""
     g = torch.Generator().manual_seed(seed)
     out: dict[str, Any] = {"embed.weight": torch.randn(64, 32, generator=g) * 0.02 * scale}
     for i in range(4):
@@ -657,6 +674,8 @@ def tensors(seed: int, scale: float = 1.0) -> dict[str, Any]:
             out[p + f"attn.{name}.weight"] = torch.randn(32, 32, generator=g) * 0.02 * scale
         out[p + "mlp.up.weight"] = torch.randn(128, 32, generator=g) * 0.02 * scale
         out[p + "norm.weight"] = torch.ones(32)
+    # a long name: a depth_pattern that backtracks exponentially takes minutes on it, not microseconds
+    out["model.layers.3.a_rather_long_descriptive_module_name_to_match_against.weight"] = torch.randn(8, 8, generator=g)
     out["position_ids"] = torch.arange(16).reshape(1, 16)
     out["optimizer"] = {"state": {"0": {"exp_avg": torch.randn(32, 32, generator=g) * 1e-3}}}
     return out

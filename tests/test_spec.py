@@ -138,3 +138,9 @@ def test_a_key_that_is_not_a_plain_value_is_a_spec_error():
     with pytest.raises(SpecError) as e:
         parse_spec("assertions:\n  - kind: finite\n    [a, b]: 1\n", "x.weights.yaml")
     assert e.value.line == 3 and "a key must be a plain value" in str(e.value)
+
+
+def test_an_unknown_statistic_points_at_its_stat_line(tmp_path):
+    text = "assertions:\n  - name: x\n    kind: stat_range\n    min: 0\n    stat: stdev\n"
+    (entry,) = parse_spec(text, "s.weights.yaml").entries
+    assert entry.error.line == 5 and "unknown statistic 'stdev' (did you mean 'std'?)" in entry.error.message

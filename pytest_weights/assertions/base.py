@@ -195,6 +195,13 @@ class ParamError(Exception):
         super().__init__(message)
 
 
+def unknown_statistic(stat: str) -> str:
+    """The message for a ``stat:`` that names no statistic (with a did-you-mean)."""
+    from ..stats.scalars import SCALARS
+
+    return f"unknown statistic {excerpt(stat)}{suggest(stat, SCALARS)}; known: {', '.join(SCALARS)}"
+
+
 def suggest(word: str, choices: typing.Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` when a close match exists, else ``''``."""
     options = [str(c) for c in choices]

@@ -9,10 +9,9 @@ from typing import Literal
 
 import numpy as np
 
-from ..errors import excerpt
 from ..stats import Statistic
 from ..stats.scalars import SCALARS
-from .base import Assertion, Deviation, Outcome, TensorView, fmt, register, suggest
+from .base import Assertion, Deviation, Outcome, ParamError, TensorView, fmt, register, unknown_statistic
 from .groups import by_role, slope, spearman
 
 
@@ -35,7 +34,7 @@ class DepthTrend(Assertion):
 
     def validate(self) -> str | None:
         if self.stat not in SCALARS:
-            return f"unknown statistic {excerpt(self.stat)}{suggest(self.stat, SCALARS)}; known: {', '.join(SCALARS)}"
+            raise ParamError("stat", unknown_statistic(self.stat))
         if not -1 <= self.min_rho <= 1 or not 0 <= self.max_abs_rho <= 1:
             return "min_rho must be in [-1, 1] and max_abs_rho in [0, 1]"
         if self.min_layers < 2:

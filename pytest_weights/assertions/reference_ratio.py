@@ -6,10 +6,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import excerpt
 from ..stats import Statistic
 from ..stats.scalars import SCALARS
-from .base import Assertion, Outcome, TensorView, interval, per_tensor, register, suggest
+from .base import Assertion, Outcome, ParamError, TensorView, interval, per_tensor, register, unknown_statistic
 
 
 @register
@@ -29,7 +28,7 @@ class ReferenceRatio(Assertion):
 
     def validate(self) -> str | None:
         if self.stat not in SCALARS:
-            return f"unknown statistic {excerpt(self.stat)}{suggest(self.stat, SCALARS)}; known: {', '.join(SCALARS)}"
+            raise ParamError("stat", unknown_statistic(self.stat))
         if self.min_ratio is None and self.max_ratio is None:
             return "reference_ratio needs 'min_ratio', 'max_ratio' or both"
         return None

@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from ..errors import excerpt
 from ..stats import Statistic
 from ..stats.scalars import SCALARS
-from .base import Assertion, Deviation, Outcome, TensorView, fmt, suggest
+from .base import Assertion, Deviation, Outcome, ParamError, TensorView, fmt, unknown_statistic
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -59,7 +58,7 @@ class Trajectory(Assertion):
 
     def validate(self) -> str | None:
         if self.stat not in SCALARS:
-            return f"unknown statistic {excerpt(self.stat)}{suggest(self.stat, SCALARS)}; known: {', '.join(SCALARS)}"
+            raise ParamError("stat", unknown_statistic(self.stat))
         return None
 
     def statistics(self) -> tuple[Statistic, ...]:

@@ -7,10 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import median
 
-from ..errors import excerpt
 from ..stats import Statistic
 from ..stats.scalars import SCALARS
-from .base import Assertion, Deviation, Outcome, TensorView, fmt, register, suggest
+from .base import Assertion, Deviation, Outcome, ParamError, TensorView, fmt, register, unknown_statistic
 from .groups import by_role
 
 
@@ -31,7 +30,7 @@ class SiblingConsistency(Assertion):
 
     def validate(self) -> str | None:
         if self.stat not in SCALARS:
-            return f"unknown statistic {excerpt(self.stat)}{suggest(self.stat, SCALARS)}; known: {', '.join(SCALARS)}"
+            raise ParamError("stat", unknown_statistic(self.stat))
         if not SCALARS[self.stat].nonnegative:
             usable = ", ".join(n for n, s in SCALARS.items() if s.nonnegative)
             return (

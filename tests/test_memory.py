@@ -41,7 +41,7 @@ GROWTH_MB = 32
 BASELINE = textwrap.dedent(
     """
     import json
-    import pytest_weights
+    from pytest_weights import Checker, load_spec, open_checkpoint  # the package is lazy: import the engine
 
     status = dict(line.split(":", 1) for line in open("/proc/self/status"))
     print(json.dumps({"peak_kb": int(status["VmHWM"].split()[0])}))

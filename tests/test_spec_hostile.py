@@ -90,7 +90,7 @@ HOSTILE: dict[str, tuple[bytes, int | None, str]] = {
     "unknown-group": (b"assertions:\n  - kind: finite\n    select: {groups: [optim]}\n", 3, "did you mean 'optimizer'"),
     "nan-parameter": (b"assertions:\n  - kind: stat_range\n    stat: std\n    max: .nan\n", 4, "is NaN"),
     "nan-text-parameter": (b"assertions:\n  - kind: stat_range\n    stat: std\n    min: NaN\n", 4, "is NaN"),
-    "long-stat": (b"assertions:\n  - kind: stat_range\n    stat: '" + b"x" * 5000 + b"'\n", 2, "unknown statistic"),
+    "long-stat": (b"assertions:\n  - kind: stat_range\n    stat: '" + b"x" * 5000 + b"'\n", 3, "unknown statistic"),
     "long-value": (b"assertions:\n  - kind: gaussian_ks\n    tol: '" + b"x" * 50000 + b"'\n", 3, "must be float"),
     "two-documents": (b"assertions:\n  - kind: finite\n---\nassertions: []\n", 3, "invalid YAML"),
     "too-large": (b"assertions:\n  - kind: finite\n" + b"#" * (2 * 1024 * 1024) + b"\n", None, "larger than 128 KiB"),

@@ -375,22 +375,22 @@ def test_the_plots_show_in_a_real_browser(broken, tmp_path):
 
     dom = _run_chromium(exe, tmp_path, "--dump-dom", url)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert dom.stdout.count('<svg class="plot"') == 2  # the browser parsed both figures as SVG
-    assert dom.stdout.count('<section class="failure"') == 2
+    assert dom.stdout.count('<svg class="plot"') == 3  # the browser parsed every figure as SVG
+    assert dom.stdout.count('<section class="failure"') == 3
 
     shot = tmp_path / "shot.png"
-    got = _run_chromium(exe, tmp_path, f"--screenshot={shot}", "--window-size=1200,3000", url)
+    got = _run_chromium(exe, tmp_path, f"--screenshot={shot}", "--window-size=1200,4000", url)
     assert got.returncode == 0 and shot.is_file(), got.stderr[-2000:]
     from matplotlib.image import imread
 
     rgb = (imread(str(shot))[:, :, :3] * 255).round()
-    assert rgb.shape[:2] == (3000, 1200)
+    assert rgb.shape[:2] == (4000, 1200)
     want = np.array([int(HIST[i : i + 2], 16) for i in (1, 3, 5)], dtype=float)
     hist = (np.abs(rgb - want) <= 10).all(axis=2)  # the histogram fill: only the plots use it
     assert hist.sum() > 20_000, hist.sum()
     rows = np.flatnonzero(hist.sum(axis=1) > 0)
     bands = 1 + int((np.diff(rows) > 150).sum())  # separate vertical stretches = separate figures
-    assert bands == 2, rows
+    assert bands == 3, rows
     # the figures are drawn, not blank: varied pixels where they are
     region = rgb[rows.min() : rows.max() + 1].mean(axis=2)
     assert region.std() > 15, region.std()

@@ -432,6 +432,46 @@ def test_absurdly_nested_subgraphs_are_refused(tmp_path):
     refused(path)
 
 
+# -- found by the fuzzer (tests/fuzz: docs/fuzzing.md) --------------------------------------------------------------
+
+
+def test_an_empty_tensor_with_an_absurd_dimension_is_refused(tmp_path):
+    # no elements, so no bytes to check: the shape (0, 2**62) was accepted and handed on
+    t = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[0, 2**62])
+    refused(_model_with(t, tmp_path / "empty.onnx"), "absurd dimension")
+
+
+def test_external_data_in_a_directory_is_refused_naming_the_model(tmp_path):
+    # "." is inside the model's directory: it was refused only when hashed, naming the directory
+    refused(_external_model(tmp_path, location="."), "external data '.' is not a regular file")
+
+
+@pytest.mark.parametrize(
+    ("tensor", "fields"),
+    [
+        (TensorProto(name="w" * 100_000, data_type=TensorProto.FLOAT, dims=[-1]), None),
+        (None, {"location": "a" * 5000}),
+        (None, {"offset": "9" * 5000}),
+    ],
+    ids=["name", "location", "offset"],
+)
+def test_refusals_quote_hostile_strings_briefly(tmp_path, tensor, fields):
+    path = _model_with(tensor, tmp_path / "long.onnx") if tensor is not None else _external_model(tmp_path, **fields)
+    assert len(refused(path).message) < 300  # the whole 100,000-character name was quoted
+
+
+def test_many_constants_are_read_without_python_lists(tmp_path):
+    nodes = [helper.make_node("Constant", [], [f"c.{i}"], value_floats=[0.5] * 4) for i in range(20_000)]
+    nodes.append(helper.make_node("Constant", [], ["big"], value_ints=list(range(1_000_000))))
+    path = tmp_path / "many.onnx"
+    path.write_bytes(helper.make_model(helper.make_graph(nodes, "g", [], [])).SerializeToString())
+    start = time.perf_counter()
+    with open_checkpoint(path) as ckpt:
+        assert len(ckpt.tensors()) == 20_001
+        assert ckpt.read("big")[-1].item() == 999_999 and ckpt.read("c.7").tolist() == [0.5] * 4
+    assert time.perf_counter() - start < 5.0
+
+
 # -- end to end -----------------------------------------------------------------------------------
 
 

@@ -469,6 +469,206 @@ def test_bit_flips_never_escape_as_another_exception(tmp_path, zoo):
     assert not marker.exists()
 
 
+# -- found by the fuzzer (tests/fuzz: docs/fuzzing.md) --------------------------------------------------------------
+
+
+def _long(n: int) -> bytes:
+    """LONG1 or LONG4: an integer of any size."""
+    raw = n.to_bytes(max(1, (n.bit_length() + 8) // 8), "little", signed=True)
+    return b"\x8a" + bytes([len(raw)]) + raw if len(raw) < 256 else b"\x8b" + struct.pack("<i", len(raw)) + raw
+
+
+def _rebuild(pid: bytes, offset: bytes, size: bytes, stride: bytes) -> bytes:
+    """A tensor rebuild call with each argument given as opcodes (so any of them can be hostile)."""
+    args = pid + offset + size + stride + b"\x89" + _g("collections", "OrderedDict") + b")R"
+    return _g("torch._utils", "_rebuild_tensor_v2") + b"(" + args + b"tR"
+
+
+def _pid(key: bytes = _s("0"), numel: bytes = _i(12)) -> bytes:
+    return _tuple(_s("storage"), _g("torch", "FloatStorage"), key, _s("cpu"), numel) + b"Q"
+
+
+def _bomb(container: str, fanout: int = 1000, levels: int = 4) -> bytes:
+    """Opcodes pushing a billion laughs: each level holds the level below ``fanout`` times, by memo reference (5
+    bytes each), so 20 KB of pickle make a value of 10¹² items that anything walking or printing it never finishes."""
+    base = 0x7FFF0000
+    out = b")r" + struct.pack("<I", base)
+    for level in range(1, levels + 1):
+        ref = b"j" + struct.pack("<I", base + level - 1)
+        if container == "tuple":
+            out += b"0(" + ref * fanout + b"t"
+        elif container == "list":
+            out += b"0](" + ref * fanout + b"e"
+        else:
+            out += b"0}(" + b"".join(_s(f"k{i}") + ref for i in range(fanout)) + b"u"
+        out += b"r" + struct.pack("<I", base + level)
+    return out
+
+
+WEIGHT = _s("weight") + _tensor(12, 0, (12,), (1,))
+
+
+@pytest.mark.parametrize(
+    ("opcodes", "where"),
+    [
+        (b"\x96" + struct.pack("<Q", 2**30), "data.pkl"),  # BYTEARRAY8: allocated 1 GB before reading a byte
+        (b"\x96" + struct.pack("<Q", 2**33), "data.pkl"),  # 8 GB: MemoryError
+        (b"\x96" + struct.pack("<Q", 2**40), "constants.pkl"),
+        (b"\x8e" + struct.pack("<Q", 2**62), "data.pkl"),  # BINBYTES8, BINUNICODE8: read what is there, then EOF
+        (b"\x8d" + struct.pack("<Q", 2**63 - 1), "constants.pkl"),
+    ],
+)
+def test_huge_declared_lengths_allocate_nothing(tmp_path, opcodes, where):
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if where == "data.pkl":
+        path = crafted(tmp_path / "long.jit", b"\x80\x02" + opcodes + b".")
+    else:
+        path = crafted(tmp_path / "long.jit", _module(WEIGHT), constants=b"\x80\x02" + opcodes + b".")
+    refused(path, f"corrupt {where}")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB: no gigabyte allocated
+
+
+@pytest.mark.parametrize(
+    ("state", "match"),
+    [
+        # a billion-laugh value where the reader quotes it in a refusal: repr() of it never returned
+        (_s("weight") + _bomb("tuple") + b"Q", "unknown persistent id"),
+        (_s("weight") + _rebuild(_pid(), _i(0), _bomb("list"), _tuple(_i(1))), "invalid tensor size"),
+        (_s("weight") + _rebuild(_pid(key=_bomb("dict", 100)), _i(0), _tuple(_i(12)), _tuple(_i(1))), "storage key"),
+        (_s("weight") + _rebuild(_pid(numel=_bomb("list")), _i(0), _tuple(_i(12)), _tuple(_i(1))), "storage size"),
+        (_s("weight") + _g("torch", "device") + b"(" + _bomb("list") + b"tR", "invalid device"),
+        (_s("weight") + _bomb("list", 100) + _s("x") + b"\x93", "STACK_GLOBAL requires str"),
+        # … or hashes it: a tuple as a dict key
+        (WEIGHT + _s("table") + b"}" + _bomb("tuple") + _i(1) + b"s", "a tuple as a dict key"),
+        (WEIGHT + _s("seen") + b"\x8f", "a set"),
+        # sizes and strides beyond int64 (torch.empty / as_strided raised RuntimeError from read())
+        (_s("weight") + _rebuild(_pid(), _i(0), _tuple(_i(0), _long(2**70)), _tuple(_i(1), _i(1))), "invalid tensor"),
+        (_s("weight") + _rebuild(_pid(), _long(2**64), _tuple(_i(0)), _tuple(_i(1))), "invalid tensor storage offset"),
+        # a module attribute whose name is not a string (str() of it raised ValueError: more than 4300 digits)
+        (WEIGHT + _long(2**20_000) + b"N", "named by a int, not a string"),
+    ],
+    ids=[
+        "pid",
+        "size",
+        "storage-key",
+        "storage-size",
+        "device",
+        "stack-global",
+        "tuple-key",
+        "set",
+        "size>int64",
+        "offset>int64",
+        "non-str-attribute",
+    ],
+)
+def test_memo_bombs_and_huge_values_are_refused_quickly(tmp_path, state, match):
+    refused(crafted(tmp_path / "bomb.jit", _module(state)), match)
+
+
+@pytest.mark.parametrize("container", ["list", "tuple", "dict"])
+def test_memo_bombs_in_attributes_are_walked_once(tmp_path, container):
+    """A billion laughs as a plain attribute or as a TorchScript object's state: each container is looked at once."""
+    state = WEIGHT + _s("cache") + _bomb(container) + _s("sub") + _g("__torch__", "S") + b")\x81" + _bomb(container)
+    path = crafted(tmp_path / "bomb.jit", _module(state + b"b"))
+    start = time.perf_counter()
+    with open_checkpoint(path) as ckpt:
+        assert [i.name for i in ckpt.tensors()] == ["weight"]
+    assert time.perf_counter() - start < 2.0
+
+
+def test_the_unpickler_counts_opcodes(tmp_path, monkeypatch):
+    from pytest_weights.readers import torchscript_file
+
+    monkeypatch.setattr(torchscript_file, "_MAX_PICKLE_OPS", 1000)
+    refused(crafted(tmp_path / "long.jit", _module(WEIGHT + _s("pad") + b"N" + b"0N" * 600)), "more than 1000 pickle")
+    with open_checkpoint(crafted(tmp_path / "short.jit", _module(WEIGHT))) as ckpt:
+        assert ckpt.read("weight").shape == (12,)
+
+
+@pytest.mark.parametrize(
+    "bait",
+    [
+        "\n" * 1_000_000,  # blank lines: ^\s+ scanned every following line from every line start
+        "class A" + " " * 1_000_000,  # a header without a colon: two \s* shared the spaces
+        "  __parameters__ = [\n" * 50_000,  # unclosed lists: each scanned to the end of the text
+        "class " + "A" * 1_000_000,
+        "  __buffers__ = [" + '"a", ' * 200_000,
+    ],
+    ids=["blank-lines", "header-spaces", "unclosed-lists", "long-name", "unclosed-long-list"],
+)
+def test_code_text_cannot_make_the_declaration_parser_backtrack(tmp_path, bait):
+    code = CODE + bait  # at the end, where the old expressions scanned all of it again from every line start
+    start = time.perf_counter()
+    assert parse_declarations(code)["M"] == (["weight"], [])
+    assert time.perf_counter() - start < 1.0  # 100,000 blank lines took 3 minutes
+    path = tmp_path / "bait.jit"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("m/data.pkl", _module(WEIGHT))
+        zf.writestr("m/code/__torch__.py", code)
+        zf.writestr("m/constants.pkl", EMPTY)
+        zf.writestr("m/data/0", torch.arange(12, dtype=torch.float32).numpy().tobytes())
+    start = time.perf_counter()
+    with open_checkpoint(path) as ckpt:
+        assert [i.name for i in ckpt.tensors()] == ["weight"]
+    assert time.perf_counter() - start < 2.0
+
+
+def test_a_huge_declaration_is_refused(tmp_path):
+    names = ", ".join(f'"p{i}"' for i in range(100_001))
+    with pytest.raises(ValueError, match="more than 100000 names"):
+        parse_declarations(f"class M(Module):\n  __parameters__ = [{names}]\n")
+    path = crafted(tmp_path / "decl.jit", _module(WEIGHT))
+    entries = {n: zipfile.ZipFile(path).read(n) for n in zipfile.ZipFile(path).namelist()}
+    entries["m/code/__torch__.py"] = f"class M(Module):\n  __parameters__ = [{names}]\n".encode()
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    refused(path, "more than 100000 names")
+
+
+def test_a_record_twice_is_refused(tmp_path):
+    records = {"m/data/0": torch.arange(12, dtype=torch.float32).numpy().tobytes()}
+    path = crafted(tmp_path / "twice.jit", _module(WEIGHT), records)
+    with zipfile.ZipFile(path, "a") as zf, pytest.warns(UserWarning, match="Duplicate name"):
+        zf.writestr("m/data/0", bytes(48))  # which copy is read depends on the zip reader
+    refused(path, "record 'm/data/0' appears twice")
+
+
+def test_zero_strides_cannot_expand_a_tensor_beyond_the_file(tmp_path):
+    # 2**28 float32 from a 1-element storage: accepted, then read() allocated 1 GB
+    path = crafted(tmp_path / "expand.jit", _module(_s("weight") + _tensor(1, 0, (1 << 14, 1 << 14), (0, 0))))
+    refused(path, "more than 1024×")
+
+
+def test_a_corrupt_deflate_stream_is_refused_on_read(tmp_path):
+    path = tmp_path / "deflated.jit"
+    crafted(path, _module(WEIGHT))
+    entries = {n: zipfile.ZipFile(path).read(n) for n in zipfile.ZipFile(path).namelist()}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    data = bytearray(path.read_bytes())
+    info = zipfile.ZipFile(path).getinfo("m/data/0")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    data[start : start + info.compress_size] = b"\xff" * info.compress_size  # zlib.error escaped read()
+    path.write_bytes(bytes(data))
+    refused(path, "cannot read tensor 'weight'")
+
+
+def test_bytes_cut_from_the_start_are_reported_as_a_bad_header(tmp_path):
+    path = tmp_path / "cut.jit"
+    with zipfile.ZipFile(path, "w") as zf:  # storage records first, as torch.jit.save writes them
+        zf.writestr("m/data/0", torch.arange(12, dtype=torch.float32).numpy().tobytes())
+        zf.writestr("m/data.pkl", _module(WEIGHT))
+        zf.writestr("m/code/__torch__.py", CODE)
+        zf.writestr("m/constants.pkl", EMPTY)
+    data = path.read_bytes()
+    path.write_bytes(data[:40] + data[48:])  # zipfile shifts every offset by -8: os.pread raised EINVAL
+    refused(path, "bad local header at -8")
+
+
 # -- end to end -----------------------------------------------------------------------------------
 
 

@@ -20,12 +20,14 @@ embedded tensor bytes are held in memory once, for as long as the reader is open
 for files up to a few hundred MB; protobuf caps a file at 2 GB anyway). Each ``read``
 copies one tensor out. Tensors in external data files (``save_as_external_data``) are
 not loaded at open: each ``read`` reads its byte range from the file next to the model,
-after checking that the file stays inside the model's directory and that the range lies
-within it.
+after checking that it is a regular file inside the model's directory and that the range
+lies within it.
 
 Every problem — a truncated or corrupt protobuf, an external path that escapes the
 directory or a range past the end of its file, a shape that disagrees with the data, a
-negative or absurd dimension — is a :class:`CheckpointError` naming the file.
+negative or absurd dimension (even in an empty tensor) — is a :class:`CheckpointError`
+naming the file, quoting names and values from the file briefly. ``tests/fuzz`` mutates
+ONNX models at the protobuf level (docs/fuzzing.md).
 """
 
 from __future__ import annotations
@@ -121,7 +123,10 @@ def _from_little_endian(data: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
+    try:
+        text = str(e).strip()
+    except Exception:  # an exception whose message cannot be formed
+        text = ""
     return (text.splitlines()[0] if text else type(e).__name__)[:300]
 
 

@@ -703,11 +703,9 @@ class TorchScriptFile(Checkpoint):
                     self.skipped[name] = f"tensor in the custom state of {obj.qualname}"
                 continue
             self._spend(len(state) + 1)
-            odd = next((k for k in state if not isinstance(k, str)), None)
-            if odd is not None:
-                raise CheckpointError(
-                    self.path, f"{obj.qualname} has an attribute named by a {type(odd).__name__[:40]}, not a string"
-                )
+            odd = [type(k).__name__[:40] for k in state if not isinstance(k, str)][:1]
+            if odd:  # str() of a name is only safe for strings
+                raise CheckpointError(self.path, f"{obj.qualname} has an attribute named by a {odd[0]}, not a string")
             declared = self._declared(obj.qualname)
             if declared is None:  # no class declaration found: every tensor attribute
                 members = [k for k, v in state.items() if isinstance(v, (_TensorRef, _Unsupported))]

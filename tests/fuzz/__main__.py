@@ -3,7 +3,8 @@
 Cases run in worker processes fed one case at a time; a worker that dies (segfault, SIGBUS,
 out-of-memory kill) counts a *crash* for its case, one that does not answer within
 ``--timeout`` seconds is killed and counts a *hang*; both are replaced and the campaign goes
-on. Prints a table per format and the cases that broke an invariant (with the seed and case
+on (the case is rebuilt here, unread, to print its mutation and keep it with ``--keep``).
+Prints a table per format and the cases that broke an invariant (with the seed and case
 number that reproduce them: ``--formats F --only-case N``); exits 1 if there was any.
 """
 

@@ -917,8 +917,9 @@ def _pb_field(number: int, payload: bytes) -> bytes:
 
 
 def _onnx_nest(model: object, rng: random.Random) -> tuple[bytes, str]:
-    """The graph wrapped in If nodes, 20 to 500 levels deep (byte level: protobuf will not build that)."""
-    depth = rng.choice([20, 24, 25, 26, 30, 64, 65, 100, 500])
+    """The graph wrapped in If nodes, 20 to 500 levels deep (written by hand: protobuf will not build that, and
+    refuses to parse more than 100 nested messages, about 32 levels of If)."""
+    depth = rng.choice([20, 30, 31, 32, 33, 34, 64, 65, 100, 500])
     graph = model.graph.SerializeToString()
     for _ in range(depth):  # GraphProto.node(1) → NodeProto.attribute(5) → AttributeProto.g(6), type GRAPH (20) = 5
         attribute = _pb_field(1, b"then_branch") + _pb_field(6, graph) + b"\xa0\x01\x05"

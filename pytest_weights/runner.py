@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -326,20 +326,21 @@ def error_result(spec: AssertionSpec, label: str, exc: BaseException) -> Asserti
     )
 
 
-def _empty_note(infos: Sequence[TensorInfo]) -> tuple[str, ...]:
+def _left_out_note(infos: Sequence[TensorInfo], what: str, show: Callable[[TensorInfo], str]) -> tuple[str, ...]:
+    """``N <what>: a, b, … and M more`` naming the first five tensors left out, or nothing."""
     if not infos:
         return ()
-    names = ", ".join(f"{i.name} {tuple(i.shape)}" for i in infos[:5])
+    names = ", ".join(f"{i.name} {show(i)}" for i in infos[:5])
     more = f" and {len(infos) - 5} more" if len(infos) > 5 else ""
-    return (f"{len(infos)} empty tensor(s) (0 values) left out: {names}{more}",)
+    return (f"{len(infos)} {what}: {names}{more}",)
+
+
+def _empty_note(infos: Sequence[TensorInfo]) -> tuple[str, ...]:
+    return _left_out_note(infos, "empty tensor(s) (0 values) left out", lambda i: str(tuple(i.shape)))
 
 
 def _non_float_note(infos: Sequence[TensorInfo]) -> tuple[str, ...]:
-    if not infos:
-        return ()
-    names = ", ".join(f"{i.name} ({i.dtype_name})" for i in infos[:5])
-    more = f" and {len(infos) - 5} more" if len(infos) > 5 else ""
-    return (f"{len(infos)} non-float tensor(s) left out of float statistics: {names}{more}",)
+    return _left_out_note(infos, "non-float tensor(s) left out of float statistics", lambda i: f"({i.dtype_name})")
 
 
 def check(

@@ -11,12 +11,11 @@ and what was left out.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .assertions.base import UNDEFINED, Deviation
+from .assertions.base import UNDEFINED
 from .report import AssertionResult
 
 #: Likely causes by problem, shown as "— likely <guess> (guess)".
@@ -31,7 +30,6 @@ GUESS_SCALE = 10.0
 #: Tensors named in a headline; the rest are counted.
 NAMED = 3
 MODEL_SCALE = "the model's median scale (std·√fan_in)"
-_RATIO = re.compile(r"\(×([^)]+)\)")
 
 
 @dataclass(frozen=True)
@@ -110,17 +108,6 @@ def _names(names: Sequence[str], detail: Mapping[str, str] | None = None) -> str
     return ", ".join(shown) + more
 
 
-def ratio_of(d: Deviation) -> float | None:
-    """The ``×r`` ratio a scale or sibling row shows (``std=5.126 (×98.82)``), else None."""
-    m = _RATIO.search(d.observed)
-    if not m:
-        return None
-    try:
-        return float(m.group(1))
-    except ValueError:
-        return None
-
-
 def _is_std_floor(r: AssertionResult) -> bool:
     """A ``stat_range`` on std with a lower bound: the "not constant" check."""
     return r.kind == "stat_range" and r.description.startswith("std ≥")
@@ -165,7 +152,7 @@ def _constant(failed: Sequence[AssertionResult], seen: set[str]) -> Problem | No
             if d.subject in seen or d.subject in names or d.tolerance == UNDEFINED:
                 continue
             std_floor = _is_std_floor(r) and _number(d.observed) is not None
-            if std_floor or ratio_of(d) == 0:
+            if std_floor or d.ratio == 0:
                 names.append(d.subject)
                 total = max(total, r.checked)
     if not names:
@@ -191,7 +178,7 @@ def _scale(failed: Sequence[AssertionResult], seen: set[str]) -> Problem | None:
             if r.kind != kind:
                 continue
             for d in r.deviations:
-                ratio = ratio_of(d)
+                ratio = d.ratio
                 if ratio is not None and d.subject not in seen and d.subject not in ratios:
                     ratios[d.subject] = (ratio, against)
                     totals[against] = max(totals.get(against, 0), r.checked)

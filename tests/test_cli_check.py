@@ -230,9 +230,15 @@ def test_problems_take_each_tensor_once_most_serious_first():
     results = [
         result("finite", "finite", [Deviation("a", "1 NaN, 0 Inf of 9", "0 non-finite")], checked=20),
         result(
-            "sib", "sibling_consistency", [nan_row, Deviation("b", "std=0 (×0)", ""), Deviation("c", "std=3 (×12)", "")]
+            "sib",
+            "sibling_consistency",
+            [nan_row, Deviation("b", "std=0 (×0)", "", ratio=0.0), Deviation("c", "std=3 (×12)", "", ratio=12.0)],
         ),
-        result("scale", "scale_consistency", [Deviation("c", "std·√fan_in=3 (×11)", ""), Deviation("d", "x (×6)", "")]),
+        result(
+            "scale",
+            "scale_consistency",
+            [Deviation("c", "std·√fan_in=3 (×11)", "", ratio=11.0), Deviation("d", "x (×6)", "", ratio=6.0)],
+        ),
         result("range", "stat_range", [Deviation("e", "9", "std ≤ 1")], description="std ≤ 1"),
         result("broken", "gaussian_ks", [], error="RuntimeError: boom"),
     ]

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 import time
@@ -259,6 +260,8 @@ def test_torch_onnx_export_names_match_the_state_dict(tmp_path):
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (torch.randn(1, 3, 8, 8),), str(path), dynamo=False)
     except Exception as e:  # the legacy exporter may be gone in a future torch
+        if os.environ.get("CI"):  # CI pins torch 2.13, whose legacy exporter works: a failure is real
+            raise
         pytest.skip(f"torch.onnx.export(dynamo=False) unavailable: {e}")
     with assert_matches_reference(path) as ckpt:
         names = {i.name for i in ckpt.tensors()}

@@ -611,6 +611,8 @@ def test_npz_corrupt_deflate_stream(tmp_path):
         except zipfile.BadZipFile:
             continue
     else:
+        if os.environ.get("CI"):
+            pytest.fail("no corruption made zlib report a stream error")
         pytest.skip("this zlib reported no stream error")
     refused(path, "error")
 

@@ -61,6 +61,8 @@ class Deviation:
     expected: str
     tolerance: str = ""
     score: float = math.inf  # larger = worse; rows are shown worst first
+    #: For comparisons with a median (siblings, the model): the tensor's value over that median.
+    ratio: float | None = None
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,7 @@ class ScaleConsistency(Assertion):
                         f"≈ {fmt(med)} (median of {len(values)} matrices)",
                         f"ratio in [{fmt(self.min_ratio)}, {fmt(self.max_ratio)}]",
                         score,
+                        ratio,
                     )
                 )
         rows.sort(key=lambda d: -d.score)

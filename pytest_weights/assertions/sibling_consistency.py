@@ -71,6 +71,7 @@ class SiblingConsistency(Assertion):
                             f"≈ {fmt(med)} (median of {role})",
                             f"ratio in [1/{fmt(self.max_ratio)}, {fmt(self.max_ratio)}]",
                             score,
+                            ratio,
                         )
                     )
         if judged == 0:

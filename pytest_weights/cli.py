@@ -23,7 +23,6 @@ imports torch until a command runs.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 import math
@@ -31,7 +30,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -39,8 +38,8 @@ from typing import Any, TextIO
 
 from . import __version__
 from .errors import FATAL, SpecError, WeightsError, describe, format_traceback, is_internal
+from .formatting import PROG, LiveLine, table
 
-PROG = "pytest-weights"
 #: Statistics shown when ``--stats`` is not given (those present in SCALARS, in this order).
 DEFAULT_STATS = ("mean", "std", "absmax", "kurtosis", "ks", "weibull_k", "weibull_lambda")
 #: Where the pytest plugin keeps its statistics: ``config.cache.mkdir("pytest-weights")``.
@@ -182,7 +181,12 @@ def _add_check(sub: Any) -> None:
         "and a guess at the cause, labelled as one), the failing checks, and what was checked and left out. "
         "Exit status: 0 healthy, 1 a check failed, 2 usage error or unreadable input.",
     )
-    p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoint file or model directory")
+    p.add_argument(
+        "checkpoints",
+        nargs="+",
+        metavar="CHECKPOINT",
+        help="checkpoint file, model directory, or URL (s3://, https://)",
+    )
     p.add_argument(
         "--spec",
         action="append",
@@ -261,7 +265,16 @@ def run_command(args: argparse.Namespace) -> int:
 
 def _subject(args: argparse.Namespace) -> str:
     """The file a command works on, to name in an error."""
-    return str(getattr(args, "checkpoint", None) or getattr(args, "current", None) or "")
+    return _shown(str(getattr(args, "checkpoint", None) or getattr(args, "current", None) or ""))
+
+
+def _shown(path: str) -> str:
+    """``path`` as printed: a URL without its credentials (``user:password@``, signatures)."""
+    if "://" not in path:
+        return path
+    from .readers.source import redact
+
+    return redact(path)
 
 
 def _on(subject: str, message: str) -> str:
@@ -305,7 +318,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                 v = _check_path(checker, path, assertions, keep)
             except WeightsError as e:
                 _error(str(e))
-                verdicts.append({"checkpoint": path, "healthy": False, "error": describe(e)})
+                verdicts.append({"checkpoint": _shown(path), "healthy": False, "error": describe(e)})
                 status = 2
                 continue
             if args.json != "-":
@@ -317,7 +330,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         if reference is not None:
             reference.close()
     if args.json:
-        _write_json(args.json, _check_json(args.checkpoints, results, verdicts))
+        _write_json(args.json, _check_json([_shown(p) for p in args.checkpoints], results, verdicts))
     return status
 
 
@@ -630,6 +643,8 @@ def inspect_checkpoint(
         raise CliError(str(e).replace("--weights-device", "--device")) from None
     scalars = [SCALARS[n] for n in names]
     wanted = list(dict.fromkeys(s.statistic for s in scalars))
+    if cache_dir is not None and Path(cache_dir) == DEFAULT_CACHE_DIR:
+        _ensure_pytest_cache_root(DEFAULT_CACHE_DIR.parent.parent)
     cache = StatCache(cache_dir) if cache_dir is not None else None
     selection = Selection()
     store = StatStore()
@@ -637,15 +652,8 @@ def inspect_checkpoint(
         cid = ckpt.identity()
         infos = [i for i in ckpt.tensors() if not include or any(fnmatchcase(i.name, g) for g in include)]
         requests = {i.name: wanted for i in infos if i.is_float and i.numel > 0}
-        if cache is not None:
-            _load_cached(cache, cid, requests, store)
         progress = _progress if sys.stderr.isatty() else None
-        done = compute_pass(ckpt, requests, store, dev, progress)
-        if cache is not None and done.tensors_done:
-            if Path(cache_dir) == DEFAULT_CACHE_DIR:
-                _ensure_pytest_cache_root(DEFAULT_CACHE_DIR.parent.parent)
-            with contextlib.suppress(OSError):  # a read-only directory: nothing is cached
-                cache.save(cid, {n: {s: store.get(cid, n)[s] for s in w} for n, w in requests.items()})
+        compute_pass(ckpt, requests, store, dev, progress, cache=cache)  # cached values in, computed ones saved
         rows = []
         for info in infos:
             row = Row(
@@ -661,18 +669,6 @@ def inspect_checkpoint(
                 row.values = {s.name: s.read(computed[s.statistic]) for s in scalars}
             rows.append(row)
         return rows, ckpt.label
-
-
-def _load_cached(cache: Any, cid: str, requests: Mapping[str, Sequence[Any]], store: Any) -> None:
-    """Put cached values into ``store`` for the tensors whose requested statistics are all cached.
-
-    A tensor with only some of them cached is recomputed whole: ``reduce_tensor`` cannot yet
-    take part of a dependency chain as known (``stages`` fails on a requirement that is
-    neither known nor to compute, e.g. KS's histogram when only Moments is cached).
-    """
-    for name, values in cache.load(cid, requests).items():
-        if all(s in values for s in requests[name]):
-            store.put(cid, name, values)
 
 
 def _ensure_pytest_cache_root(root: Path) -> None:
@@ -771,64 +767,14 @@ def _ranges(values: Sequence[int]) -> str:
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
     """Left-aligned text columns, right-aligned numbers, a dashed rule under the header."""
-    cells = [list(map(str, header)), *[list(map(str, r)) for r in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    numeric = [
-        all(_is_number(r[i]) for r in cells[1:] if r[i]) and any(r[i] for r in cells[1:]) for i in range(len(header))
-    ]
-
-    def line(r: Sequence[str]) -> str:
-        parts = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric, strict=True)]
-        return "  ".join(parts).rstrip()
-
-    out.write(line(cells[0]) + "\n")
-    out.write("  ".join("-" * w for w in widths) + "\n")
-    for r in cells[1:]:
-        out.write(line(r) + "\n")
-
-
-def _is_number(s: str) -> bool:
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True
+    out.write("\n".join(table(header, rows, numbers_right=True)) + "\n")
 
 
 # ---------------------------------------------------------------------------- progress
 
-_live = False
-_last_write = 0.0
-
-
-def _progress(p: Any) -> None:
-    """One rewritten status line on stderr, at most 10 times a second (only installed
-    when stderr is a TTY)."""
-    global _live, _last_write
-    if p.tensors_total == 0:
-        return
-    if p.finished:
-        _clear_progress()
-        return
-    now = time.monotonic()
-    if _live and now - _last_write < 0.1:
-        return
-    _last_write = now
-    rate = p.bytes_done / p.seconds / 1e9 if p.seconds > 0 else 0.0
-    sys.stderr.write(
-        f"\r\x1b[K{PROG}: {p.checkpoint}: {p.tensors_done}/{p.tensors_total} tensors, "
-        f"{p.bytes_done / 1e9:.2f}/{p.bytes_total / 1e9:.2f} GB, {rate:.2f} GB/s"
-    )
-    sys.stderr.flush()
-    _live = True
-
-
-def _clear_progress() -> None:
-    global _live
-    if _live:
-        sys.stderr.write("\r\x1b[K")
-        sys.stderr.flush()
-        _live = False
+#: One rewritten status line on stderr, at most 10 times a second (only installed when stderr is a TTY).
+_progress = LiveLine(interval=0.1)
+_clear_progress = _progress.clear
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import torch
 
 from .cache import StatCache
 from .errors import CheckpointError, blame_tensor
+from .executors import Executor
 from .readers.base import Checkpoint, TensorInfo
 from .reduce import CHUNK_ELEMENTS, SLICE_ELEMENTS, Workers, _one_thread, reduce_tensor
 from .stats.base import Statistic
@@ -97,11 +98,17 @@ def compute_pass(
     chunk_elements: int = CHUNK_ELEMENTS,
     cache: StatCache | None = None,
     workers: int | None = None,
+    executor: Executor | None = None,
 ) -> PassProgress:
     """Read every requested tensor of ``checkpoint`` once and store its statistics.
 
     Tensors whose requested statistics are all in ``store`` (or in ``cache``) are not read.
-    ``workers``: CPU threads for flat statistics (default: torch's intra-op thread count).
+    ``cache``: the one cache-through of the package (the plugin, the CLI and ``init`` all pass
+    theirs here): cached values are loaded first (a tensor with only part of a dependency chain
+    cached is completed from it), what the pass computes is saved after it (a directory that
+    cannot be written keeps nothing). ``workers``: CPU threads for flat statistics (default: torch's intra-op thread count).
+    ``executor``: where tensors are read and reduced (e.g. a Dask cluster, :mod:`.executors`)
+    when it accepts the checkpoint; by default (and for in-memory checkpoints) in this process.
     An error reading or reducing a tensor propagates, marked with the tensor's name
     (:func:`~pytest_weights.errors.blame_tensor`); nothing is cached then.
     """
@@ -118,10 +125,6 @@ def compute_pass(
             todo.append((info, wanted))
     state = PassProgress(checkpoint.label, 0, len(todo), 0, sum(i.nbytes for i, _ in todo), 0.0)
     start = time.perf_counter()
-    pool_size = workers if torch.device(device).type == "cpu" else 1
-    budget = 2 * max((i.nbytes for i, _ in todo), default=0)  # bytes of large tensors in flight
-    large = [k for k, (info, _) in enumerate(todo) if info.nbytes >= INLINE_BYTES]
-    next_large = dict(itertools.pairwise(large))
 
     def record(info: TensorInfo, wanted: list[Statistic], values: Mapping[Statistic, Any]) -> int:
         """Store a tensor's requested values (intermediates such as histograms are dropped)."""
@@ -133,6 +136,38 @@ def compute_pass(
             progress(state)
         return info.nbytes
 
+    if executor is not None and todo and executor.accepts(checkpoint):
+        known = lambda name: dict(store.get(cid, name))  # noqa: E731
+        executor.run(checkpoint, todo, known, torch.device(device), chunk_elements, record)
+    else:
+        _stream(checkpoint, todo, store, cid, torch.device(device), chunk_elements, workers, record)
+    if todo and checkpoint.changed():
+        raise CheckpointError(checkpoint.path, "changed while it was being read: its statistics are discarded")
+    if cache is not None and todo:
+        with contextlib.suppress(OSError):  # a cache directory that cannot be written keeps nothing
+            cache.save(cid, {i.name: {s: store.get(cid, i.name)[s] for s in w} for i, w in todo})
+    state.seconds = time.perf_counter() - start
+    state.finished = True
+    if progress:
+        progress(state)
+    return state
+
+
+def _stream(
+    checkpoint: Checkpoint,
+    todo: list[tuple[TensorInfo, list[Statistic]]],
+    store: StatStore,
+    cid: str,
+    device: torch.device,
+    chunk_elements: int,
+    workers: int | None,
+    record: Callable[[TensorInfo, list[Statistic], Mapping[Statistic, Any]], int],
+) -> None:
+    """The local pass: tensors read in storage order (the next large one prefetched), reduced here."""
+    pool_size = workers if device.type == "cpu" else 1
+    budget = 2 * max((i.nbytes for i, _ in todo), default=0)  # bytes of large tensors in flight
+    large = [k for k, (info, _) in enumerate(todo) if info.nbytes >= INLINE_BYTES]
+    next_large = dict(itertools.pairwise(large))
     with (
         Workers(pool_size) as threads,
         ThreadPoolExecutor(1, "weights-prefetch") as reader,
@@ -161,12 +196,3 @@ def compute_pass(
         for done, done_wanted, future in running:
             with _blame(done.name):
                 record(done, done_wanted, future.result())
-    if todo and checkpoint.changed():
-        raise CheckpointError(checkpoint.path, "changed while it was being read: its statistics are discarded")
-    if cache is not None and todo:
-        cache.save(cid, {i.name: {s: store.get(cid, i.name)[s] for s in w} for i, w in todo})
-    state.seconds = time.perf_counter() - start
-    state.finished = True
-    if progress:
-        progress(state)
-    return state

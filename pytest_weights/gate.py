@@ -12,8 +12,8 @@ Per-checkpoint assertions are judged on the checkpoint given to :meth:`WeightsGa
 run so far: at every check the gate computes, in the same single pass, the statistics those
 assertions need and keeps only these values (a few numbers per selected tensor, never the
 weights), labelled with the step. A run of fewer than two checkpoints is not judged yet
-(reported as skipped). Kinds that describe the *end* of a run (``saturates``,
-``final_range`` by default, see ``defer``) are judged only by :meth:`WeightsGate.finish`
+(reported as skipped). Kinds that describe the *end* of a run (those whose class sets
+``judged_at_end``: ``saturates``, ``final_range``; see ``defer``) are judged only by :meth:`WeightsGate.finish`
 or ``check(..., final=True)``: mid-run, "λ has saturated" is expected to fail.
 
 A failure is logged (Python :mod:`logging`, the whole report at ERROR) and then, by
@@ -27,7 +27,7 @@ import dataclasses
 import itertools
 import logging
 import warnings
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,8 +48,32 @@ from .stats.base import Statistic
 
 OnFailure = Literal["raise", "warn", "return"]
 ON_FAILURE = ("raise", "warn", "return")
+
+
+class _EndOfRunKinds(Collection[str]):
+    """The registered kinds that say they are judged at the end of a run (``judged_at_end``),
+    read from the registry when used, so a kind registered later is included."""
+
+    def _kinds(self) -> list[str]:
+        from .assertions import REGISTRY
+
+        return sorted(kind for kind, cls in REGISTRY.items() if cls.judged_at_end)
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._kinds()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._kinds())
+
+    def __len__(self) -> int:
+        return len(self._kinds())
+
+    def __repr__(self) -> str:
+        return repr(tuple(self._kinds()))
+
+
 #: Run-scope kinds that describe the end of a run: judged by :meth:`WeightsGate.finish` only.
-DEFER_KINDS = ("saturates", "final_range")
+DEFER_KINDS: Collection[str] = _EndOfRunKinds()
 #: Checkpoints a run needs before run-scope assertions are judged.
 MIN_RUN = 2
 

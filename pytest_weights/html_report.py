@@ -5,17 +5,16 @@ optionally with ``nodeid``) and the checkpoint paths, and returns one HTML file:
 plots as inline SVG, no script and nothing fetched from the network.
 
 - a summary table of every assertion (pass / fail / skip, kind, checkpoint, spec line, summary);
-- per failing assertion: what was asserted and found, the deviation table, and a figure:
+- per failing assertion: what was asserted and found, the deviation table, and a figure
+  drawn from the panels the kind chose (the record's ``plot``, numbers from the kind's
+  ``plot_data``; this module knows no kind):
 
-  - per-tensor kinds: histograms of the worst deviating tensor (re-read from its checkpoint,
-    subsampled deterministically) with the fitted normal, linear and log scale, and the
-    statistic of every checked tensor against the tolerance when ``observed`` holds it;
-    ``weibull``: |w| with the fitted Weibull pdf and the Weibull probability plot;
-  - ``depth_trend``: the statistic against depth per role, failing roles highlighted;
-  - ``sibling_consistency``: the statistic of each tensor of the failing role against depth,
-    with the role median and the ±ratio band;
-  - run-scope kinds: the statistic against step per failing series, with the tolerance band
-    and the failing steps marked.
+  - ``histogram``: a tensor's values (re-read from its checkpoint, subsampled
+    deterministically) with the fitted normal, linear and log scale; or |w| with the fitted
+    Weibull pdf and the Weibull probability plot;
+  - ``points``: one number per checked tensor against the tolerance, failing ones marked;
+  - ``lines``: series against depth or step with their allowed band and failing points marked
+    (depth trends, siblings around their median, the steps of a run).
 
 Plots need matplotlib (``pip install 'pytest-weights[report]'``); without it the report has
 the tables and says how to get the plots. A plot that cannot be made (a tensor that cannot be
@@ -44,7 +43,6 @@ MAX_FIGURES = 100
 #: Failing series (run-scope) or roles (sibling_consistency) drawn per failure.
 MAX_PANELS = 3
 INSTALL_HINT = "pip install 'pytest-weights[report]'"
-RUN_KINDS = frozenset({"run_trend", "saturates", "overshoot", "drift", "final_range"})
 
 # colours (the histogram fill is used by the browser test to find the plots on a screenshot)
 HIST = "#7aa6d6"
@@ -53,8 +51,6 @@ OK = "#2b6cb0"
 BAD = "#d62728"
 BAND = "#2ca02c"
 GREY = "#b0b0b0"
-
-NUM = r"[-+−]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[-+]?\d+)?"
 
 
 class NoPlot(Exception):
@@ -195,8 +191,9 @@ def _failure_section(i: int, r: Mapping[str, Any], source: _Source, mpl: Any, ca
         out.append(f'<p class="note">no plot: only the first {MAX_FIGURES} failures are drawn</p>')
     elif mpl is not None:
         try:
-            svg, caption = _figure(r, source, mpl, f"f{i}")
+            svg, caption, missing = _figure(r, source, mpl, f"f{i}")
             out.append(f"<figure>{svg}<figcaption>{_e(caption)}</figcaption></figure>")
+            out.extend(f'<p class="note">no plot: {_e(m)}</p>' for m in missing)
         except NoPlot as e:
             out.append(f'<p class="note">no plot: {_e(e)}</p>')
         except Exception as e:  # a report must render whatever one plot does
@@ -241,11 +238,11 @@ class _Source:
         key = f"label:{label}"
         if key in self._open:
             return self._open[key]
-        m = re.fullmatch(r"Δ\((.+) − (.+)\)", label)
-        if m:
+        base, sep, ref = label.removeprefix("Δ(").removesuffix(")").partition(" − ")
+        if label.startswith("Δ(") and sep:  # the label readers/derived.py gives ΔW = W − W_ref
             from .readers.derived import DeltaCheckpoint
 
-            got = DeltaCheckpoint(self.checkpoint(m.group(1)), self.checkpoint(m.group(2)))
+            got = DeltaCheckpoint(self.checkpoint(base), self.checkpoint(ref))
         elif label.startswith("ΔW(") and label.endswith(")"):
             from .readers.derived import LoraDelta
 
@@ -319,20 +316,6 @@ class _Sample:
 # ---------------------------------------------------------------------------- parsing helpers
 
 
-def _num(text: str) -> float:
-    return float(text.replace("−", "-"))
-
-
-def _bounds(text: str) -> tuple[float | None, float | None]:
-    """The interval in a description: ``in [lo, hi]``, ``≥ lo``, ``≤ hi``."""
-    m = re.search(rf"in \[({NUM}), ({NUM})\]", text)
-    if m:
-        return _num(m.group(1)), _num(m.group(2))
-    lo = re.search(rf"≥ ({NUM})", text)
-    hi = re.search(rf"≤ ({NUM})", text)
-    return (_num(lo.group(1)) if lo else None, _num(hi.group(1)) if hi else None)
-
-
 def _float(v: Any) -> float:
     if isinstance(v, bool) or v is None:
         return math.nan
@@ -368,11 +351,6 @@ def _short(name: str, width: int = 48) -> str:
     return _m(name if len(name) <= width else "…" + name[-(width - 1) :])
 
 
-def _stat_name(r: Mapping[str, Any]) -> str:
-    words = str(r.get("description") or "").split()
-    return words[0] if words else str(r.get("kind"))
-
-
 # ---------------------------------------------------------------------------- figures
 
 
@@ -386,7 +364,7 @@ def _matplotlib() -> Any:
     return (matplotlib, Figure)
 
 
-def _figure(r: Mapping[str, Any], source: _Source, mpl: Any, prefix: str) -> tuple[str, str]:
+def _figure(r: Mapping[str, Any], source: _Source, mpl: Any, prefix: str) -> tuple[str, str, list[str]]:
     matplotlib, Figure = mpl
     rc = {
         "svg.fonttype": "path",
@@ -396,19 +374,113 @@ def _figure(r: Mapping[str, Any], source: _Source, mpl: Any, prefix: str) -> tup
         "axes.spines.top": False,
         "axes.spines.right": False,
     }
-    kind = r.get("kind")
     with matplotlib.rc_context(rc):
-        if kind in RUN_KINDS:
-            fig, caption = _run_figure(r, Figure)
-        elif kind == "depth_trend":
-            fig, caption = _depth_figure(r, Figure)
-        elif kind == "sibling_consistency":
-            fig, caption = _sibling_figure(r, source, Figure)
-        elif kind == "weibull":
-            fig, caption = _weibull_figure(r, source, Figure)
-        else:
-            fig, caption = _tensor_figure(r, source, Figure)
-        return _svg(fig, prefix, f"{r.get('name')}: {caption}"), caption
+        fig, caption, missing = _plot(r, source, Figure)
+        return _svg(fig, prefix, f"{r.get('name')}: {caption}"), caption, missing
+
+
+#: Axes each panel shape takes.
+AXES = {"histogram": 2, "points": 1, "lines": 1}
+
+
+def _plot(r: Mapping[str, Any], source: _Source, Figure: Any) -> tuple[Any, str, list[str]]:
+    """The figure of a failure from the panels its kind chose (``plot``: numbers, see
+    :mod:`pytest_weights.assertions.plot`); a record without them (an older JSON report)
+    gets the worst tensor's histogram. Returns the figure, its caption and why panels are
+    missing; raises :class:`NoPlot` when no panel can be drawn."""
+    panels = [p for p in r.get("plot") or [] if isinstance(p, Mapping) and p.get("shape") in AXES]
+    if not panels:
+        panels = [{"shape": "histogram", "tensor": _worst(r), "fit": "normal"}]
+    panels = panels[:4]
+    n = sum(AXES[p["shape"]] for p in panels)
+    fig, axes = _panels(Figure, n, height=3.3 if n > 1 else 3.8)
+    captions: list[str] = []
+    missing: list[str] = []
+    k = 0
+    for panel in panels:
+        shape = panel["shape"]
+        own = axes[k : k + AXES[shape]]
+        k += AXES[shape]
+        try:
+            if shape == "histogram":
+                captions.append(_draw_histogram(own, r, panel, source))
+            elif shape == "points":
+                captions.append(_draw_points(own[0], panel))
+            else:
+                captions.append(_draw_lines(own[0], panel))
+        except NoPlot as e:
+            for ax in own:
+                ax.set_axis_off()
+            own[0].text(0.5, 0.5, _m(e), ha="center", va="center", wrap=True, transform=own[0].transAxes)
+            missing.append(str(e))
+    if len(missing) == len(panels):
+        raise NoPlot(missing[0])
+    return fig, "; ".join(c for c in captions if c), missing
+
+
+def _draw_histogram(axes: Sequence[Any], r: Mapping[str, Any], panel: Mapping[str, Any], source: _Source) -> str:
+    tensor = str(panel.get("tensor"))
+    s = _read_sample(r, source, tensor)
+    if panel.get("fit") == "weibull":
+        params = panel.get("params") or {}
+        return _weibull_axes(axes[0], axes[1], s, tensor, _float(params.get("k")), _float(params.get("lambda")))
+    observed = next((d.get("observed", "") for d in r.get("deviations") or [] if d.get("tensor") == tensor), "")
+    _hist_panels(axes[0], axes[1], s, f"worst: {_short(tensor, 60)}\nobserved {_line(observed, 60)}")
+    return f"{tensor} ({s.describe()}) with the normal of its mean and std"
+
+
+def _draw_points(ax: Any, panel: Mapping[str, Any]) -> str:
+    label = str(panel.get("label") or "value")
+    lo, hi = ([*list(panel.get("band") or [None, None]), None, None])[:2]
+    if not _scalar_panel(ax, set(panel.get("failing") or []), label, panel.get("values") or {}, (lo, hi)):
+        ax.set_axis_off()
+        return ""
+    return f"{label} of every checked tensor against the tolerance"
+
+
+def _draw_lines(ax: Any, panel: Mapping[str, Any]) -> str:
+    lines = [ln for ln in panel.get("lines") or [] if isinstance(ln, Mapping)]
+    if not lines:
+        raise NoPlot("the result holds no series")
+    palette = ["#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#bcbd22"]
+    band = {"color": BAND, "alpha": 0.15, "zorder": 1}
+    quiet = [ln for ln in lines if not ln.get("highlight")]
+    for ln in quiet:
+        ax.plot(ln["x"], [_float(v) for v in ln["y"]], color=GREY, lw=1, marker=".", zorder=2)
+    if quiet and len(quiet) < len(lines):
+        ax.plot([], [], color=GREY, lw=1, marker=".", label=f"{len(quiet)} that hold")
+    drawn_band = False
+    for j, ln in enumerate(x for x in lines if x.get("highlight") or len(quiet) == len(lines)):
+        x = np.array([_float(v) for v in ln["x"]], dtype=float)
+        y = np.array([_float(v) for v in ln["y"]], dtype=float)
+        lo, hi = ln.get("lo"), ln.get("hi")
+        if lo is not None or hi is not None:
+            a = np.array([_float(v) if v is not None else -np.inf for v in (lo or [None] * len(x))], dtype=float)
+            b = np.array([_float(v) if v is not None else np.inf for v in (hi or [None] * len(x))], dtype=float)
+            judged = np.isfinite(a) | np.isfinite(b)
+            if judged.any():
+                span = np.nanmax(np.abs(y[np.isfinite(y)])) if np.isfinite(y).any() else 1.0
+                a = np.where(np.isfinite(a), a, np.nanmin(y) - 0.1 * span if np.isfinite(y).any() else 0)
+                b = np.where(np.isfinite(b), b, np.nanmax(y) + 0.1 * span if np.isfinite(y).any() else 0)
+                where = judged if judged.sum() > 1 else None
+                if where is None:  # one judged point: a short bar at it
+                    i = int(np.argmax(judged))
+                    ax.vlines(x[i], a[i], b[i], color=BAND, lw=8, alpha=0.3, label=None if drawn_band else "allowed")
+                else:
+                    ax.fill_between(x, a, b, where=where, **band, label=None if drawn_band else "allowed")
+                drawn_band = True
+        colour = OK if len(quiet) == len(lines) else palette[j % len(palette)]
+        ax.plot(x, y, color=colour, lw=1.8, marker="o", ms=4, label=_m(ln.get("label", "")), zorder=3)
+        bad = np.array([bool(b) for b in ln.get("bad") or []] + [False] * (len(x) - len(ln.get("bad") or [])))
+        if bad.any():
+            ax.scatter(x[bad], y[bad], s=60, color=BAD, marker="X", label="failing", zorder=4)
+    if panel.get("log"):
+        ax.set_yscale("log")
+    ax.set_xlabel(_m(panel.get("xlabel", "")))
+    ax.set_ylabel(_m(panel.get("ylabel", "")))
+    ax.set_title(_line(panel.get("title", ""), 110))
+    ax.legend(loc="best", fontsize=7.5, frameon=False)
+    return f"{panel.get('ylabel', '')} against {panel.get('xlabel', '')}: {panel.get('title', '')}"
 
 
 def _svg(fig: Any, prefix: str, label: str) -> str:
@@ -492,12 +564,11 @@ def _hist_panels(ax_lin: Any, ax_log: Any | None, s: _Sample, title: str) -> Non
             ax.legend(loc="upper right", fontsize=7.5, frameon=False)
 
 
-def _scalar_panel(ax: Any, r: Mapping[str, Any], what: str, values: Mapping[str, Any], bounds: tuple) -> bool:
+def _scalar_panel(ax: Any, failing: set[str], what: str, values: Mapping[str, Any], bounds: tuple) -> bool:
     """Every checked tensor's statistic against the tolerance; False when ``values`` hold none."""
     pairs = [(k, _float(v)) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if len(pairs) < 2:
         return False
-    failing = {str(d.get("tensor")) for d in r.get("deviations") or []}
     x = np.arange(len(pairs))
     y = np.array([v for _, v in pairs], dtype=float)
     bad = np.array([k in failing for k, _ in pairs])
@@ -519,40 +590,19 @@ def _scalar_panel(ax: Any, r: Mapping[str, Any], what: str, values: Mapping[str,
     return True
 
 
-def _tensor_figure(r: Mapping[str, Any], source: _Source, Figure: Any) -> tuple[Any, str]:
-    tensor = _worst(r)
-    s = _read_sample(r, source, tensor)
-    observed = r.get("observed") or {}
-    has_scalars = sum(isinstance(v, (int, float)) and not isinstance(v, bool) for v in observed.values()) >= 2
-    fig, axes = _panels(Figure, 3 if has_scalars else 2)
-    dev = (r.get("deviations") or [{}])[0]
-    _hist_panels(axes[0], axes[1], s, f"worst: {_short(tensor, 60)}\nobserved {_line(dev.get('observed', ''), 60)}")
-    what = "KS D" if r.get("kind") == "gaussian_ks" else _stat_name(r)
-    if has_scalars:
-        _scalar_panel(axes[2], r, what, observed, _bounds(str(r.get("description") or "")))
-    caption = f"{tensor} ({s.describe()}) with the normal of its mean and std"
-    return fig, caption
-
-
-def _weibull_figure(r: Mapping[str, Any], source: _Source, Figure: Any) -> tuple[Any, str]:
+def _weibull_axes(ax: Any, ax_prob: Any, s: _Sample, tensor: str, k: float, lam: float) -> str:
+    """|w| with the fitted Weibull pdf, and the Weibull probability plot."""
     from scipy import stats as sps
 
-    tensor = _worst(r)
-    s = _read_sample(r, source, tensor)
     a = np.abs(s.values)
     a = a[a > 0]
     if a.size < 10:
         raise NoPlot(f"{tensor}: fewer than 10 non-zero values to draw")
-    fit = (r.get("observed") or {}).get(tensor) or {}
-    k, lam = _float(fit.get("k")), _float(fit.get("lambda"))
     how = "fit from the check"
     if not (math.isfinite(k) and math.isfinite(lam) and k > 0 and lam > 0):
         sub = a[:: max(1, a.size // 50_000)]
         k, _, lam = sps.weibull_min.fit(sub, floc=0)
         how = "refitted here by maximum likelihood (the check's fit failed)"
-    ks = [(n, _float(v.get("k"))) for n, v in (r.get("observed") or {}).items() if isinstance(v, Mapping)]
-    fig, axes = _panels(Figure, 3 if len(ks) >= 2 else 2)
-    ax = axes[0]
     top = float(np.quantile(a, 0.999))
     counts, edges = np.histogram(a, bins=120, range=(0, top))
     dens = counts / (a.size * (edges[1] - edges[0]))
@@ -566,226 +616,17 @@ def _weibull_figure(r: Mapping[str, Any], source: _Source, Figure: Any) -> tuple
     ax.set_title(f"worst: {_short(tensor, 60)}\n|w| up to its 99.9th percentile")
     ax.legend(loc="upper right", fontsize=7.5, frameon=False)
     # Weibull probability plot: ln(-ln(1-F)) against ln|w| is the line k·(ln|w| − ln λ)
-    ax = axes[1]
     srt = np.sort(a)
     n = srt.size
     pick = np.unique(np.linspace(0, n - 1, min(n, 500)).astype(int))
     f = (pick + 0.5) / n
     lx, ly = np.log(srt[pick]), np.log(-np.log1p(-f))
-    ax.axhspan(math.log(-math.log(0.9)), math.log(-math.log(0.1)), color=BAND, alpha=0.12, label="mid-80 window")
-    ax.scatter(lx, ly, s=6, color=OK, label="|w| quantiles", zorder=3)
+    ax_prob.axhspan(math.log(-math.log(0.9)), math.log(-math.log(0.1)), color=BAND, alpha=0.12, label="mid-80 window")
+    ax_prob.scatter(lx, ly, s=6, color=OK, label="|w| quantiles", zorder=3)
     line = np.array([lx.min(), lx.max()])
-    ax.plot(line, k * (line - math.log(lam)), color=FIT, lw=1.4, label="fitted Weibull")
-    ax.set_xlabel("ln |w|")
-    ax.set_ylabel("ln(−ln(1 − F))")
-    ax.set_title("Weibull probability plot (a straight line if Weibull)")
-    ax.legend(loc="upper left", fontsize=7.5, frameon=False)
-    if len(ks) >= 2:
-        desc = str(r.get("description") or "")
-        m = re.search(rf"k (in \[{NUM}, {NUM}\]|[≥≤] {NUM})", desc)
-        _scalar_panel(axes[2], r, "Weibull k", dict(ks), _bounds(m.group(1)) if m else (None, None))
-    return fig, f"{tensor}: |w| ({s.describe()}) with Weibull(k={_fmt(k)}, λ={_fmt(lam)}), {how}"
-
-
-def _depth_figure(r: Mapping[str, Any], Figure: Any) -> tuple[Any, str]:
-    observed = r.get("observed") or {}
-    roles = {k: v for k, v in observed.items() if isinstance(v, Mapping) and v.get("depths")}
-    if not roles:
-        raise NoPlot("the result holds no per-role depth series")
-    failing = [str(d.get("tensor")) for d in r.get("deviations") or [] if str(d.get("tensor")) in roles]
-    fig, (ax,) = _panels(Figure, 1, height=3.8)
-    every = [_float(v) for s in roles.values() for v in s.get("values") or []]
-    finite = [v for v in every if math.isfinite(v)]
-    for role, ser in roles.items():
-        if role in failing:
-            continue
-        ax.plot(ser["depths"], [_float(v) for v in ser["values"]], color=GREY, lw=1, marker=".", zorder=2)
-    if len(roles) > len(failing):
-        ax.plot([], [], color=GREY, lw=1, marker=".", label=f"{len(roles) - len(failing)} role(s) that hold")
-    palette = ["#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#bcbd22"]
-    for j, role in enumerate(failing):
-        ser = roles[role]
-        label = f"{_short(role, 56)}: ρ={_fmt(_float(ser.get('rho')))}"
-        ax.plot(
-            ser["depths"],
-            [_float(v) for v in ser["values"]],
-            color=palette[j % len(palette)],
-            lw=2.2,
-            marker="o",
-            label=label,
-            zorder=3,
-        )
-    if finite and min(finite) > 0 and max(finite) / min(finite) > 50:
-        ax.set_yscale("log")
-    stat = _stat_name(r)
-    ax.set_xlabel("depth (layer index)")
-    ax.set_ylabel(f"{stat} (mean over the layer)")
-    ax.set_title(_line(f"expected: {r.get('description')}; failing roles in colour", 120))
-    ax.legend(loc="best", fontsize=7.5, frameon=False)
-    return fig, f"{stat} against depth for {len(roles)} role(s), {len(failing)} failing"
-
-
-def _role_regex(role: str) -> re.Pattern[str]:
-    return re.compile(re.escape(role).replace(r"\*", r"(\d+)", 1).replace(r"\*", ".*"))
-
-
-def _sibling_figure(r: Mapping[str, Any], source: _Source, Figure: Any) -> tuple[Any, str]:
-    devs = list(r.get("deviations") or [])
-    if not devs:
-        raise NoPlot("no deviating tensor is named")
-    desc = str(r.get("description") or "")
-    stat = _stat_name(r)
-    m = re.search(rf"×({NUM})", desc) or re.search(rf"({NUM})\]", str(devs[0].get("tolerance", "")))
-    ratio = _num(m.group(1)) if m else 5.0
-    roles: dict[str, list[str]] = {}
-    for d in devs:
-        rm = re.search(r"\(median of (.+)\)$", str(d.get("expected", "")))
-        if rm:
-            roles.setdefault(rm.group(1), []).append(str(d.get("tensor")))
-    if not roles:
-        raise NoPlot("the deviations name no role")
-    shown = list(roles.items())[: MAX_PANELS - 1]
-    fig, axes = _panels(Figure, len(shown) + 1)
-    label = str(r.get("checkpoint"))
-    for ax, (role, bad) in zip(axes, shown, strict=False):
-        pattern = _role_regex(role)
-        members = [
-            (n, int(mm.group(1)) if mm.groups() else None) for n in source.names(label) if (mm := pattern.fullmatch(n))
-        ]
-        values = _sibling_values(r, source, label, stat, [n for n, _ in members])
-        pts = [(d if d is not None else j, values[n], n in bad) for j, (n, d) in enumerate(members) if n in values]
-        if not pts:
-            raise NoPlot(f"no tensor of {role} could be read")
-        finite = [v for _, v, _ in pts if math.isfinite(v)]
-        med = float(np.median([v for _, v, b in pts if math.isfinite(v)])) if finite else math.nan
-        xs = [p[0] for p in pts]
-        ok = [(x, v) for x, v, b in pts if not b]
-        no = [(x, v) for x, v, b in pts if b]
-        if math.isfinite(med):
-            ax.axhspan(med / ratio, med * ratio, color=BAND, alpha=0.12, label=f"median ×/÷ {_fmt(ratio)}")
-            ax.axhline(med, color=BAND, lw=1.2, label=f"median {_fmt(med)}")
-        if ok:
-            ax.scatter(*zip(*ok, strict=True), s=18, color=OK, label="siblings", zorder=3)
-        if no:
-            ax.scatter(*zip(*no, strict=True), s=40, color=BAD, marker="X", label="deviates", zorder=4)
-            for x, v in no:
-                if math.isfinite(v) and math.isfinite(med) and med:
-                    ax.annotate(f"×{_fmt(v / med)}", (x, v), textcoords="offset points", xytext=(6, 4), fontsize=8)
-        if finite and min(finite) > 0 and math.isfinite(med) and med > 0:
-            ax.set_yscale("log")
-        ax.set_xticks(sorted(set(xs)))
-        ax.set_xlabel("depth (layer index)")
-        ax.set_ylabel(stat)
-        ax.set_title(_short(role, 60))
-        ax.legend(loc="best", fontsize=7.5, frameon=False)
-    worst = str(devs[0].get("tensor"))
-    try:
-        s = _read_sample(r, source, worst)
-        _hist_panels(axes[-1], None, s, f"worst: {_short(worst, 60)}\n{_line(devs[0].get('observed', ''), 60)}")
-    except NoPlot as e:
-        axes[-1].text(0.5, 0.5, _m(e), ha="center", va="center", wrap=True, transform=axes[-1].transAxes)
-        axes[-1].set_axis_off()
-    more = f" (and {len(roles) - len(shown)} more role(s))" if len(roles) > len(shown) else ""
-    return fig, f"{stat} per tensor of the failing role(s) against depth, band = role median ×/÷ {_fmt(ratio)}{more}"
-
-
-def _sibling_values(r: Mapping[str, Any], source: _Source, label: str, stat: str, names: list[str]) -> dict[str, float]:
-    """The statistic per tensor: from ``observed`` when it holds it, else computed here."""
-    observed = r.get("observed") or {}
-    out: dict[str, float] = {}
-    for n in names:
-        v = observed.get(n)
-        if isinstance(v, Mapping):
-            v = v.get("value", v.get(stat))
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[n] = float(v)
-    missing = [n for n in names if n not in out]
-    if missing:
-        from .engine import reduce_tensor
-        from .stats.scalars import SCALARS
-
-        scalar = SCALARS.get(stat)
-        if scalar is None:
-            return out
-        for n in missing:
-            try:
-                tensor = source.read(label, n)
-            except NoPlot:
-                continue
-            out[n] = float(scalar.read(reduce_tensor(tensor, [scalar.statistic])[scalar.statistic]))
-    return out
-
-
-def _run_figure(r: Mapping[str, Any], Figure: Any) -> tuple[Any, str]:
-    observed = r.get("observed") or {}
-    subjects = [str(d.get("tensor")) for d in r.get("deviations") or [] if str(d.get("tensor")) in observed]
-    if not subjects:
-        raise NoPlot("the result holds no series for its failing subjects")
-    kind, desc = str(r.get("kind")), str(r.get("description") or "")
-    shown = subjects[:MAX_PANELS]
-    fig, axes = _panels(Figure, len(shown), height=3.4)
-    for ax, subject in zip(axes, shown, strict=True):
-        ser = observed[subject]
-        steps = np.array([_float(x) for x in ser.get("steps") or []], dtype=float)
-        vals = np.array([_float(x) for x in ser.get("values") or []], dtype=float)
-        bad = _run_band(ax, kind, desc, steps, vals)
-        ax.plot(steps, vals, color=OK, lw=1.6, marker="o", ms=4, label=_stat_name(r), zorder=3)
-        if bad.any():
-            ax.scatter(steps[bad], vals[bad], s=60, color=BAD, marker="X", label="failing step", zorder=4)
-        ax.set_xlabel("step")
-        ax.set_ylabel(_stat_name(r))
-        ax.set_title(_short(subject, 60))
-        ax.legend(loc="best", fontsize=7.5, frameon=False)
-    more = f"; {len(subjects) - len(shown)} more failing series not drawn" if len(subjects) > len(shown) else ""
-    return fig, f"{desc}{more}"
-
-
-def _run_band(ax: Any, kind: str, desc: str, steps: np.ndarray, vals: np.ndarray) -> np.ndarray:
-    """Draw the tolerance band of a run-scope kind; return the mask of failing steps."""
-    bad = np.zeros(len(vals), dtype=bool)
-    if len(vals) == 0:
-        return bad
-    band = {"color": BAND, "alpha": 0.15, "zorder": 1}
-    if kind == "final_range":
-        lo, hi = _bounds(desc.split(":")[-1])
-        ax.axhspan(-np.inf if lo is None else lo, np.inf if hi is None else hi, **band, label="final range")
-        v = vals[-1]
-        bad[-1] = not ((lo is None or v >= lo) and (hi is None or v <= hi))
-    elif kind == "drift":
-        m = re.search(rf"≤ ({NUM})", desc)
-        if m and math.isfinite(vals[0]):
-            r, v0 = _num(m.group(1)), vals[0]
-            ax.axhspan(v0 - r * abs(v0), v0 + r * abs(v0), **band, label=f"first value ± {_fmt(r)} (relative)")
-            bad = ~(np.abs(vals - v0) <= r * abs(v0))
-    elif kind == "saturates":
-        m = re.search(rf"last (\d+) checkpoints ≤ ({NUM})", desc)
-        if m and math.isfinite(vals[-1]):
-            last, tol, end = int(m.group(1)), _num(m.group(2)), vals[-1]
-            tail = slice(max(0, len(vals) - last), None)
-            ax.fill_between(
-                steps[tail], end - tol * abs(end), end + tol * abs(end), **band, label=f"final ± {_fmt(tol)}"
-            )
-            bad[tail] = ~(np.abs(vals[tail] - end) <= tol * abs(end))
-    elif kind == "overshoot":
-        m = re.search(rf"by ≥ ({NUM})(?:, ≤ ({NUM}))?", desc)
-        i = int(np.nanargmax(vals)) if np.isfinite(vals).any() else 0
-        peak = vals[i]
-        ax.scatter([steps[i]], [peak], s=70, marker="^", color="#ff7f0e", label="peak", zorder=5)
-        if m and math.isfinite(peak):
-            rmin = _num(m.group(1))
-            rmax = _num(m.group(2)) if m.group(2) else None
-            top = peak - rmin * abs(peak)
-            low = peak - rmax * abs(peak) if rmax is not None else min(np.nanmin(vals), top) - 0.1 * abs(peak)
-            x0 = steps[min(i, len(steps) - 2)] if len(steps) > 1 else steps[-1]
-            ax.fill_between([x0, steps[-1]], low, top, **band, label="allowed final value")
-            bad[-1] = not (low <= vals[-1] <= top) if rmax is not None else not vals[-1] <= top
-    elif kind == "run_trend":
-        m = re.search(r"steps \[(\d+), (end|\d+)\]", desc)
-        if m:
-            hi = steps.max() if m.group(2) == "end" else float(m.group(2))
-            ax.axvspan(float(m.group(1)), hi, **band, label="judged window")
-        ok = np.isfinite(vals)
-        if ok.sum() >= 2:
-            b, a = np.polyfit(steps[ok], vals[ok], 1)
-            ax.plot(steps, a + b * steps, color=FIT, ls="--", lw=1, label="least-squares trend")
-    return bad
+    ax_prob.plot(line, k * (line - math.log(lam)), color=FIT, lw=1.4, label="fitted Weibull")
+    ax_prob.set_xlabel("ln |w|")
+    ax_prob.set_ylabel("ln(−ln(1 − F))")
+    ax_prob.set_title("Weibull probability plot (a straight line if Weibull)")
+    ax_prob.legend(loc="upper left", fontsize=7.5, frameon=False)
+    return f"{tensor}: |w| ({s.describe()}) with Weibull(k={_fmt(k)}, λ={_fmt(lam)}), {how}"

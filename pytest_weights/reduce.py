@@ -5,8 +5,9 @@ executor. Within a tensor, statistics run in *stages* (a stage needs only earlie
 values), one sweep each. Elementwise (``layout = "flat"``) statistics sweep 1-D slices of
 the tensor in its storage dtype; on the CPU, :class:`Workers` threads (torch
 single-threaded in each) reduce the slices and the main thread merges them in slice order,
-so results do not depend on the number of threads. Structural (``"rows"``) statistics
-sweep 2-D float blocks of rows.
+so results do not depend on the number of threads. Each slice is swept once for all the
+kernels its stage's statistics declare (:class:`~.stats.kernels.BlockKernels`, one pass over
+cache-sized tiles). Structural (``"rows"``) statistics sweep 2-D float blocks of rows.
 """
 
 from __future__ import annotations
@@ -158,12 +159,14 @@ def reduce_tensor(
 
 
 def _reduce_block(stats: Sequence[Statistic], deps: Deps, block: torch.Tensor) -> list[Any]:
-    try:
-        if len(stats) > 1:
-            kernels.fuse(block, frozenset().union(*(s.kernels for s in stats)))
+    """Each statistic's state of one block. The kernels of the flat statistics run together,
+    in one sweep over the block's tiles (:class:`~.stats.kernels.BlockKernels`), whose results
+    each statistic reads in its ``reduce``; rows statistics get the block alone."""
+    wanted = [s.tile_kernels(block.dtype, deps) if s.layout == "flat" else () for s in stats]
+    if not any(wanted):
         return [s.reduce(block, deps) for s in stats]
-    finally:
-        kernels.forget()
+    swept = kernels.BlockKernels(block, (k for ks in wanted for k in ks))
+    return [s.reduce(block, deps, swept) if ks else s.reduce(block, deps) for s, ks in zip(stats, wanted, strict=True)]
 
 
 def _merge_in_order(stats: Sequence[Statistic], parts: Iterable[list[Any]]) -> dict[Statistic, Any]:

@@ -20,17 +20,34 @@ def _default(f: dataclasses.Field) -> str:
     return "**required**"
 
 
+def _keys_markdown() -> list[str]:
+    """The common entry keys and the ``select:`` keys, from their typed fields (:mod:`pytest_weights.keys`)."""
+    from .keys import TypedKey, describe
+    from .spec import ENTRY, SELECT
+
+    def row(k: TypedKey) -> str:
+        value = list(k.default) if isinstance(k.default, tuple) else k.default
+        default = "" if value is None else f"`{value!r}`"
+        cells = (f"`{k.name}`", describe(k), default, k.meta.doc + (" (*defaults*)" if k.meta.in_defaults else ""))
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    out = ["| entry key | takes | default | meaning |", "|---|---|---|---|"]
+    out += [row(k) for k in ENTRY.values()]
+    out += ["", "| `select:` key | takes | default | meaning |", "|---|---|---|---|"]
+    out += [row(k) for k in SELECT.values()]
+    return [*out, ""]
+
+
 def kinds_markdown() -> str:
     """Markdown: every assertion kind with its description and parameters, then statistics."""
     out = [
         "# Spec reference",
         "",
         "Generated from the registry by `python -m pytest_weights.reference_docs` (a test keeps it current).",
-        "Every assertion entry takes `name`, `kind`, `select` (see README), `view` (`weights`, or `delta`:",
-        "ΔW = W − W_ref against `--reference`, or B·A of a LoRA adapter) and `if_empty` (`fail`, the default,",
-        "or `skip`: what a selection matching no tensor is), plus the parameters below; `view` and `if_empty`",
-        "may also be set in `defaults`.",
+        "Every assertion entry takes the keys below plus its kind's parameters; the keys marked *defaults*",
+        "may also be set in `defaults` (`select` is merged key by key over `defaults.select`).",
         "",
+        *_keys_markdown(),
         "**NaN/Inf policy.** A tensor holding any NaN or ±Inf fails every kind that reads values (all but",
         "`finite`, which reports the counts itself): its row names the counts (`3 NaN, 0 Inf of 4096 values`)",
         "and says its statistics are undefined; the other selected tensors are judged as usual. Over a run,",
@@ -53,9 +70,20 @@ def kinds_markdown() -> str:
             out += ["| parameter | type | default |", "|---|---|---|"]
             out += [f"| `{f.name}` | {_typename(hints[f.name])} | {_default(f)} |" for f in fields]
             out.append("")
+        out += _kind_facts(cls)
     out += ["# Statistics (`stat:`)", "", "| name | definition |", "|---|---|"]
     out += [f"| `{s.name}` | {s.description}{'' if s.nonnegative else ' (signed)'} |" for s in SCALARS.values()]
     return "\n".join(out) + "\n"
+
+
+def _kind_facts(cls: type) -> list[str]:
+    """What the kind says about itself beyond its parameters: baseline numbers, gate deferral."""
+    facts = []
+    if cls.baseline:
+        facts.append("baseline (`init`, `--weights-regen`): " + ", ".join(f"`{p}`" for p in cls.baseline))
+    if cls.judged_at_end:
+        facts.append("judged at the end of a run by gates (`WeightsGate.finish()`), not mid-run")
+    return [f"*{'; '.join(facts)}.*", ""] if facts else []
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,7 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .assertions.base import Deviation
+from .assertions.base import Bounds, Deviation
+
+#: Where a spec entry is: (file, line); the line is None when unknown.
+Location = tuple[str, int | None]
 
 MAX_ROWS = 15
 
@@ -20,7 +23,8 @@ class AssertionResult:
     name: str
     kind: str
     description: str
-    location: str  # spec file:line
+    #: The spec entry as (file, line) (a ``"file:line"`` string given here is split once).
+    location: Location
     checkpoint: str
     passed: bool
     summary: str
@@ -34,13 +38,30 @@ class AssertionResult:
     error: str | None = None
     #: The Python traceback of an unexpected ``error`` (for bug reports), else ''.
     traceback: str = field(default="", repr=False, compare=False)
+    #: What was judged per subject (``std``, ``KS D``, ``ρ`` …) and the interval it must lie in.
+    statistic: str = ""
+    bounds: Bounds | None = None
+    #: The failure plot's panels (:mod:`pytest_weights.assertions.plot`), from the kind's ``plot_data``.
+    plot: tuple = field(default=(), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.location, str):  # the text form "file:line" of older callers
+            file, sep, line = self.location.rpartition(":")
+            where = (file, int(line)) if sep and line.isdigit() else (self.location, None)
+            object.__setattr__(self, "location", where)
+
+    @property
+    def where(self) -> str:
+        """The spec location as text: ``file:line``."""
+        file, line = self.location
+        return f"{file}:{line}" if line is not None else file
 
     def format(self, max_rows: int = MAX_ROWS) -> str:
         """Multi-line failure text: location, what was asserted, a table worst first;
         one line ``file:line: name on checkpoint: cause`` for an error."""
         if self.error is not None:
-            return f"{self.location}: {self.name} on {self.checkpoint}: {self.error}"
-        head = f"{self.location}: {self.name} [{self.kind}] on {self.checkpoint}"
+            return f"{self.where}: {self.name} on {self.checkpoint}: {self.error}"
+        head = f"{self.where}: {self.name} [{self.kind}] on {self.checkpoint}"
         lines = [head, f"  asserted: {self.description}", f"  found:    {self.summary}"]
         if self.selection:
             lines.append(f"  selected: {self.selection}")
@@ -51,26 +72,30 @@ class AssertionResult:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        """A JSON-ready record (the ``--weights-json`` schema, version 1; see README)."""
-        file, _, line = self.location.rpartition(":")
+        """A JSON-ready record (the ``--weights-json`` schema, version 1; see docs/reports.md):
+        the text fields, and the numbers they are made from (``statistic``, ``bounds``, each
+        deviation's ``value``/``bounds``/``step``, ``plot``)."""
+        from .assertions.plot import panels_json
+
+        file, line = self.location
         return {
             "name": self.name,
             "kind": self.kind,
             "description": self.description,
-            "spec": {"file": file, "line": int(line) if line.isdigit() else None},
+            "spec": {"file": file, "line": line},
             "checkpoint": self.checkpoint,
             "passed": self.passed,
             "skipped": self.skipped,
             "summary": self.summary,
             "checked": self.checked,
             "selection": self.selection,
-            "deviations": [
-                {"tensor": d.subject, "observed": d.observed, "expected": d.expected, "tolerance": d.tolerance}
-                for d in self.deviations
-            ],
+            "deviations": [_jsonable(d.to_dict()) for d in self.deviations],
             "notes": list(self.notes),
             "observed": _jsonable(self.observed),
             "error": self.error,
+            "statistic": self.statistic or None,
+            "bounds": _jsonable(list(self.bounds)) if self.bounds is not None else None,
+            "plot": panels_json(self.plot),
         }
 
 

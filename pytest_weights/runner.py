@@ -16,11 +16,13 @@ from typing import Any
 
 import torch
 
-from .assertions.base import Outcome, TensorView
+from .assertions.base import Outcome
+from .assertions.base import views as make_views
 from .cache import StatCache
 from .device import resolve_device
 from .engine import PassProgress, Progress, StatStore, compute_pass
 from .errors import FATAL, CheckpointError, WeightsError, as_checkpoint_error, describe, format_traceback, is_internal
+from .executors import Executor, make_executor, source_of
 from .names import NameMatch, match_names
 from .readers import Checkpoint, TensorInfo, open_checkpoint
 from .readers.derived import DeltaCheckpoint, LoraDelta
@@ -52,6 +54,7 @@ class Checker:
         cache: StatCache | None = None,
         reference: Checkpoint | None = None,
         workers: int | None = None,
+        scheduler: str | None = None,
     ) -> None:
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.progress = progress
@@ -62,6 +65,9 @@ class Checker:
         self.passes: list[PassProgress] = []
         #: CPU threads for a pass (None: torch's intra-op thread count).
         self.workers = workers
+        #: Dask scheduler address (or ``local:N``) the passes of file checkpoints run on; None: here.
+        self.scheduler = scheduler
+        self._executor: Executor | BaseException | None = None
         #: Checkpoints whose statistics pass failed, with the error: their assertions fail with it.
         self.errors: dict[Checkpoint, BaseException] = {}
         self._derived: dict[int, Checkpoint] = {}
@@ -145,7 +151,14 @@ class Checker:
         """One checkpoint's pass; an error is recorded for it, never raised."""
         try:
             done = compute_pass(
-                ckpt, requests, self.store, self.device, self.progress, cache=self.cache, workers=self.workers
+                ckpt,
+                requests,
+                self.store,
+                self.device,
+                self.progress,
+                cache=self.cache,
+                workers=self.workers,
+                executor=self.executor() if self.scheduler and source_of(ckpt) is not None else None,
             )
         except FATAL:
             raise
@@ -155,6 +168,23 @@ class Checker:
                 self.store.discard(ckpt.identity())
             return
         self.passes.append(done)
+
+    def executor(self) -> Executor | None:
+        """The Dask executor of :attr:`scheduler`, connected (or its cluster started) on first use."""
+        if self._executor is None and self.scheduler:
+            try:
+                self._executor = make_executor(self.scheduler)
+            except (WeightsError, ImportError) as e:  # every later pass fails the same way, without retrying
+                self._executor = e
+        if isinstance(self._executor, BaseException):
+            raise WeightsError(describe(self._executor)).with_traceback(None)
+        return self._executor
+
+    def close(self) -> None:
+        """Shut down what :meth:`executor` started (a ``local:N`` cluster, the client)."""
+        executor, self._executor = self._executor, None
+        if executor is not None and not isinstance(executor, BaseException):
+            executor.close()
 
     def pass_error(self, checkpoint: Checkpoint) -> CheckpointError | None:
         """Why ``checkpoint``'s statistics pass failed, as a :class:`CheckpointError` naming it; None if it did not."""
@@ -192,25 +222,16 @@ class Checker:
             self._raise_failed_pass(target, spec)
             cid = target.identity()
             rid = self.reference.identity() if self.reference is not None else ""
-            views = [
-                TensorView(
-                    i,
-                    spec.selection.role(i.name),
-                    spec.selection.depth(i.name),
-                    self.store.get(cid, i.name),
-                    self.store.get(rid, self.reference_name(checkpoint, i.name))
-                    if spec.assertion.match_reference == "name" and spec.assertion.needs_reference
-                    else None,
-                )
-                for i in sel.tensors
-            ]
+            by_name = spec.assertion.match_reference == "name" and spec.assertion.needs_reference
+            views = make_views(
+                sel.tensors,
+                spec.selection,
+                lambda name: self.store.get(cid, name),
+                (lambda name: self.store.get(rid, self.reference_name(checkpoint, name))) if by_name else None,
+            )
             if spec.assertion.match_reference == "role" and self.reference is not None:
-                ref_views = [
-                    TensorView(
-                        i, spec.selection.role(i.name), spec.selection.depth(i.name), self.store.get(rid, i.name)
-                    )
-                    for i in self._reference_tensors(checkpoint, spec, sel.tensors)
-                ]
+                ref_infos = self._reference_tensors(checkpoint, spec, sel.tensors)
+                ref_views = make_views(ref_infos, spec.selection, lambda name: self.store.get(rid, name))
                 outcome = spec.assertion.judge(views, ref_views)
             else:
                 outcome = spec.assertion.judge(views)
@@ -227,12 +248,9 @@ class Checker:
             cid = target.identity()
             steps.append(step)
             views.append(
-                [
-                    TensorView(
-                        i, spec.selection.role(i.name), spec.selection.depth(i.name), self.store.get(cid, i.name)
-                    )
-                    for i in self.select(target, spec).tensors
-                ]
+                make_views(
+                    self.select(target, spec).tensors, spec.selection, lambda name, c=cid: self.store.get(c, name)
+                )
             )
         if not any(views):
             outcome = _empty(spec, "the selection matches no tensor")
@@ -292,7 +310,7 @@ def make_result(spec: AssertionSpec, label: str, outcome: Outcome, notes: tuple[
         name=spec.name,
         kind=spec.assertion.kind,
         description=spec.assertion.describe(),
-        location=spec.location,
+        location=(spec.path, spec.line),
         checkpoint=label,
         passed=outcome.passed,
         summary=outcome.summary,
@@ -302,6 +320,9 @@ def make_result(spec: AssertionSpec, label: str, outcome: Outcome, notes: tuple[
         notes=outcome.notes + notes,
         selection=spec.selection.describe(),
         observed=dict(outcome.observed),
+        statistic=outcome.statistic,
+        bounds=outcome.bounds,
+        plot=spec.assertion.failure_plot(outcome),
     )
 
 
@@ -316,7 +337,7 @@ def error_result(spec: AssertionSpec, label: str, exc: BaseException) -> Asserti
         name=spec.name,
         kind=spec.assertion.kind,
         description=description,
-        location=spec.location,
+        location=(spec.path, spec.line),
         checkpoint=label,
         passed=False,
         summary=cause,
@@ -350,6 +371,7 @@ def check(
     cache_dir: str | Path | None = None,
     reference: str | Path | Checkpoint | None = None,
     workers: int | None = None,
+    scheduler: str | None = None,
 ) -> Report:
     """Check one checkpoint against a spec (a path, a bundled name, or a loaded :class:`Spec`).
 
@@ -359,6 +381,9 @@ def check(
     ``reference``: the checkpoint that ``view: delta`` assertions subtract (ΔW = W − W_ref)
     and that reference-comparing kinds compare against.
     ``workers``: CPU threads for the pass (default: torch's intra-op thread count).
+    ``scheduler``: run the pass on a Dask cluster: a scheduler address (``tcp://host:8786``), or
+    ``local:N`` for a ``LocalCluster`` of N processes started and shut down here (needs the
+    ``distributed`` extra; in-memory checkpoints still run here).
     ``cache_dir``: keep computed statistics there, so re-checking an unchanged checkpoint
     reads nothing.
 
@@ -380,13 +405,16 @@ def check(
         ckpt = open_or_raise(checkpoint)
     ref = open_or_raise(reference) if isinstance(reference, (str, Path)) else reference
     cache = StatCache(cache_dir) if cache_dir is not None else None
-    checker = Checker(device, cache=cache, reference=ref, workers=workers)
-    checker.prepare((ckpt, a) for a in loaded.assertions)
-    for c in (ckpt, ref):
-        unreadable = checker.pass_error(c) if c is not None else None
-        if unreadable is not None:
-            raise unreadable
-    return Report(tuple(_judge(checker, ckpt, a) for a in loaded.assertions))
+    checker = Checker(device, cache=cache, reference=ref, workers=workers, scheduler=scheduler)
+    try:
+        checker.prepare((ckpt, a) for a in loaded.assertions)
+        for c in (ckpt, ref):
+            unreadable = checker.pass_error(c) if c is not None else None
+            if unreadable is not None:
+                raise unreadable
+        return Report(tuple(_judge(checker, ckpt, a) for a in loaded.assertions))
+    finally:
+        checker.close()
 
 
 def _judge(checker: Checker, ckpt: Checkpoint, spec: AssertionSpec) -> AssertionResult:

@@ -31,20 +31,25 @@ from typing import Any
 
 from .assertions import REGISTRY
 from .assertions.base import params
-from .selection import DEFAULT_DEPTH_PATTERN, Selection
-from .spec import ENTRY_KEYS, IF_EMPTY, SELECT_KEYS, VIEWS
+from .keys import TypedKey
+from .selection import Selection
+from .spec import DEFAULT_KEYS, ENTRY, ENTRY_KEYS, SELECT
 from .stats.scalars import SCALARS
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 #: File name under which the schema is written next to specs (``$schema=weights.schema.json``).
 SCHEMA_FILENAME = "weights.schema.json"
 
-#: A number as PyYAML (YAML 1.1) leaves it a string, e.g. ``1e-6``: the loader converts these.
-_NUMBER_STRING = r"^\s*[-+]?(\d[\d_]*\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+#: A number as PyYAML (YAML 1.1) leaves it a string, e.g. ``1e-6``: the loader converts these
+#: with Python's ``float()``, whose syntax this is (digits grouped by single underscores, inf, nan).
+_DIGITS = r"\d(?:_?\d)*"
+_NUMBER_STRING = (
+    rf"^\s*[-+]?(?:(?:{_DIGITS}\.(?:{_DIGITS})?|\.{_DIGITS}|{_DIGITS})(?:[eE][-+]?{_DIGITS})?"
+    r"|[iI][nN][fF](?:[iI][nN][iI][tT][yY])?|[nN][aA][nN])\s*$"
+)
 #: Parameters of a kind that take a fixed set of strings although typed ``str`` (checked by
 #: the kind's ``validate``): shown as enums so editors complete them.
 _STRING_CHOICES: dict[str, tuple[str, ...]] = {"stat": tuple(SCALARS)}
-_GROUPS = ("weights", "optimizer")
 
 
 # ---------------------------------------------------------------------------- types
@@ -96,6 +101,32 @@ def _default(f: dataclasses.Field) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+def key_schema(k: TypedKey) -> dict[str, Any]:
+    """The JSON Schema of a typed key (:mod:`pytest_weights.keys`): its type, limits, default and doc."""
+    schema = _limit(type_schema(k.type), k)
+    if k.default is not None:
+        schema["default"] = list(k.default) if isinstance(k.default, tuple) else k.default
+    return {**schema, "description": k.meta.doc}
+
+
+def _limit(schema: dict[str, Any], k: TypedKey) -> dict[str, Any]:
+    """``schema`` with ``k``'s limits on each integer (minimum), text (maxLength) and list (maxItems)."""
+    out = dict(schema)
+    for word in ("anyOf",):
+        if word in out:
+            out[word] = [_limit(s, k) for s in out[word]]
+    if "items" in out:
+        out["items"] = _limit(out["items"], k)
+    kind = out.get("type")
+    if kind == "integer" and k.meta.minimum is not None:
+        out["minimum"] = k.meta.minimum
+    if kind == "string" and k.meta.max_length is not None:
+        out["maxLength"] = k.meta.max_length
+    if kind == "array" and k.meta.max_items is not None:
+        out["maxItems"] = k.meta.max_items
+    return out
+
+
 def _markdown(text: str) -> str:
     """reST inline literals (````x````) and roles (``:mod:`x```) as Markdown code."""
     text = re.sub(r":\w+:`([^`]+)`", r"`\1`", text)
@@ -117,13 +148,8 @@ def kind_schema(kind: str) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     doc = inspect.cleandoc(cls.__doc__ or "")
     summary = doc.split("\n\n")[0].replace("\n", " ")
-    props: dict[str, Any] = {
-        "name": {"$ref": "#/$defs/name"},
-        "kind": {"const": kind, "description": _markdown(summary)},
-        "select": {"$ref": "#/$defs/select"},
-        "view": {"$ref": "#/$defs/view"},
-        "if_empty": {"$ref": "#/$defs/if_empty"},
-    }
+    props = _entry_props()
+    props["kind"] = {"const": kind, "description": _markdown(summary)}
     for f in params(cls):
         schema = type_schema(hints[f.name], f.name)
         default = _default(f)
@@ -164,45 +190,25 @@ def _required() -> dict[str, list[str]]:
     return out
 
 
+def _entry_props() -> dict[str, Any]:
+    """The common entry keys (:class:`pytest_weights.spec.EntryKeys`) as references to ``$defs``."""
+    return {name: {"$ref": f"#/$defs/{name}"} for name in ENTRY_KEYS}
+
+
+def _common_defs() -> dict[str, Any]:
+    """``$defs`` of the common entry keys (but ``kind``, whose choices are the registry's) and ``select``."""
+    out = {name: key_schema(k) for name, k in ENTRY.items() if name not in ("kind", "select")}
+    out["select"] = _select_schema()
+    return out
+
+
 def _select_schema() -> dict[str, Any]:
-    globs = {
-        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
-    }
-    known: dict[str, dict[str, Any]] = {
-        "include": {**globs, "description": "glob(s) on the full tensor name ('*' matches dots too)", "default": ["*"]},
-        "exclude": {**globs, "description": "glob(s) of tensors to drop", "default": []},
-        "ndim": {
-            "anyOf": [{"type": "integer"}, {"type": "array", "items": {"type": "integer"}}],
-            "description": "keep tensors with exactly these numbers of dimensions (default: any)",
-        },
-        "min_ndim": {
-            "type": "integer",
-            "minimum": 0,
-            "default": 0,
-            "description": "drop tensors with fewer dimensions",
-        },
-        "min_numel": {"type": "integer", "minimum": 0, "default": 1, "description": "drop tensors with fewer elements"},
-        "depth_pattern": {
-            "type": "string",
-            "format": "regex",
-            "default": DEFAULT_DEPTH_PATTERN,
-            "description": "regex whose first group is the layer index (depth); the role is the name with it as '*'",
-        },
-        "groups": {
-            "anyOf": [
-                {"enum": list(_GROUPS)},
-                {"type": "array", "items": {"enum": list(_GROUPS)}},
-            ],
-            "default": ["weights"],
-            "description": "model weights (parameters, buffers) and/or optimizer state",
-        },
-    }
-    props = {key: known.get(key, {}) for key in SELECT_KEYS}
+    """``select:`` from the typed fields of :class:`~pytest_weights.selection.Selection`."""
     doc = " ".join(inspect.cleandoc(Selection.__doc__ or "").split())
     return {
-        "type": "object",
-        "description": "Which tensors an assertion looks at (merged key by key over defaults.select). " + doc,
-        "properties": props,
+        "type": ["object", "null"],
+        "description": f"{ENTRY['select'].meta.doc}. {doc}",
+        "properties": {name: key_schema(k) for name, k in SELECT.items()},
         "additionalProperties": False,
     }
 
@@ -213,11 +219,7 @@ def _defaults_schema(kinds: dict[str, dict[str, Any]]) -> dict[str, Any]:
         for name, prop in schema["properties"].items():
             if name not in ENTRY_KEYS:
                 by_param.setdefault(name, []).append((kind, prop))
-    props: dict[str, Any] = {
-        "select": {"$ref": "#/$defs/select"},
-        "view": {"$ref": "#/$defs/view"},
-        "if_empty": {"$ref": "#/$defs/if_empty"},
-    }
+    props: dict[str, Any] = {name: {"$ref": f"#/$defs/{name}"} for name in DEFAULT_KEYS}
     for name in sorted(by_param):
         variants: list[dict[str, Any]] = []
         for _, prop in by_param[name]:
@@ -229,11 +231,34 @@ def _defaults_schema(kinds: dict[str, dict[str, Any]]) -> dict[str, Any]:
         props[name] = {**schema, "description": f"default '{name}' for every assertion of kind: {owners}"}
     return {
         "type": ["object", "null"],
-        "description": "Inherited by every assertion: 'select', 'view', 'if_empty' and parameters of assertion kinds "
-        "(each applies to the kinds that take it).",
+        "description": f"Inherited by every assertion: {', '.join(map(repr, DEFAULT_KEYS))} and parameters of "
+        "assertion kinds (each applies to the kinds that take it).",
         "properties": props,
         "additionalProperties": False,
     }
+
+
+def _typed_defaults(kinds: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """A parameter in ``defaults`` that kinds type differently must have the type of each kind of an
+    entry that inherits it (one not setting it itself), as the loader builds each entry."""
+    variants: dict[str, set[str]] = {}
+    for schema in kinds.values():
+        for name, prop in schema["properties"].items():
+            bare = {k: v for k, v in prop.items() if k not in ("description", "default")}
+            variants.setdefault(name, set()).add(json.dumps(bare, sort_keys=True))
+    out = []
+    for kind, schema in kinds.items():
+        for name, prop in schema["properties"].items():
+            if name in ENTRY_KEYS or len(variants[name]) < 2:
+                continue
+            inherits = {"properties": {"kind": {"const": kind}}, "required": ["kind"], "not": {"required": [name]}}
+            out.append(
+                {
+                    "if": {"properties": {"assertions": {"contains": inherits}}, "required": ["assertions"]},
+                    "then": {"properties": {"defaults": {"properties": {name: prop}}}},
+                }
+            )
+    return out
 
 
 def spec_schema() -> dict[str, Any]:
@@ -244,11 +269,8 @@ def spec_schema() -> dict[str, Any]:
         "type": "object",
         "description": "One assertion: a kind with its parameters, a selection and a view.",
         "properties": {
-            "name": {"$ref": "#/$defs/name"},
-            "kind": {"enum": list(kinds), "description": "the assertion kind", "enumDescriptions": summaries},
-            "select": {"$ref": "#/$defs/select"},
-            "view": {"$ref": "#/$defs/view"},
-            "if_empty": {"$ref": "#/$defs/if_empty"},
+            **_entry_props(),
+            "kind": {"enum": list(kinds), "description": ENTRY["kind"].meta.doc, "enumDescriptions": summaries},
         },
         "required": ["kind"],
         "allOf": [
@@ -278,7 +300,7 @@ def spec_schema() -> dict[str, Any]:
             },
         }
         for name, owners in _required().items()
-    ]
+    ] + _typed_defaults(kinds)
     return {
         "$schema": DRAFT,
         "title": "pytest-weights spec (*.weights.yaml)",
@@ -288,7 +310,7 @@ def spec_schema() -> dict[str, Any]:
         "properties": {
             "version": {"const": 1, "description": "spec format version (1)", "default": 1},
             "description": {
-                "type": "string",
+                "type": ["string", "null"],
                 "description": "what this spec asserts (shown by `pytest-weights specs`)",
             },
             "defaults": {"$ref": "#/$defs/defaults"},
@@ -303,22 +325,7 @@ def spec_schema() -> dict[str, Any]:
         "additionalProperties": False,
         "allOf": needs,
         "$defs": {
-            "name": {
-                "type": ["string", "number"],
-                "description": "test id of the assertion (default: its kind; made unique)",
-            },
-            "view": {
-                "enum": list(VIEWS),
-                "default": "weights",
-                "description": "weights, or delta: ΔW = W − W_ref (--reference) or (α/r)·B·A of a LoRA adapter",
-            },
-            "if_empty": {
-                "enum": list(IF_EMPTY),
-                "default": "fail",
-                "description": "a selection matching no tensor: fail (default), or skip the item saying so "
-                "(for specs meant for many architectures)",
-            },
-            "select": _select_schema(),
+            **_common_defs(),
             "defaults": _defaults_schema(kinds),
             "entry": entry,
             "kinds": kinds,

@@ -1,15 +1,43 @@
-"""Tensor selection: name globs, shape filters, and the depth/role derived from names."""
+"""Tensor selection: name globs, shape filters, and the depth/role derived from names.
+
+:class:`Selection` is also the typed ``select:`` mapping of a spec: each field is a typed key
+(:mod:`pytest_weights.keys`) whose type, default, limits and doc the loader, the JSON Schema
+and docs/kinds.md all derive from.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from typing import Literal
 
+from .keys import spec_key
 from .readers.base import TensorInfo
 
 #: Default depth scheme: the number after ``layers.``, ``layer.``, ``h.``, ``blocks.``, …
 DEFAULT_DEPTH_PATTERN = r"(?:^|\.)(?:layers|layer|h|blocks|block|transformer_blocks)\.(\d+)(?=\.|$)"
+#: Most globs per ``include``/``exclude`` and longest glob; longest ``depth_pattern``.
+MAX_GLOBS = 256
+MAX_GLOB = 256
+MAX_PATTERN = 1000
+GLOBS = f"a glob, or a list of at most {MAX_GLOBS} globs, of at most {MAX_GLOB} characters each"
+#: What ``select: {groups: ...}`` may name: model weights and/or optimizer state.
+Group = Literal["weights", "optimizer"]
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why ``pattern`` cannot be a ``depth_pattern`` (:func:`depth_pattern_problem`, or a repetition
+    that can take exponential time on a tensor name), prefixed with the pattern; None when it can."""
+    from .errors import excerpt
+
+    try:
+        problem = depth_pattern_problem(pattern) or _backtracking_problem(pattern)
+    except RecursionError:
+        problem = "nested too deeply"
+    except Exception:  # an atomic group (?>…) crashes the analysis
+        problem = "uses a construct the layer-index check does not know (e.g. an atomic group); use (\\d+)"
+    return f"{excerpt(pattern, 60)}: {problem}" if problem else None
 
 
 @dataclass(frozen=True)
@@ -22,13 +50,29 @@ class Selection:
     first group is the layer index; ``groups`` picks model weights and/or optimizer state.
     """
 
-    include: tuple[str, ...] = ("*",)
-    exclude: tuple[str, ...] = ()
-    ndim: tuple[int, ...] = ()
-    min_ndim: int = 0
-    min_numel: int = 1
-    depth_pattern: str = DEFAULT_DEPTH_PATTERN
-    groups: tuple[str, ...] = ("weights",)
+    include: tuple[str, ...] = spec_key(
+        ("*",),
+        "glob(s) on the full tensor name ('*' matches dots too)",
+        what=GLOBS,
+        max_items=MAX_GLOBS,
+        max_length=MAX_GLOB,
+    )
+    exclude: tuple[str, ...] = spec_key(
+        (), "glob(s) of tensors to drop", what=GLOBS, max_items=MAX_GLOBS, max_length=MAX_GLOB
+    )
+    ndim: tuple[int, ...] = spec_key(
+        (), "keep tensors with exactly these numbers of dimensions (default: any)", minimum=0
+    )
+    min_ndim: int = spec_key(0, "drop tensors with fewer dimensions", minimum=0)
+    min_numel: int = spec_key(1, "drop tensors with fewer elements", minimum=0)
+    depth_pattern: str = spec_key(
+        DEFAULT_DEPTH_PATTERN,
+        "regex whose first group is the layer index (depth), decimal digits only; the role is the name with it as '*'",
+        what=f"a regex of at most {MAX_PATTERN} characters",
+        max_length=MAX_PATTERN,
+        loader_check=pattern_problem,
+    )
+    groups: tuple[Group, ...] = spec_key(("weights",), "model weights (parameters, buffers) and/or optimizer state")
     _compiled: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -148,3 +192,40 @@ def _digit_set_item(op, arg) -> bool:
     if name == "LITERAL":
         return "0" <= chr(arg) <= "9"
     return False
+
+
+def _backtracking_problem(pattern: str) -> str | None:
+    """Why matching ``pattern`` may backtrack exponentially: a repetition of something that repeats
+    or branches itself, like ``(?:.*)*x`` or ``(?:a|ab)*`` (28 characters of a name take seconds)."""
+    try:
+        from re import _parser  # Python ≥ 3.11
+    except ImportError:  # pragma: no cover - Python 3.10
+        import sre_parse as _parser  # type: ignore[no-redef]
+
+    if _nested_repetition(_parser.parse(pattern), inside=False, subpattern=_parser.SubPattern):
+        return (
+            "repeats a repetition or an alternative, e.g. (?:.*)* or (?:\\w+\\.)+, which can take exponential "
+            "time on a long name: write the parts out, or use a class such as [\\w.]*"
+        )
+    return None
+
+
+def _nested_repetition(items, inside: bool, subpattern: type) -> bool:
+    """True when a repeat (``*``, ``+``, ``{m,n}`` with n > 1) holds another repeat or a branch."""
+    for op, arg in items:
+        name = str(op)
+        repeats = name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT") and arg[1] > 1
+        if inside and (repeats or name == "BRANCH"):
+            return True
+        if any(_nested_repetition(sub, inside or repeats, subpattern) for sub in _subpatterns(arg, subpattern)):
+            return True
+    return False
+
+
+def _subpatterns(arg, subpattern: type) -> list:
+    """The parsed sub-patterns inside a parsed item's argument (groups, repeats, branches, lookarounds)."""
+    if isinstance(arg, subpattern):
+        return [arg]
+    if isinstance(arg, (tuple, list)):
+        return [sub for a in arg for sub in _subpatterns(a, subpattern)]
+    return []

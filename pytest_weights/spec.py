@@ -17,31 +17,85 @@ from __future__ import annotations
 
 import math
 import re
+import typing
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from .assertions import REGISTRY, Assertion
-from .assertions.base import ParamError, build, suggest
+from .assertions.base import ParamError, build, params, suggest
 from .errors import SpecError, describe, excerpt
-from .selection import Selection, depth_pattern_problem
+from .keys import BadValue, LoaderOnly, TypedKey, convert, loader_check, spec_key, typed_keys
+from .selection import Group, Selection
 
 SPEC_SUFFIXES = (".weights.yaml", ".weights.yml")
 TOP_KEYS = ("version", "description", "defaults", "assertions")
-ENTRY_KEYS = ("name", "kind", "select", "view", "if_empty")
+#: Longest assertion name (a pytest test id).
+MAX_NAME = 200
+
+
+def _printable(name: Any) -> str | None:
+    return None if str(name).isprintable() else f"must be printable text, got {excerpt(name)}"
+
+
+@dataclass(frozen=True)
+class EntryKeys:
+    """The keys every assertion entry takes besides its kind's parameters.
+
+    Typed keys (:mod:`pytest_weights.keys`): the loader, the JSON Schema and docs/kinds.md
+    derive from these fields; those marked ``in_defaults`` may also be set in ``defaults``.
+    """
+
+    name: str | int | float | None = spec_key(
+        None,
+        "test id of the assertion (default: its kind; made unique)",
+        max_length=MAX_NAME,
+        what=f"printable text (or a number) of at most {MAX_NAME} characters",
+        loader_check=_printable,
+    )
+    kind: str = spec_key(None, "the assertion kind (required)", what="the name of an assertion kind")
+    select: Selection | None = spec_key(  # noqa: RUF009 - a field, like dataclasses.field
+        None,
+        "which tensors the assertion looks at (merged key by key over defaults.select)",
+        what="a mapping of the select: keys (or null)",
+        in_defaults=True,
+    )
+    view: Literal["weights", "delta"] = spec_key(
+        "weights", "weights, or delta: ΔW = W − W_ref (--reference) or (α/r)·B·A of a LoRA adapter", in_defaults=True
+    )
+    if_empty: Literal["fail", "skip"] = spec_key(
+        "fail",
+        "a selection matching no tensor: fail (default), or skip the item saying so "
+        "(for specs meant for many architectures)",
+        in_defaults=True,
+    )
+
+
+#: The typed keys of an entry and of ``select:``, by name.
+ENTRY: dict[str, TypedKey] = typed_keys(EntryKeys)
+SELECT: dict[str, TypedKey] = typed_keys(Selection)
+ENTRY_KEYS = tuple(ENTRY)
+SELECT_KEYS = tuple(SELECT)
+#: Entry keys that ``defaults`` may hold too.
+DEFAULT_KEYS = tuple(n for n, k in ENTRY.items() if k.meta.in_defaults)
 #: Which tensors an assertion looks at: the weights, or ΔW against the reference / a LoRA adapter.
-VIEWS = ("weights", "delta")
+VIEWS: tuple[str, ...] = typing.get_args(ENTRY["view"].type)
 #: What a selection matching no tensor is: a failure (the default), or a skip (e.g. bundled specs).
-IF_EMPTY = ("fail", "skip")
-#: Entry keys that ``defaults`` may hold too, with their choices and default.
-CHOICE_KEYS: dict[str, tuple[str, ...]] = {"view": VIEWS, "if_empty": IF_EMPTY}
-SELECT_KEYS = tuple(f.name for f in fields(Selection) if f.init)
+IF_EMPTY: tuple[str, ...] = typing.get_args(ENTRY["if_empty"].type)
 #: What ``select: {groups: ...}`` may name: model weights and/or optimizer state.
-GROUPS = ("weights", "optimizer")
+GROUPS: tuple[str, ...] = typing.get_args(Group)
 BUNDLED_DIRS = (Path(__file__).parent / "specs", Path(__file__).parent.parent / "specs")
+
+
+class LoaderOnlyError(SpecError):
+    """A spec error no JSON Schema can express, found by the loader only, after every static check
+    of the entry passed: a kind's parameter consistency (its ``validate``, e.g. ``min ≤ max``), a
+    ``depth_pattern`` that does not compile or capture a layer index (or backtracks exponentially),
+    a NaN parameter (JSON has no NaN), a name with characters that are not printable."""
+
 
 # Limits on hostile or broken input, enforced while reading and parsing (never after expanding):
 #: Largest spec accepted, in bytes (characters for text given to :func:`parse_spec`). The YAML
@@ -54,11 +108,8 @@ MAX_DEPTH = 32
 #: characters of scalars): an alias bomb ("billion laughs") is refused before it is expanded.
 MAX_ALIASES = 100
 MAX_ALIAS_EXPANSION = 100_000
-#: Longest assertion name (a pytest test id), glob and depth_pattern; most globs per selection key.
-MAX_NAME = 200
-MAX_GLOB = 256
-MAX_GLOBS = 256
-MAX_PATTERN = 1000
+#: Longest glob and depth_pattern, most globs per selection key: see :mod:`pytest_weights.selection`
+#: (``MAX_GLOB``, ``MAX_GLOBS``, ``MAX_PATTERN``); longest assertion name: :data:`MAX_NAME`.
 #: Largest integer in a spec (64 bits signed).
 MAX_INT = 2**63 - 1
 #: Characters YAML does not allow in a file (the same set as PyYAML's reader): control characters
@@ -331,8 +382,8 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
     _check_keys(doc, TOP_KEYS, path, "top-level key")
     _check_version(doc, path)
     description = doc.get("description")
-    if isinstance(description, (dict, list)):
-        raise SpecError(path, doc.key_lines["description"], "'description' must be text")
+    if description is not None and not isinstance(description, str):
+        raise SpecError(path, doc.key_lines["description"], f"'description' must be text, got {excerpt(description)}")
     defaults = doc.get("defaults")
     if defaults is None:
         defaults = _Map()
@@ -406,45 +457,75 @@ def _check_keys(m: _Map, allowed: tuple[str, ...], path: str, what: str) -> None
 
 
 def _check_defaults(defaults: _Map, path: str) -> None:
-    known = {"select", *CHOICE_KEYS} | {f.name for cls in REGISTRY.values() for f in fields(cls) if f.init}  # type: ignore[arg-type]
-    for key in defaults:
+    """Refuse a default that no entry key or kind takes, or a parameter no kind taking it accepts."""
+    owners: dict[str, list[type[Assertion]]] = {}
+    for cls in REGISTRY.values():
+        for f in params(cls):
+            owners.setdefault(f.name, []).append(cls)
+    known = {*DEFAULT_KEYS, *owners}
+    for key, value in defaults.items():
+        line = defaults.key_lines.get(key, defaults.line)
         if key not in known:
             raise SpecError(
                 path,
-                defaults.key_lines.get(key, defaults.line),
+                line,
                 f"unknown default {excerpt(key)}{suggest(str(key), known)}: "
-                "defaults hold 'select', 'view', 'if_empty' and parameters of assertion kinds",
+                f"defaults hold {', '.join(map(repr, DEFAULT_KEYS))} and parameters of assertion kinds",
             )
+        if key in owners and not any(_converts(cls, key, value) for cls in owners[key]):
+            kinds = ", ".join(cls.kind for cls in owners[key])
+            problem = _convert_problem(owners[key][0], key, value)
+            raise SpecError(path, line, f"default {problem} (for kinds: {kinds})")
+
+
+def _converts(cls: type[Assertion], name: str, value: Any) -> bool:
+    return _convert_problem(cls, name, value) is None
+
+
+def _convert_problem(cls: type[Assertion], name: str, value: Any) -> str | None:
+    """Why ``value`` is not of the type of ``cls``'s parameter ``name`` (None: it is)."""
+    from .assertions.base import _convert
+
+    try:
+        _convert(name, value, typing.get_type_hints(cls)[name])
+    except ParamError as e:
+        return e.message
+    return None
 
 
 def _entry(raw: Any, defaults: _Map, name: str, path: str, line: int) -> AssertionSpec:
+    """Validate one entry: every static check (types, choices, limits) first, then the checks only
+    the loader can make (raised as :class:`LoaderOnlyError`)."""
     if not isinstance(raw, _Map):
         raise SpecError(path, line, "each assertion must be a mapping with a 'kind'")
     for key in raw:
         if not isinstance(key, str):
             raise SpecError(path, raw.key_lines[key], f"unknown key {excerpt(key)}: keys are names, e.g. 'kind'")
-    if "name" in raw and raw["name"] is not None and not _valid_name(raw["name"]):
-        raise SpecError(
-            path,
-            raw.key_lines["name"],
-            f"'name' must be printable text of at most {MAX_NAME} characters, got {excerpt(raw['name'])}",
-        )
+    later: list[LoaderOnlyError] = []  # found by the loader only: raised after the static checks
+    if raw.get("name") is not None:
+        _typed(ENTRY["name"], raw["name"], path, raw.key_lines["name"], later)
     cls = _kind(raw, name, path, line)
-    selection = _selection(defaults.get("select"), raw.get("select"), raw, defaults, path)
-    param_names = {f.name for f in fields(cls) if f.init}  # type: ignore[arg-type]
-    params = {k: v for k, v in defaults.items() if k in param_names}
-    params.update({k: v for k, v in raw.items() if k not in ENTRY_KEYS})
+    selection = _selection(defaults, raw, path, later)
+    view = _common("view", raw, defaults, path, line)
+    if_empty = _common("if_empty", raw, defaults, path, line)
+    assertion = _assertion(cls, raw, defaults, path, line)
+    if later:
+        raise later[0]
+    return AssertionSpec(name, assertion, Selection(**selection), path, line, view, if_empty)
+
+
+def _typed(k: TypedKey, value: Any, path: str, line: int, later: list[LoaderOnlyError]) -> Any:
+    """``value`` converted by typed key ``k``; a static problem raises, a loader-only one is kept in ``later``."""
     try:
-        assertion = build(cls, params)
-        _check_numbers(assertion)
-    except ParamError as e:
-        key_line = raw.key_lines.get(e.key, line) if e.key else line
-        if e.key and e.key not in raw:
-            key_line = defaults.key_lines.get(e.key, key_line)
-        raise SpecError(path, key_line, e.message) from None
-    view = _choice("view", raw, defaults, path, line)
-    if_empty = _choice("if_empty", raw, defaults, path, line)
-    return AssertionSpec(name, assertion, selection, path, line, view, if_empty)
+        out = convert(k, value)
+        loader_check(k, out)
+    except LoaderOnly as e:
+        later.append(LoaderOnlyError(path, line, str(e)))
+    except BadValue as e:
+        raise SpecError(path, line, str(e)) from None
+    else:
+        return out
+    return out
 
 
 def _kind(raw: _Map, name: str, path: str, line: int) -> type[Assertion]:
@@ -464,133 +545,64 @@ def _kind(raw: _Map, name: str, path: str, line: int) -> type[Assertion]:
     return REGISTRY[kind]
 
 
-def _check_numbers(assertion: Assertion) -> None:
-    """Refuse NaN parameters (``.nan``, or the text ``nan`` read as a float): no comparison holds with them."""
+def _assertion(cls: type[Assertion], raw: _Map, defaults: _Map, path: str, line: int) -> Assertion:
+    """The entry's assertion from its parameters over the defaults'. Unknown, missing or mistyped
+    parameters are static errors; a kind's consistency check and NaN are :class:`LoaderOnlyError`."""
+    names = {f.name for f in params(cls)}
+    values = {k: v for k, v in defaults.items() if k in names}
+    values.update({k: v for k, v in raw.items() if k not in ENTRY_KEYS})
+    try:
+        assertion = build(cls, values)
+    except ParamError as e:
+        key_line = raw.key_lines.get(e.key, line) if e.key else line
+        if e.key and e.key not in raw:
+            key_line = defaults.key_lines.get(e.key, key_line)
+        missing = any(f.name not in values for f in params(cls) if _required(f))
+        error = SpecError if e.key is not None or missing else LoaderOnlyError
+        raise error(path, key_line, e.message) from None
     for f in fields(assertion):  # type: ignore[arg-type]
         value = getattr(assertion, f.name)
-        values = value if isinstance(value, tuple) else (value,)
-        if any(isinstance(v, float) and math.isnan(v) for v in values):
-            raise ParamError(f.name, f"parameter {f.name!r} is NaN: give a number")
+        if any(isinstance(v, float) and math.isnan(v) for v in (value if isinstance(value, tuple) else (value,))):
+            where = raw.key_lines.get(f.name) or defaults.key_lines.get(f.name) or line
+            raise LoaderOnlyError(path, where, f"parameter {f.name!r} is NaN: give a number")
+    return assertion
 
 
-def _choice(key: str, raw: _Map, defaults: _Map, path: str, line: int) -> str:
-    """The value of a :data:`CHOICE_KEYS` key: the entry's, else the defaults', else the first choice."""
-    choices = CHOICE_KEYS[key]
-    value = raw.get(key, defaults.get(key, choices[0]))
-    if isinstance(value, str) and value in choices:
-        return value
-    where = raw.key_lines.get(key) or defaults.key_lines.get(key)
-    raise SpecError(path, where or line, f"'{key}' must be one of {', '.join(choices)}, got {excerpt(value)}")
+def _required(f: Any) -> bool:
+    from dataclasses import MISSING
+
+    return f.default is MISSING and f.default_factory is MISSING
 
 
-def _selection(base: Any, over: Any, raw: _Map, defaults: _Map, path: str) -> Selection:
+def _common(name: str, raw: _Map, defaults: _Map, path: str, line: int) -> Any:
+    """An entry key that ``defaults`` may hold: the entry's value, else the defaults', else its default.
+    A value in ``defaults`` is checked even where an entry overrides it."""
+    k = ENTRY[name]
+    value = k.default
+    for owner in (defaults, raw):
+        if name in owner:
+            value = _typed(k, owner[name], path, owner.key_lines.get(name) or line, [])
+    return value
+
+
+def _selection(defaults: _Map, raw: _Map, path: str, later: list[LoaderOnlyError]) -> dict[str, Any]:
+    """The keys of ``defaults.select`` with the entry's ``select`` merged over them, converted."""
     merged: dict[str, Any] = {}
-    for src, owner in ((base, defaults), (over, raw)):
+    for owner in (defaults, raw):
+        src = owner.get("select")
         if src is None:
             continue
         where = owner.key_lines.get("select", owner.line)
         if not isinstance(src, _Map):
-            raise SpecError(path, where, "'select' must be a mapping")
+            raise SpecError(path, where, f"'select' must be a mapping of {', '.join(SELECT_KEYS)}")
         for key, value in src.items():
             kline = src.key_lines.get(key, where)
-            if key not in SELECT_KEYS:
+            if key not in SELECT:
                 raise SpecError(
                     path,
                     kline,
                     f"unknown selection key {excerpt(key)}{suggest(str(key), SELECT_KEYS)}; "
                     f"expected one of: {', '.join(SELECT_KEYS)}",
                 )
-            merged[key] = _select_value(key, value, path, kline)
-    return Selection(**merged)
-
-
-def _select_value(key: str, value: Any, path: str, line: int) -> Any:
-    if key in ("include", "exclude", "groups"):
-        return _globs(key, value, path, line)
-    if key == "ndim":
-        items = value if isinstance(value, list) else [value]
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in items):
-            raise SpecError(path, line, "'ndim' must be a non-negative integer or a list of them")
-        return tuple(items)
-    if key in ("min_ndim", "min_numel"):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise SpecError(path, line, f"'{key}' must be a non-negative integer")
-        return value
-    if key == "depth_pattern":
-        if not isinstance(value, str):
-            raise SpecError(path, line, "'depth_pattern' must be a regex string")
-        if len(value) > MAX_PATTERN:
-            raise SpecError(path, line, f"'depth_pattern' is longer than {MAX_PATTERN} characters")
-        problem = _pattern_problem(value)
-        if problem:
-            raise SpecError(path, line, f"'depth_pattern' {excerpt(value, 60)}: {problem}")
-        return value
-    return value
-
-
-def _globs(key: str, value: Any, path: str, line: int) -> tuple[str, ...]:
-    """``include``/``exclude``/``groups``: one string or a list of them, each of bounded length."""
-    items = value if isinstance(value, list) else [value]
-    if not all(isinstance(v, str) for v in items):
-        what = (
-            "'groups' must be weights and/or optimizer"
-            if key == "groups"
-            else f"'{key}' must be a glob or a list of globs"
-        )
-        raise SpecError(path, line, what)
-    if key == "groups":
-        for v in items:
-            if v not in GROUPS:
-                raise SpecError(
-                    path, line, f"unknown group {excerpt(v)}{suggest(v, GROUPS)}; groups: {', '.join(GROUPS)}"
-                )
-    elif len(items) > MAX_GLOBS or any(len(v) > MAX_GLOB for v in items):
-        raise SpecError(path, line, f"'{key}' takes at most {MAX_GLOBS} globs of at most {MAX_GLOB} characters each")
-    return tuple(items)
-
-
-def _pattern_problem(pattern: str) -> str | None:
-    """:func:`depth_pattern_problem`, or a repetition that can take exponential time on a tensor name."""
-    try:
-        return depth_pattern_problem(pattern) or _backtracking_problem(pattern)
-    except RecursionError:
-        return "nested too deeply"
-    except Exception:  # an atomic group (?>…) crashes the analysis (a bug of selection.py, reported)
-        return "uses a construct the layer-index check does not know (e.g. an atomic group); use (\\d+)"
-
-
-def _backtracking_problem(pattern: str) -> str | None:
-    """Why matching ``pattern`` may backtrack exponentially: a repetition of something that repeats
-    or branches itself, like ``(?:.*)*x`` or ``(?:a|ab)*`` (28 characters of a name take seconds)."""
-    try:
-        from re import _parser  # Python ≥ 3.11
-    except ImportError:  # pragma: no cover - Python 3.10
-        import sre_parse as _parser  # type: ignore[no-redef]
-
-    if _nested_repetition(_parser.parse(pattern), inside=False, subpattern=_parser.SubPattern):
-        return (
-            "repeats a repetition or an alternative, e.g. (?:.*)* or (?:\\w+\\.)+, which can take exponential "
-            "time on a long name: write the parts out, or use a class such as [\\w.]*"
-        )
-    return None
-
-
-def _nested_repetition(items: Any, inside: bool, subpattern: type) -> bool:
-    """True when a repeat (``*``, ``+``, ``{m,n}`` with n > 1) holds another repeat or a branch."""
-    for op, arg in items:
-        name = str(op)
-        repeats = name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT") and arg[1] > 1
-        if inside and (repeats or name == "BRANCH"):
-            return True
-        if any(_nested_repetition(sub, inside or repeats, subpattern) for sub in _subpatterns(arg, subpattern)):
-            return True
-    return False
-
-
-def _subpatterns(arg: Any, subpattern: type) -> list[Any]:
-    """The parsed sub-patterns inside a parsed item's argument (groups, repeats, branches, lookarounds)."""
-    if isinstance(arg, subpattern):
-        return [arg]
-    if isinstance(arg, (tuple, list)):
-        return [sub for a in arg for sub in _subpatterns(a, subpattern)]
-    return []
+            merged[key] = _typed(SELECT[key], value, path, kline, later)
+    return merged

@@ -15,7 +15,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .assertions.base import UNDEFINED
+from .assertions import REGISTRY
+from .assertions.base import NONFINITE, Deviation
 from .report import AssertionResult
 
 #: Likely causes by problem, shown as "— likely <guess> (guess)".
@@ -30,6 +31,8 @@ GUESS_SCALE = 10.0
 #: Tensors named in a headline; the rest are counted.
 NAMED = 3
 MODEL_SCALE = "the model's median scale (std·√fan_in)"
+#: Ratios preferred first (the sharper comparison): to the siblings, then to the model.
+SCALE_ORDER = ("its siblings' std", MODEL_SCALE)
 
 
 @dataclass(frozen=True)
@@ -108,9 +111,16 @@ def _names(names: Sequence[str], detail: Mapping[str, str] | None = None) -> str
     return ", ".join(shown) + more
 
 
-def _is_std_floor(r: AssertionResult) -> bool:
-    """A ``stat_range`` on std with a lower bound: the "not constant" check."""
-    return r.kind == "stat_range" and r.description.startswith("std ≥")
+def _problem(r: AssertionResult) -> str:
+    """What the result's kind says its failures mean (``problem``), "" for an unknown kind."""
+    cls = REGISTRY.get(r.kind)
+    return cls.problem if cls is not None else ""
+
+
+def _below_std_floor(d: Deviation) -> bool:
+    """A row whose std is below a lower bound: the "not constant" check."""
+    lo = d.bounds[0] if d.bounds is not None else None
+    return d.statistic == "std" and lo is not None and d.value is not None and d.value < lo
 
 
 def problems(results: Sequence[AssertionResult]) -> tuple[Problem, ...]:
@@ -132,9 +142,9 @@ def _nonfinite(failed: Sequence[AssertionResult], seen: set[str]) -> Problem | N
     total = 0
     for r in failed:
         for d in r.deviations:
-            if r.kind == "finite" or d.tolerance == UNDEFINED:
+            if d.statistic == NONFINITE:
                 rows.setdefault(d.subject, d.observed.removesuffix(" values"))
-                total = max(total, r.checked) if r.kind == "finite" else total
+                total = max(total, r.checked) if r.statistic == NONFINITE else total
     names = [n for n in rows if n not in seen]
     if not names:
         return None
@@ -149,10 +159,9 @@ def _constant(failed: Sequence[AssertionResult], seen: set[str]) -> Problem | No
     total = 0
     for r in failed:
         for d in r.deviations:
-            if d.subject in seen or d.subject in names or d.tolerance == UNDEFINED:
+            if d.subject in seen or d.subject in names or d.statistic == NONFINITE:
                 continue
-            std_floor = _is_std_floor(r) and _number(d.observed) is not None
-            if std_floor or d.ratio == 0:
+            if _below_std_floor(d) or d.ratio == 0:
                 names.append(d.subject)
                 total = max(total, r.checked)
     if not names:
@@ -162,26 +171,20 @@ def _constant(failed: Sequence[AssertionResult], seen: set[str]) -> Problem | No
     return Problem("constant", fact, tuple(names), GUESSES["constant"])
 
 
-def _number(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
 def _scale(failed: Sequence[AssertionResult], seen: set[str]) -> Problem | None:
     """Tensors off their siblings' std (preferred: the sharper comparison) or the model's scale."""
     ratios: dict[str, tuple[float, str]] = {}
     totals: dict[str, int] = {}
-    for kind, against in (("sibling_consistency", "its siblings' std"), ("scale_consistency", MODEL_SCALE)):
-        for r in failed:
-            if r.kind != kind:
-                continue
-            for d in r.deviations:
-                ratio = d.ratio
-                if ratio is not None and d.subject not in seen and d.subject not in ratios:
-                    ratios[d.subject] = (ratio, against)
-                    totals[against] = max(totals.get(against, 0), r.checked)
+    scaled = [r for r in failed if _problem(r) == "scale"]
+    order = {against: i for i, against in enumerate(dict.fromkeys(SCALE_ORDER))}
+    scaled.sort(key=lambda r: order.get(REGISTRY[r.kind].ratio_to, len(order)))
+    for r in scaled:
+        against = REGISTRY[r.kind].ratio_to
+        for d in r.deviations:
+            ratio = d.ratio
+            if ratio is not None and d.subject not in seen and d.subject not in ratios:
+                ratios[d.subject] = (ratio, against)
+                totals[against] = max(totals.get(against, 0), r.checked)
     if not ratios:
         return None
     names = list(ratios)
@@ -205,10 +208,10 @@ def _flat(failed: Sequence[AssertionResult], seen: set[str]) -> Problem | None:
     rows: dict[str, str] = {}
     total = 0
     for r in failed:
-        if r.kind != "flatness":
+        if _problem(r) != "flat":
             continue
         for d in r.deviations:
-            if d.tolerance != UNDEFINED and d.subject not in seen:
+            if d.statistic != NONFINITE and d.subject not in seen:
                 rows.setdefault(d.subject, d.observed)
                 total = max(total, r.checked)
     if not rows:
@@ -279,12 +282,12 @@ class Coverage:
 def coverage(tensors: Sequence[Any], checked: Sequence[Checked]) -> Coverage:
     """The :class:`Coverage` of ``checked`` over a checkpoint's ``tensors`` (TensorInfo-like).
 
-    *Matrices* are the tensors of ≥ 2 dimensions checked by a kind other than ``finite``;
+    *Matrices* are the tensors of ≥ 2 dimensions checked by a kind that judges values (not ``finite``);
     *small* ones are the other float tensors of ≥ 2 dimensions with fewer values than the
     largest ``min_numel`` of those kinds.
     """
     any_check = set().union(*(c.tensors for c in checked)) if checked else set()
-    value_checks = [c for c in checked if c.kind != "finite"]
+    value_checks = [c for c in checked if c.kind not in REGISTRY or REGISTRY[c.kind].judges_values]
     deep = set().union(*(c.tensors for c in value_checks)) if value_checks else set()
     limit = max((c.min_numel for c in value_checks), default=1)
     weights = [t for t in tensors if t.group == "weights"]

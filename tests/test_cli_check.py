@@ -17,7 +17,7 @@ import torch
 from conftest import ROOT, save, transformer_like
 from safetensors.torch import load_file
 
-from pytest_weights.assertions.base import UNDEFINED, Deviation
+from pytest_weights.assertions.base import NONFINITE, UNDEFINED, Deviation
 from pytest_weights.cli import main
 from pytest_weights.report import AssertionResult
 from pytest_weights.verdict import GUESSES, Checked, coverage, problems, verdict
@@ -226,9 +226,10 @@ def result(name: str, kind: str, rows: list[Deviation], checked: int = 10, **kw)
 
 
 def test_problems_take_each_tensor_once_most_serious_first():
-    nan_row = Deviation("a", "1 NaN, 0 Inf of 9 values", "finite values", UNDEFINED)
+    nan_row = Deviation("a", "1 NaN, 0 Inf of 9 values", "finite values", UNDEFINED, statistic=NONFINITE)
+    finite_row = Deviation("a", "1 NaN, 0 Inf of 9", "0 non-finite", value=1.0, bounds=(0, 0), statistic=NONFINITE)
     results = [
-        result("finite", "finite", [Deviation("a", "1 NaN, 0 Inf of 9", "0 non-finite")], checked=20),
+        result("finite", "finite", [finite_row], checked=20, statistic=NONFINITE),
         result(
             "sib",
             "sibling_consistency",

@@ -234,26 +234,27 @@ def test_a_figure_for_every_kind(kinds):
     k = results[by_name["weibull-k"][0]]["observed"]["model.layers.3.mlp.up.weight"]["k"]
     assert f"k={k:.4g}" in labels["weibull-k"] and "fit from the check" in labels["weibull-k"]
     assert "5 NaN, 0 Inf" in labels["finite"]
-    assert "for 1 role(s), 1 failing" in labels["q-grows"]
+    assert "against depth" in labels["q-grows"] and "failing roles in colour" in labels["q-grows"]
     assert "1 more failing series not drawn" in labels["no-overshoot"]  # 4 tensors fail, 3 drawn
     assert "final value in [0.039, 0.041]" in labels["final-std"]
 
 
-def test_sibling_values_are_recomputed_like_the_check(broken):
-    from pytest_weights.html_report import _sibling_values, _Source
-
+def test_sibling_plot_data_are_the_values_the_check_judged(broken):
+    """The siblings panel holds each tensor's std (the numbers, from the kind) and its band
+    median ×/÷ max_ratio: the same as numpy float64 on the checkpoint's tensors."""
     path, results, _ = broken
     r = next(r for r in results if r["kind"] == "sibling_consistency")
+    (lines,) = [p for p in r["plot"] if p["shape"] == "lines"]
+    (line,) = lines["lines"]
     names = [f"model.layers.{i}.attn.o.weight" for i in range(6)]
-    source = _Source([str(path)])
-    try:
-        got = _sibling_values(r, source, r["checkpoint"], "std", names)
-    finally:
-        source.close()
     with open_checkpoint(path) as ckpt:
-        want = {n: ckpt.read(n).double().std(unbiased=False).item() for n in names}
-    assert got == pytest.approx(want, rel=1e-6)
-    assert got[names[1]] / np.median(list(got.values())) == pytest.approx(100.5, rel=1e-3)
+        want = [ckpt.read(n).double().numpy().std() for n in names]
+    assert lines["title"] == "model.layers.*.attn.o.weight" and line["x"] == list(range(6))
+    assert line["y"] == pytest.approx(want, rel=1e-6)
+    med = float(np.median(want))
+    assert line["hi"][0] == pytest.approx(med * 5, rel=1e-6) and line["lo"][0] == pytest.approx(med / 5, rel=1e-6)
+    assert line["bad"] == [i == 1 for i in range(6)]  # the ×100 layer
+    assert r["deviations"][0]["value"] / med == pytest.approx(100.5, rel=1e-3)
 
 
 def test_tables_only_without_matplotlib(broken, monkeypatch):
@@ -271,12 +272,22 @@ def test_tables_only_without_matplotlib(broken, monkeypatch):
 def test_a_plot_that_cannot_be_made_becomes_a_note(broken, kinds):
     _, results, _ = broken
     page = Page(render_html(results, []))  # checkpoint unknown: tensors cannot be re-read
-    for section in page.sections.values():
-        assert section["svg"] == 0
+    for section in page.sections.values():  # panels drawn from numbers only (siblings) still show
         assert any("not among the report's checkpoints" in n for n in section["notes"]), section["notes"]
     # a renamed tensor: read fails, the report still renders with the note
     path, results, _ = broken
-    gone = [dict(r, deviations=[dict(d, tensor="no.such.weight") for d in r["deviations"]]) for r in results]
+
+    def renamed(panel: dict) -> dict:
+        return dict(panel, tensor="no.such.weight") if panel["shape"] == "histogram" else panel
+
+    gone = [
+        dict(
+            r,
+            deviations=[dict(d, tensor="no.such.weight") for d in r["deviations"]],
+            plot=list(map(renamed, r["plot"])),
+        )
+        for r in results
+    ]
     page = Page(render_html(gone[3:4], [str(path)]))
     (section,) = page.sections.values()
     assert any("no.such.weight" in n and "could not be read" in n for n in section["notes"]), section["notes"]

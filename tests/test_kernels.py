@@ -1,14 +1,20 @@
-"""The hot-loop kernels against numpy float64: tiled power sums, keys and their values."""
+"""The hot-loop kernels against numpy float64 (tiled power sums, keys and their values), and the
+fused sweep: one tile loop per slice and stage for every statistic's kernels."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from conftest import save
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_weights.stats import kernels
+from pytest_weights import check, load_spec
+from pytest_weights.reduce import Workers, reduce_tensor
+from pytest_weights.stats import Moments, ValueHistogram, kernels
+from pytest_weights.stats.shape import OutlierFraction, Shape
+from pytest_weights.stats.weibull import LogAbsHistogram, WeibullMLE
 
 
 @settings(max_examples=40, deadline=None)
@@ -46,11 +52,59 @@ def test_float32_keys_decode_to_the_truncated_value():
     assert (np.sign(low.numpy()) == np.sign(x.numpy())).all()
 
 
-def test_fused_pass_equals_the_separate_kernels():
+def test_fused_sweep_equals_the_separate_kernels():
     x = torch.randn(700_000, generator=torch.Generator().manual_seed(4))
-    sums, counts = kernels.power_sums(x), kernels.key_counts(x)
-    kernels.fuse(x, frozenset({"power_sums", "key_counts"}))
-    try:
-        assert torch.equal(kernels.power_sums(x), sums) and torch.equal(kernels.key_counts(x), counts)
-    finally:
-        kernels.forget()
+    swept = kernels.BlockKernels(x, [kernels.PowerSums(), kernels.KeyCounts(), kernels.PowerSums()])
+    assert torch.equal(swept[kernels.PowerSums()], kernels.power_sums(x))
+    assert torch.equal(swept[kernels.KeyCounts()], kernels.key_counts(x))
+
+
+def _tiles(n: int) -> int:
+    return -(-n // kernels.TILE)
+
+
+FLAT = [Moments(), ValueHistogram(), LogAbsHistogram(), Shape(), OutlierFraction(5.0), WeibullMLE()]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_each_slice_is_swept_once_per_stage_for_all_its_statistics(threads):
+    """Fusion cannot silently stop: every slice is read by one tile loop per stage, which runs
+    the kernels of every statistic of the stage (Moments, value and log|w| histograms in the
+    first; the |z| masses, outlier count and ln|w| histogram in the second)."""
+    t = torch.randn(1000, 1100, generator=torch.Generator().manual_seed(5)) * 0.02
+    step = 3 * kernels.TILE + 1000  # slices that end inside a tile
+    slices = -(-t.numel() // step)
+    with kernels.record_sweeps() as log, Workers(threads) as workers:
+        values = reduce_tensor(t, FLAT, workers=workers, slice_elements=step)
+    kinds = [frozenset(type(k).__name__ for k in ks) for _, ks in log]
+    first = frozenset({"PowerSums", "KeyCounts", "_LogAbsCounts"})
+    second = frozenset({"_ZCounts", "_ZAbove", "_LnCounts"})
+    assert sorted(kinds, key=sorted) == sorted([first] * slices + [second] * slices, key=sorted)
+    sizes = [min(step, t.numel() - i) for i in range(0, t.numel(), step)]
+    assert sorted(n for n, _ in log) == sorted(2 * [_tiles(n) for n in sizes])
+    alone = {s: reduce_tensor(t, [s], slice_elements=step)[s] for s in FLAT}  # each statistic on its own
+    for s in FLAT:
+        assert _same(values[s], alone[s]), s
+
+
+def test_a_bundled_specs_statistics_share_one_sweep_per_stage(tmp_path):
+    """The ``gaussian`` spec through the whole pass (real file, real checker): one sweep per
+    slice per stage, not one per statistic."""
+    t = torch.randn(600, 900, generator=torch.Generator().manual_seed(6)) * 0.02
+    path = save(tmp_path / "m.safetensors", {"a.weight": t, "b.weight": t * 2})
+    spec = load_spec("gaussian")
+    with kernels.record_sweeps() as log:
+        report = check(path, spec, device="cpu", workers=2)
+    assert report.passed, str(report)
+    per_tensor = _tiles(t.numel())  # one slice each
+    assert sorted(n for n, _ in log) == [per_tensor] * 4  # 2 tensors × 2 stages (moments; |z| masses)
+    assert {type(k).__name__ for _, ks in log for k in ks} == {"PowerSums", "KeyCounts", "_ZCounts"}
+
+
+def _same(a, b) -> bool:
+    """Equal results, tensors and NaNs included (bit-identical: fusion changes no arithmetic)."""
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    if isinstance(a, tuple):
+        return all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b or (a != a and b != b)

@@ -14,8 +14,11 @@ from hypothesis import strategies as st
 from pytest_weights import check
 from pytest_weights.engine import reduce_tensor
 from pytest_weights.spec import parse_spec
+from pytest_weights.stats import spectral as spectral_module
 from pytest_weights.stats.scalars import SCALARS
-from pytest_weights.stats.spectral import Spectral, powerlaw_fit
+from pytest_weights.stats.spectral import Spectral, esd, powerlaw_fit
+
+EPS = np.finfo(np.float64).eps
 
 
 def spectral(t: torch.Tensor, chunk: int = 1 << 24, method: str = "gram"):
@@ -177,19 +180,203 @@ def test_tiny_or_broken_matrices():
     assert zero.spectral_norm == 0 and math.isnan(zero.stable_rank) and math.isnan(zero.alpha)
 
 
-def test_against_weightwatcher_package():
-    """Optional: the installed weightwatcher gives the same α on the same matrices."""
-    pytest.importorskip("weightwatcher")
-    from weightwatcher.WW_powerlaw import WWFit
+# ---------------------------------------------------------------- eigenvalues: float64 Gram vs float64 SVD
 
+
+def heavy_tailed(rows: int, cols: int, seed: int) -> torch.Tensor:
+    """A matrix whose σ² are a uniform bulk plus a Pareto tail (like a trained layer's ESD)."""
+    rng = np.random.default_rng(seed)
+    r = min(rows, cols)
+    bulk = rng.uniform(0.5, 2.0, r - r // 4)
+    s2 = np.concatenate([bulk, (rng.pareto(2.0, r // 4) + 1) * 2.0])
+    return with_spectrum(rows, cols, np.sqrt(np.sort(s2)[::-1]), seed)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("rows", "cols", "block_rows"), [(700, 300, 64), (300, 700, 50), (256, 256, 256), (90, 9, 4)])
+def test_gram_eigenvalues_match_numpy_svd(rows, cols, block_rows, dtype):
+    """Stated bound (module doc): |Δλ| ≤ (k + n)·ε·‖W‖_F², k = the summed side, n = the Gram's."""
+    w = heavy_tailed(rows, cols, rows + cols).to(dtype)
+    ref = np.sort(np.linalg.svd(w.double().numpy(), compute_uv=False) ** 2)  # independent: LAPACK gesdd
+    got = esd(w, block_rows).numpy()
+    assert got.shape == ref.shape == (min(rows, cols),)
+    fro2 = float((w.double() ** 2).sum())
+    bound = (max(rows, cols) + min(rows, cols)) * EPS * fro2
+    assert np.abs(got - ref).max() <= bound
+    assert np.abs(got - ref).max() <= 1e-13 * ref[-1]  # observed: far inside the worst case
+    svd = esd(w, block_rows, method="svd").numpy()
+    assert np.abs(svd - ref).max() <= 1e-13 * ref[-1]
+
+
+def test_small_eigenvalues_lose_relative_accuracy_only_below_the_bound():
+    """σ spanning 1e0…1e−9: σ² below ~1e−16·σ_max²·dim are noise through a Gram matrix, as stated."""
+    s = np.geomspace(1.0, 1e-9, 60)
+    w = with_spectrum(200, 60, s, 5)
+    got = esd(w).numpy()
+    ref = np.sort(s**2)
+    bound = (200 + 60) * EPS * float((s**2).sum())
+    assert np.abs(got - ref).max() <= bound
+    big = ref > 1e3 * bound  # well above the bound: relative accuracy holds
+    assert np.allclose(got[big], ref[big], rtol=1e-3, atol=0)
+    assert big.sum() >= 25
+
+
+# ---------------------------------------------------------------- blockwise merge, determinism
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(8, 90), st.integers(8, 90), st.integers(1, 100), st.integers(0, 10_000))
+def test_blockwise_merge_equals_one_block(rows, cols, block_rows, seed):
+    w = heavy_tailed(rows, cols, seed).float()
+    one, split = esd(w), esd(w, block_rows)
+    assert torch.allclose(split, one, rtol=0, atol=64 * EPS * float(one[-1]) * max(rows, cols))
+    a, b = spectral(w), spectral(w, chunk=block_rows * cols)
+    assert b.alpha == pytest.approx(a.alpha, rel=1e-9)
+    assert (b.n_tail, b.n_evals) == (a.n_tail, a.n_evals)
+    assert b.frobenius == pytest.approx(a.frobenius, rel=1e-13)
+    assert spectral(w, chunk=block_rows * cols) == b  # the same split: bit-identical
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(2000, 600), (600, 2000), (700, 700)])
+def test_bit_identical_whatever_the_thread_count(rows, cols):
+    w = heavy_tailed(rows, cols, 3).float()
+    saved = torch.get_num_threads()
+    try:
+        out = []
+        for n in (1, 2, 4):
+            torch.set_num_threads(n)
+            out.append(spectral(w, chunk=300 * cols))
+    finally:
+        torch.set_num_threads(saved)
+    assert out[0] == out[1] == out[2]
+
+
+def test_bounded_state_for_a_tall_matrix():
+    """Once rows ≥ cols the state is the cols × cols Gram matrix only; no row is kept."""
+    stat = Spectral()
+    w = torch.randn(4000, 64)
+    state = None
+    for r in range(0, 4000, 100):
+        part = stat.reduce(w[r : r + 100], {})
+        state = part if state is None else stat.merge(state, part)
+        assert state.blocks == () or state.n_rows < 64
+    assert state.gram.shape == (64, 64) and state.n_rows == 4000
+
+
+# ---------------------------------------------------------------- invariances (hypothesis)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.integers(8, 80),
+    st.integers(8, 80),
+    st.integers(0, 10_000),
+    st.floats(1e-2, 1e2),
+    st.integers(-6, 6),
+)
+def test_alpha_invariant_to_scale_and_permutations(rows, cols, seed, c, k):
+    w = heavy_tailed(rows, cols, seed)  # σ² ≥ 0.5: far above the 1e−5 cut at every scale tried
+    base = spectral(w)
+    g = torch.Generator().manual_seed(seed)
+    perm_rows = w[torch.randperm(rows, generator=g)]
+    perm_cols = w[:, torch.randperm(cols, generator=g)]
+    for other in (spectral(perm_rows), spectral(perm_cols), spectral(w * c)):
+        assert other.alpha == pytest.approx(base.alpha, rel=1e-9)
+        assert other.n_tail == base.n_tail
+        assert other.stable_rank == pytest.approx(base.stable_rank, rel=1e-9)
+    exact = spectral(w * 2.0**k)  # a power of two scales G exactly: only ln(4^k·λ) rounds
+    assert exact.alpha == pytest.approx(base.alpha, rel=1e-14)
+    assert exact.alpha_xmin == pytest.approx(base.alpha_xmin * 4.0**k, rel=1e-14)
+
+
+# ---------------------------------------------------------------- the fit: vectorised = WeightWatcher's loop
+
+
+@pytest.mark.parametrize("n", [20, 21, 97, 384, 1216, 3000])
+def test_vectorised_fit_is_weightwatchers_loop_bit_for_bit(n):
+    rng = np.random.default_rng(n)
+    evals = np.concatenate([rng.uniform(0.1, 1.0, n - n // 5), (rng.pareto(1.5, n // 5) + 1.0)])
+    fit = powerlaw_fit(torch.from_numpy(evals))
+    alpha, xmin, d = ww_fit(evals)
+    assert (fit.alpha, fit.xmin, fit.ks) == (alpha, xmin, d)
+    assert fit.n == n and fit.n_tail == int((evals >= xmin).sum())
+
+
+def test_fit_does_not_depend_on_the_tile_size(monkeypatch):
+    evals = np.random.default_rng(2).pareto(2.0, 900) + 0.5
+    whole = powerlaw_fit(evals)
+    monkeypatch.setattr(spectral_module, "FIT_TILE_ELEMENTS", 2000)  # 2 candidates per tile
+    assert powerlaw_fit(evals) == whole
+
+
+def test_fit_of_degenerate_spectra_follows_weightwatcher():
+    """Equal eigenvalues: every α_i is infinite and every vectorised D is NaN; the exact
+    recomputation gives WeightWatcher's answer (the last candidate, D = 1/2)."""
+    evals = np.full(40, 3.0)
+    fit = powerlaw_fit(evals)
+    with np.errstate(all="ignore"):
+        assert (fit.alpha, fit.xmin, fit.ks) == ww_fit(evals)
+    assert fit.alpha == math.inf and fit.n_tail == 2
+    assert math.isnan(powerlaw_fit(np.array([1e-7, 2.0])).alpha)  # one eigenvalue above the cut
+
+
+# ---------------------------------------------------------------- against the weightwatcher package
+
+
+def weightwatcher_details(mats: dict[str, torch.Tensor]):
+    """WeightWatcher's own ``analyze()`` on one ``nn.Linear`` per matrix (float64 SVDs inside)."""
+    ww = pytest.importorskip("weightwatcher")
+    layers = []
+    for w in mats.values():
+        lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
+        with torch.no_grad():
+            lin.weight.copy_(w)
+        layers.append(lin)
+    details = ww.WeightWatcher(model=torch.nn.Sequential(*layers)).analyze(randomize=False, plot=False, mp_fit=False)
+    assert len(details) == len(mats)
+    return details
+
+
+def assert_same_as_weightwatcher(mats: dict[str, torch.Tensor], chunk_rows: int = 1 << 30):
+    details = weightwatcher_details(mats)
+    for (name, w), (_, row) in zip(mats.items(), details.iterrows(), strict=True):
+        got = spectral(w, chunk=chunk_rows * w.shape[1])
+        assert abs(got.alpha - row["alpha"]) <= 1e-6, name  # the target; observed ≤ 1e-11
+        assert got.alpha_xmin == pytest.approx(row["xmin"], rel=1e-9), name
+        assert got.alpha_ks == pytest.approx(row["D"], rel=1e-6, abs=1e-12), name
+        assert got.n_evals == row["num_evals"], name
+        assert got.spectral_norm**2 == pytest.approx(row["lambda_max"], rel=1e-12), name
+        assert got.stable_rank == pytest.approx(row["stable_rank"], rel=1e-10), name
+
+
+def test_against_weightwatcher_package():
+    """Optional: the installed weightwatcher's analyze() gives the same α on the same matrices
+    (tall, wide, square, Student-t, heavy-tailed; one small-N fit), split into row blocks."""
+    pytest.importorskip("weightwatcher")
     rng = np.random.default_rng(1)
-    for rows, cols in ((300, 200), (150, 400)):
-        t = torch.from_numpy(rng.standard_t(3, size=(rows, cols)))
-        evals = np.linalg.svd(t.numpy(), compute_uv=False) ** 2
-        ref = WWFit(evals[evals > 1e-5])
-        got = spectral(t)
-        assert got.alpha == pytest.approx(ref.alpha, rel=1e-9)
-        assert got.alpha_xmin == pytest.approx(ref.xmin, rel=1e-9)
+    mats = {
+        "t3.tall": torch.from_numpy(rng.standard_t(3, size=(300, 200))).float(),
+        "t3.wide": torch.from_numpy(rng.standard_t(3, size=(150, 400))).float(),
+        "heavy.tall": heavy_tailed(500, 240, 7).float(),
+        "heavy.wide": heavy_tailed(160, 520, 8).float(),
+        "gauss.square": torch.randn(256, 256, generator=torch.Generator().manual_seed(0)) * 0.02,
+        "small_n": torch.from_numpy(rng.standard_t(2, size=(64, 14))).float(),  # 14 eigenvalues: small-N fit
+    }
+    assert_same_as_weightwatcher(mats, chunk_rows=37)
+
+
+@pytest.mark.slow
+def test_against_weightwatcher_on_minilm(minilm):
+    """Optional: every encoder matrix of all-MiniLM-L6-v2, α within 1e−6 of WeightWatcher's."""
+    pytest.importorskip("weightwatcher")
+    from safetensors import safe_open
+
+    with safe_open(str(minilm), "pt") as f:
+        names = [n for n in f.keys() if ".layer." in n and n.endswith("weight")]  # noqa: SIM118 (not iterable)
+        mats = {n: f.get_tensor(n).float() for n in names}
+    mats = {n: w for n, w in mats.items() if w.dim() == 2}
+    assert len(mats) == 36
+    assert_same_as_weightwatcher(mats)
 
 
 # ---------------------------------------------------------------- the assertion kind

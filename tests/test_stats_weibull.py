@@ -15,6 +15,7 @@ from scipy import optimize, stats
 from pytest_weights import check
 from pytest_weights.engine import reduce_tensor
 from pytest_weights.spec import parse_spec
+from pytest_weights.stats import kernels
 from pytest_weights.stats.weibull import (
     LogAbsHistogram,
     WeibullFit,
@@ -26,12 +27,13 @@ from pytest_weights.stats.weibull import (
 EDGES = np.linspace(-12, 2, 1025)
 
 
-def fit(t: torch.Tensor, protocol: str = "mid_80", chunk: int = 1 << 24):
-    return reduce_tensor(t, [WeibullFit(protocol)], chunk_elements=chunk)[WeibullFit(protocol)]
+def fit(t: torch.Tensor, protocol: str = "mid_80", chunk: int = 1 << 22):
+    """The fit with the tensor swept in slices of ``chunk`` elements (merged in order)."""
+    return reduce_tensor(t, [WeibullFit(protocol)], slice_elements=chunk)[WeibullFit(protocol)]
 
 
-def hist(t: torch.Tensor, chunk: int = 1 << 24):
-    return reduce_tensor(t, [LogAbsHistogram()], chunk_elements=chunk)[LogAbsHistogram()]
+def hist(t: torch.Tensor, chunk: int = 1 << 22):
+    return reduce_tensor(t, [LogAbsHistogram()], slice_elements=chunk)[LogAbsHistogram()]
 
 
 def ref_hist(x: np.ndarray) -> np.ndarray:
@@ -96,6 +98,37 @@ def test_histogram_is_exact_and_counts_what_it_leaves_out():
     assert h.finite == x.numel() - 2
     assert h.n == h.finite - 3 - 5 - 2
     assert h.zero_fraction == pytest.approx(3 / h.finite)
+
+
+def _around_edges(dtype: torch.dtype) -> torch.Tensor:
+    """Every bin edge 10**e rounded to ``dtype``, and its neighbours one step below and above
+    (float32 steps for float64: within one float64 step the bins are float64-accurate, and so is
+    numpy's float64 log10, the reference)."""
+    if dtype == torch.float64:
+        return _around_edges(torch.float32).to(dtype)
+    e = torch.pow(10.0, torch.tensor(EDGES)).to(dtype)
+    big = torch.tensor(math.inf, dtype=dtype)
+    return torch.cat([e, torch.nextafter(e, -big), torch.nextafter(e, big)]) if dtype.itemsize > 2 else e
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_values_at_every_bin_edge_are_binned_exactly(dtype):
+    """The float32 look-up tables (float32, and 16-bit values widened) and the float64 logarithm
+    path put every value next to an edge where float64 numpy does, signs and zeros included."""
+    g = torch.Generator().manual_seed(7)
+    body = (torch.randn(20_000, generator=g, dtype=torch.float64) * 0.05).to(dtype)
+    x = torch.cat([_around_edges(dtype), body, torch.tensor([0.0, -0.0, 1e-45, math.nan, -math.inf]).to(dtype)])
+    x = x * torch.where(torch.rand(len(x), generator=g) < 0.5, -1.0, 1.0).to(dtype)
+    h = hist(x, chunk=kernels.TILE + 3)  # slices that end inside a tile
+    assert np.array_equal(h.counts.numpy(), ref_hist(x.to(torch.float64).numpy()))
+    a = np.abs(x.to(torch.float64).numpy())
+    assert h.zeros == int((a == 0).sum())
+    assert h.nonfinite == int((~np.isfinite(a)).sum())
+    assert h.below == int(((a > 0) & (a < 1e-12)).sum())
+    assert h.above == int((a[np.isfinite(a)] > 100).sum())
+    if dtype == torch.float32:  # the tables and the logarithm agree bit for bit
+        wide = hist(x.double())
+        assert torch.equal(wide.counts, h.counts) and wide[1:] == h[1:]
 
 
 @settings(max_examples=25, deadline=None)

@@ -3,7 +3,12 @@
 An assertion kind is a frozen dataclass registered with :func:`register`; its fields are
 the spec parameters (types and defaults come from the annotations, so parsing, errors and
 docs follow from the class). ``statistics()`` says what it needs per tensor;
-``evaluate()`` turns the computed values into an :class:`Outcome`.
+``evaluate()`` turns the computed values into an :class:`Outcome`. A kind is the one place
+that knows about itself: besides its parameters and verdict, ``propose()`` derives its
+baseline numbers for ``init``/``--weights-regen`` (guarded by :func:`.proposal.guard`: no
+regenerated bound may make the check unable to fail), ``plot_data()`` says what its failure
+plot shows (numbers: :mod:`.plot`), and ``judged_at_end`` whether a gate judges it only at
+the end of a training run.
 """
 
 from __future__ import annotations
@@ -21,6 +26,11 @@ from typing import Any, ClassVar
 from ..errors import excerpt
 from ..readers.base import TensorInfo
 from ..stats.base import Statistic
+
+if typing.TYPE_CHECKING:
+    from ..selection import Selection
+    from .plot import Panel
+    from .proposal import Proposal
 
 REGISTRY: dict[str, type[Assertion]] = {}
 
@@ -51,10 +61,42 @@ class TensorView:
     def __getitem__(self, stat: Statistic) -> Any:
         return self.values[stat]
 
+    @classmethod
+    def of(
+        cls,
+        info: TensorInfo,
+        selection: Selection,
+        values: Mapping[Statistic, Any],
+        reference: Mapping[Statistic, Any] | None = None,
+    ) -> TensorView:
+        """The view of ``info`` as ``selection`` places it (role, depth): the one way views are made."""
+        return cls(info, selection.role(info.name), selection.depth(info.name), values, reference)
+
+
+def views(
+    infos: typing.Iterable[TensorInfo],
+    selection: Selection,
+    values: typing.Callable[[str], Mapping[Statistic, Any]],
+    reference: typing.Callable[[str], Mapping[Statistic, Any] | None] | None = None,
+) -> list[TensorView]:
+    """:meth:`TensorView.of` for each tensor: ``values(name)`` its statistics, ``reference(name)``
+    the reference's (or None)."""
+    return [TensorView.of(i, selection, values(i.name), reference(i.name) if reference else None) for i in infos]
+
+
+Bounds = tuple[float | None, float | None]
+#: The ``statistic`` of a row failed by the NaN policy (its values are not finite).
+NONFINITE = "nonfinite"
+
 
 @dataclass(frozen=True)
 class Deviation:
-    """One row of a failure table: what deviates, by how much, against what."""
+    """One row of a failure table: what deviates, by how much, against what.
+
+    The numbers are ``value`` (observed), ``bounds`` (the allowed interval of ``value``, a
+    side None when open), ``statistic`` (what ``value`` is), ``ratio`` and ``step``; the text
+    columns are their rendering by the kind, for the tables.
+    """
 
     subject: str  # a tensor name, or a role for group assertions
     observed: str
@@ -63,6 +105,29 @@ class Deviation:
     score: float = math.inf  # larger = worse; rows are shown worst first
     #: For comparisons with a median (siblings, the model): the tensor's value over that median.
     ratio: float | None = None
+    #: The observed number (None when the row has no single number, e.g. a class).
+    value: float | None = None
+    #: The interval ``value`` must lie in: (lo, hi), None for an open side.
+    bounds: Bounds | None = None
+    #: What ``value`` is (``std``, ``KS D``, ``ratio`` …); :data:`NONFINITE` for the NaN policy's rows.
+    statistic: str = ""
+    #: For runs: the step the row's value is at.
+    step: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON row: the text columns (version 1) and the numbers."""
+        return {
+            "tensor": self.subject,
+            "observed": self.observed,
+            "expected": self.expected,
+            "tolerance": self.tolerance,
+            "value": self.value,
+            "bounds": list(self.bounds) if self.bounds is not None else None,
+            "statistic": self.statistic or None,
+            "ratio": self.ratio,
+            "step": self.step,
+            "score": self.score,
+        }
 
 
 @dataclass(frozen=True)
@@ -77,6 +142,11 @@ class Outcome:
     observed: Mapping[str, Any] = field(default_factory=dict)
     #: Nothing to judge (e.g. no role has siblings): reported as a pytest skip, not a pass.
     skipped: bool = False
+    #: What was judged per subject (``std``, ``KS D`` …) and the interval it must lie in.
+    statistic: str = ""
+    bounds: Bounds | None = None
+    #: Numbers the kind keeps for its own :meth:`Assertion.plot_data` (not serialised).
+    detail: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 class Assertion(ABC):
@@ -96,6 +166,23 @@ class Assertion(ABC):
     #: (its statistics are undefined), whatever the finite values say. ``finite`` reports the
     #: counts itself and sets False.
     reads_values: ClassVar[bool] = True
+    #: Run-scope kinds describing the *end* of a run (``saturates``): a gate judges them only at
+    #: its end (``WeightsGate.finish`` / ``check(..., final=True)``); mid-run they are expected to fail.
+    judged_at_end: ClassVar[bool] = False
+    #: Baseline parameter → the value at which that bound can no longer fail (``tol: 1.0`` for a
+    #: KS distance, which is ≤ 1): a regenerated bound never reaches it (:func:`.proposal.guard`).
+    cannot_fail_at: ClassVar[Mapping[str, float]] = {}
+    #: The parameters :meth:`propose` derives (listed in docs/kinds.md).
+    baseline: ClassVar[tuple[str, ...]] = ()
+    #: What a failure of this kind means to ``pytest-weights check``'s verdict: "flat" (a matrix
+    #: uniform-like among bell-shaped ones), "scale" (a ratio to a median: ``Deviation.ratio``),
+    #: or "" (its own summary). NaN/Inf and constant tensors are read from the rows' numbers.
+    problem: ClassVar[str] = ""
+    #: For ``problem = "scale"``: what the ratio is to, e.g. "its siblings' std".
+    ratio_to: ClassVar[str] = ""
+    #: False for kinds that only count non-finite values (``finite``): the tensors they check are
+    #: not counted as matrices whose values were judged (``check``'s coverage line).
+    judges_values: ClassVar[bool] = True
 
     def required_statistics(self) -> tuple[Statistic, ...]:
         """:meth:`statistics`, plus the moments that count NaN/Inf for kinds that read values."""
@@ -124,7 +211,7 @@ class Assertion(ABC):
         if self.reads_values:
             for step, step_views in zip(steps, views, strict=True):
                 for name, row in nonfinite_rows(step_views).items():
-                    bad.setdefault(name, dataclasses.replace(row, observed=f"step {step}: {row.observed}"))
+                    bad.setdefault(name, dataclasses.replace(row, observed=f"step {step}: {row.observed}", step=step))
         run = getattr(self, "evaluate_run")  # noqa: B009 - defined by run-scope kinds only
         if not bad:
             return run(steps, views)
@@ -152,6 +239,48 @@ class Assertion(ABC):
         """Return an error message if parameters are inconsistent, else None."""
         return None
 
+    # -- baseline proposals (init, --weights-regen) -------------------------------------
+
+    def propose(self, tensors: Sequence[TensorView], margin: float) -> tuple[dict[str, Proposal], list[str]]:
+        """New values of this kind's baseline parameters from the observed ``tensors`` (each
+        admitting the observed values, widened by ``margin``), and notes on what cannot be derived.
+        Kinds without baseline numbers propose nothing."""
+        if self.scope == "run":
+            return {}, [f"{self.kind} judges a training run: its numbers are not regenerated from one checkpoint"]
+        return {}, []
+
+    def proposals(self, tensors: Sequence[TensorView], margin: float) -> tuple[dict[str, Proposal], list[str]]:
+        """:meth:`propose` under the shared guard: no proposed bound makes the check unable to fail
+        (a bound widened onto :attr:`cannot_fail_at` is capped short of it, and the note says so)."""
+        from .proposal import guard
+
+        if not tensors:
+            return {}, ["the selection matches no tensor"]
+        proposed, notes = self.propose(tensors, margin)
+        kept, capped = guard(proposed, self.cannot_fail_at)
+        return kept, [*notes, *capped]
+
+    # -- failure plots ------------------------------------------------------------------
+
+    def plot_data(self, outcome: Outcome) -> tuple[Panel, ...]:
+        """What this kind's failure plot shows, as numbers (rendered by ``html_report``).
+
+        Default, for per-tensor kinds: the worst deviating tensor's values with the normal of
+        its mean and std, and every checked tensor's value against the bounds."""
+        from .plot import per_tensor_panels
+
+        return per_tensor_panels(outcome)
+
+    def failure_plot(self, outcome: Outcome) -> tuple[Panel, ...]:
+        """:meth:`plot_data` of a failed outcome (nothing for a pass or a skip); a plot that
+        cannot be made is left out, never an error of the check."""
+        if outcome.passed or outcome.skipped:
+            return ()
+        try:
+            return tuple(self.plot_data(outcome))
+        except Exception:  # a picture must never fail the check
+            return ()
+
 
 #: The tolerance text of a row failed by the NaN policy (nothing about its values can be drawn).
 UNDEFINED = "statistics undefined"
@@ -166,7 +295,8 @@ def nonfinite_rows(tensors: Sequence[TensorView]) -> dict[str, Deviation]:
         m = t.values.get(Moments())
         if m is not None and (m.nan or m.inf):
             counts = f"{m.nan} NaN, {m.inf} Inf of {m.numel} values"
-            rows[t.name] = Deviation(t.name, counts, "finite values", UNDEFINED, math.inf)
+            bad = float(m.nan + m.inf)
+            rows[t.name] = Deviation(t.name, counts, "finite values", UNDEFINED, math.inf, None, bad, (0, 0), NONFINITE)
     return rows
 
 
@@ -175,13 +305,13 @@ def with_nonfinite(inner: Outcome | None, bad: Mapping[str, Deviation], total: i
     head = f"{len(bad)} of {total} tensors hold NaN/Inf (statistics undefined)"
     if inner is None:
         return Outcome(False, head, tuple(bad.values()), total)
-    return Outcome(
-        False,
-        f"{head}; the others: {inner.summary}",
-        (*bad.values(), *inner.deviations),
-        total,
-        inner.notes,
-        inner.observed,
+    return dataclasses.replace(
+        inner,
+        passed=False,
+        summary=f"{head}; the others: {inner.summary}",
+        deviations=(*bad.values(), *inner.deviations),
+        checked=total,
+        skipped=False,
     )
 
 
@@ -313,8 +443,12 @@ def per_tensor(
     expected: str,
     tolerance: str = "",
     summary: str = "",
+    *,
+    statistic: str = "",
+    bounds: Bounds | None = None,
 ) -> Outcome:
-    """Judge each tensor alone: ``failure(value)`` returns a badness score or None if fine."""
+    """Judge each tensor alone: ``failure(value)`` returns a badness score or None if fine.
+    ``statistic`` names the value and ``bounds`` its allowed interval (carried by every row)."""
     rows = []
     observed = {}
     for t in tensors:
@@ -322,12 +456,12 @@ def per_tensor(
         observed[t.name] = v
         score = failure(v)
         if score is not None:
-            rows.append(Deviation(t.name, fmt(v), expected, tolerance, score))
+            rows.append(Deviation(t.name, fmt(v), expected, tolerance, score, None, v, bounds, statistic))
     rows.sort(key=lambda d: -d.score)
     n = len(tensors)
     text = summary or expected
     text = f"{len(rows)} of {n} tensors deviate: expected {text}" if rows else f"all {n} tensors: {text}"
-    return Outcome(not rows, text, tuple(rows), n, observed=observed)
+    return Outcome(not rows, text, tuple(rows), n, observed=observed, statistic=statistic, bounds=bounds)
 
 
 def interval(lo: float | None, hi: float | None) -> str:

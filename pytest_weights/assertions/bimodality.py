@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..stats import Moments, Statistic
 from ..stats.shape import BC_UNIFORM, bimodality_coefficient
 from .base import Assertion, Outcome, TensorView, fmt, per_tensor, register
+from .proposal import Proposal, finite, upper
 
 
 @register
@@ -23,6 +25,8 @@ class Bimodality(Assertion):
     """
 
     kind = "bimodality"
+    baseline = ("max_bc",)
+    cannot_fail_at: ClassVar[Mapping[str, float]] = {"max_bc": 1.0}  # BC ≤ 1
     max_bc: float = BC_UNIFORM
 
     def validate(self) -> str | None:
@@ -42,4 +46,13 @@ class Bimodality(Assertion):
             lambda t: bimodality_coefficient(t[Moments()]),
             lambda v: math.inf if math.isnan(v) else (v - self.max_bc if v > self.max_bc else None),
             f"BC ≤ {fmt(self.max_bc)}",
+            statistic="BC",
+            bounds=(None, self.max_bc),
         )
+
+    def propose(self, tensors: Sequence[TensorView], margin: float) -> tuple[dict[str, Proposal], list[str]]:
+        vals = finite(self.evaluate(tensors).observed.values())
+        if not vals:
+            return {}, ["no finite bimodality coefficient"]
+        top = max(vals)
+        return {"max_bc": upper(top * (1 + margin), top, f"observed max {fmt(top)}")}, []

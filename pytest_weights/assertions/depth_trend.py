@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -13,6 +13,8 @@ from ..stats import Statistic
 from ..stats.scalars import SCALARS
 from .base import Assertion, Deviation, Outcome, ParamError, TensorView, fmt, register, unknown_statistic
 from .groups import by_role, slope, spearman
+from .plot import Line, Lines, Panel
+from .proposal import Proposal, lower, span, upper
 
 
 @register
@@ -26,6 +28,8 @@ class DepthTrend(Assertion):
     """
 
     kind = "depth_trend"
+    baseline = ("min_rho", "max_abs_rho")
+    cannot_fail_at: ClassVar[Mapping[str, float]] = {"max_abs_rho": 1.0, "min_rho": -1.0}  # |ρ| ≤ 1
     stat: str
     direction: Literal["grows", "shrinks", "flat"]
     min_rho: float = 0.8
@@ -53,6 +57,14 @@ class DepthTrend(Assertion):
 
     def describe(self) -> str:
         return f"{self.stat} {self.direction} with depth ({self.expected()})"
+
+    def bounds(self) -> tuple[float | None, float | None]:
+        """The interval ρ must lie in."""
+        if self.direction == "grows":
+            return (self.min_rho, None)
+        if self.direction == "shrinks":
+            return (None, -self.min_rho)
+        return (-self.max_abs_rho, self.max_abs_rho)
 
     def _fails(self, rho: float) -> bool:
         if math.isnan(rho):
@@ -100,6 +112,10 @@ class DepthTrend(Assertion):
                                 else 0
                             )
                         ),
+                        None,
+                        rho,
+                        self.bounds(),
+                        "ρ",
                     )
                 )
         if judged == 0:
@@ -113,4 +129,34 @@ class DepthTrend(Assertion):
         rows.sort(key=lambda d: -d.score)
         what = f"{self.stat} {self.direction} with depth"
         summary = f"{len(rows)} of {judged} roles: {what} does not hold" if rows else f"{what} in all {judged} roles"
-        return Outcome(not rows, summary, tuple(rows), len(tensors), tuple(notes), observed)
+        return Outcome(
+            not rows, summary, tuple(rows), len(tensors), tuple(notes), observed, statistic="ρ", bounds=self.bounds()
+        )
+
+    def propose(self, tensors: Sequence[TensorView], margin: float) -> tuple[dict[str, Proposal], list[str]]:
+        observed = self.evaluate(tensors).observed
+        if not observed:
+            return {}, [f"no role has {self.min_layers} or more layers"]
+        rhos = [v["rho"] for v in observed.values()]
+        if self.direction == "flat":
+            top = max(abs(r) for r in rhos)
+            if math.isnan(top):
+                return {}, ["ρ is undefined (a constant statistic)"]
+            return {"max_abs_rho": upper(top * (1 + margin), top, f"observed ρ {span(rhos)}")}, []
+        sign = 1 if self.direction == "grows" else -1
+        worst = min(sign * r for r in rhos)
+        if not worst > 0:
+            return {}, [f"{self.stat} no longer {self.direction} with depth (ρ {span(rhos)}): min_rho not rewritten"]
+        return {"min_rho": lower(worst / (1 + margin), worst, f"observed ρ {span(rhos)}")}, []
+
+    def plot_data(self, outcome: Outcome) -> tuple[Panel, ...]:
+        roles = {k: v for k, v in outcome.observed.items() if isinstance(v, Mapping) and v.get("depths")}
+        if not roles:
+            return ()
+        failing = {d.subject for d in outcome.deviations}
+        lines = tuple(
+            Line(f"{role}: ρ={fmt(ser['rho'])}", ser["depths"], ser["values"], highlight=role in failing)
+            for role, ser in roles.items()
+        )
+        title = f"expected: {self.describe()}; failing roles in colour"
+        return (Lines(title, "depth (layer index)", f"{self.stat} (mean over the layer)", lines),)

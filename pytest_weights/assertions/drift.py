@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .base import fmt, register
@@ -21,6 +22,12 @@ class Drift(Trajectory):
 
     def expected(self) -> str:
         return f"drift from the first checkpoint ≤ {fmt(self.max_rel)} (relative)"
+
+    def band(self, series: Series) -> tuple[list[float | None], list[float | None]]:
+        v0 = series.values[0]
+        r = self.max_rel * abs(v0)
+        n = len(series.values)
+        return ([v0 - r] * n, [v0 + r] * n) if math.isfinite(v0) else ([None] * n, [None] * n)
 
     def judge(self, series: Series) -> tuple[str, float] | None:
         drifts = [relative(v, series.values[0]) for v in series.values]

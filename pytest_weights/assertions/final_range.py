@@ -15,6 +15,7 @@ class FinalRange(Trajectory):
     """The statistic at the last checkpoint is ≥ ``min`` and ≤ ``max``."""
 
     kind = "final_range"
+    judged_at_end = True
     min: float | None = None
     max: float | None = None
 
@@ -25,6 +26,10 @@ class FinalRange(Trajectory):
 
     def expected(self) -> str:
         return f"final value {interval(self.min, self.max)}"
+
+    def band(self, series: Series) -> tuple[list[float | None], list[float | None]]:
+        n = len(series.values)
+        return [None] * (n - 1) + [self.min], [None] * (n - 1) + [self.max]
 
     def judge(self, series: Series) -> tuple[str, float] | None:
         v = series.values[-1]

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..stats import Moments, Statistic
-from .base import Assertion, Deviation, Outcome, TensorView, register
+from .base import NONFINITE, Assertion, Deviation, Outcome, TensorView, register
 
 
 @register
@@ -16,6 +16,7 @@ class Finite(Assertion):
 
     kind = "finite"
     reads_values = False  # it reports the NaN/Inf counts itself
+    judges_values = False
 
     def statistics(self) -> tuple[Statistic, ...]:
         return (Moments(),)
@@ -38,10 +39,13 @@ class Finite(Assertion):
                         "0 non-finite",
                         "",
                         bad / max(m.numel, 1),
+                        None,
+                        float(bad),
+                        (0, 0),
+                        NONFINITE,
                     )
                 )
         rows.sort(key=lambda d: -d.score)
         n = len(tensors)
-        if rows:
-            return Outcome(False, f"{len(rows)} of {n} tensors hold NaN or Inf", tuple(rows), n, observed=observed)
-        return Outcome(True, f"all {n} tensors finite", (), n, observed=observed)
+        summary = f"{len(rows)} of {n} tensors hold NaN or Inf" if rows else f"all {n} tensors finite"
+        return Outcome(not rows, summary, tuple(rows), n, observed=observed, statistic=NONFINITE, bounds=(0, 0))

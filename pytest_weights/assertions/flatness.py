@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import median
+from typing import ClassVar
 
 from ..stats import Moments, Statistic
 from .base import Assertion, Deviation, Outcome, TensorView, fmt, register
 from .groups import peers_problem, too_few
+from .proposal import SLACK, Proposal, finite, lower
 
 
 @register
@@ -28,6 +30,9 @@ class Flatness(Assertion):
     """
 
     kind = "flatness"
+    problem = "flat"
+    baseline = ("min_kurtosis",)
+    cannot_fail_at: ClassVar[Mapping[str, float]] = {"min_kurtosis": -2.0}  # excess kurtosis ≥ −2 always
     min_kurtosis: float = -1.0
     max_below_median: float = 1.0
     min_tensors: int = 3
@@ -61,11 +66,16 @@ class Flatness(Assertion):
                 f"≥ {fmt(bound)} (model median {fmt(med)})",
                 f"flat below min({fmt(self.min_kurtosis)}, median − {fmt(self.max_below_median)})",
                 bound - v,
+                None,
+                v,
+                (bound, None),
+                "kurtosis",
             )
             for name, v in values.items()
             if v < bound
         ]
         rows.sort(key=lambda d: -d.score)
+        numbers: dict = {"statistic": "kurtosis", "bounds": (bound, None)}
         notes = ()
         if finite and med < self.min_kurtosis / 2:
             notes = (
@@ -74,5 +84,16 @@ class Flatness(Assertion):
             )
         if rows:
             summary = f"{len(rows)} of {n} tensors are flat (uniform-like) among bell-shaped matrices"
-            return Outcome(False, summary, tuple(rows), n, notes=notes, observed=values)
-        return Outcome(True, f"all {n} tensors: {self.describe()}", (), n, notes=notes, observed=values)
+            return Outcome(False, summary, tuple(rows), n, notes=notes, observed=values, **numbers)
+        return Outcome(True, f"all {n} tensors: {self.describe()}", (), n, notes=notes, observed=values, **numbers)
+
+    def propose(self, tensors: Sequence[TensorView], margin: float) -> tuple[dict[str, Proposal], list[str]]:
+        outcome = self.evaluate(tensors)
+        if outcome.skipped:
+            return {}, [outcome.summary]
+        kurt = finite(outcome.observed.values())
+        if not kurt:
+            return {}, ["no finite kurtosis"]
+        lo = min(kurt)
+        value = lo - margin * max(abs(lo), SLACK["kurtosis"])
+        return {"min_kurtosis": lower(value, lo, f"observed min kurtosis {fmt(lo)}")}, []

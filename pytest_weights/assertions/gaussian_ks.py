@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..stats import KSNormal, Statistic
 from .base import Assertion, Deviation, Outcome, TensorView, fmt, register
+from .proposal import KS_TOL_FLOOR, Proposal, finite, upper
 
 
 @register
@@ -27,6 +29,8 @@ class GaussianKS(Assertion):
     """
 
     kind = "gaussian_ks"
+    baseline = ("tol",)
+    cannot_fail_at: ClassVar[Mapping[str, float]] = {"tol": 1.0}  # D ≤ 1 always
     tol: float = 0.05
     exact: bool = False
 
@@ -55,7 +59,9 @@ class GaussianKS(Assertion):
             observed[t.name] = r.statistic
             if r.statistic + r.error_bound > self.tol:
                 shown = fmt(r.statistic) if r.exact else f"{fmt(r.statistic)} … {fmt(r.statistic + r.error_bound)}"
-                rows.append(Deviation(t.name, shown, expected, f"tol={fmt(self.tol)}", r.statistic - self.tol))
+                score = r.statistic - self.tol
+                tol = f"tol={fmt(self.tol)}"
+                rows.append(Deviation(t.name, shown, expected, tol, score, None, r.statistic, (None, self.tol), "KS D"))
         rows.sort(key=lambda d: -d.score)
         n = len(tensors)
         summary = f"{len(rows)} of {n} tensors deviate: expected {expected}" if rows else f"all {n} tensors: {expected}"
@@ -64,4 +70,13 @@ class GaussianKS(Assertion):
             notes = (
                 "a range is D's bounds (no exact value: too many distinct values; raise max_exact via exact: true)",
             )
-        return Outcome(not rows, summary, tuple(rows), n, notes=notes, observed=observed)
+        return Outcome(
+            not rows, summary, tuple(rows), n, notes=notes, observed=observed, statistic="KS D", bounds=(None, self.tol)
+        )
+
+    def propose(self, tensors: Sequence[TensorView], margin: float) -> tuple[dict[str, Proposal], list[str]]:
+        vals = finite(self.evaluate(tensors).observed.values())
+        if not vals:
+            return {}, ["no finite KS distance"]
+        top = max(vals)
+        return {"tol": upper(top * (1 + margin), top, f"observed max D {fmt(top)}", KS_TOL_FLOOR)}, []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .base import fmt, register
@@ -25,6 +26,18 @@ class Overshoot(Trajectory):
     def expected(self) -> str:
         hi = f", ≤ {fmt(self.max_relaxation)}" if self.max_relaxation is not None else ""
         return f"relaxes from its peak by ≥ {fmt(self.min_relaxation)}{hi}"
+
+    def band(self, series: Series) -> tuple[list[float | None], list[float | None]]:
+        """The final value's allowed range: [peak − max_relaxation·|peak|, peak − min_relaxation·|peak|]."""
+        n, values = len(series.values), series.values
+        lo: list[float | None] = [None] * n
+        hi: list[float | None] = [None] * n
+        peak = max(values)
+        if math.isfinite(peak):
+            hi[-1] = peak - self.min_relaxation * abs(peak)
+            if self.max_relaxation is not None:
+                lo[-1] = peak - self.max_relaxation * abs(peak)
+        return lo, hi
 
     def judge(self, series: Series) -> tuple[str, float] | None:
         values = series.values

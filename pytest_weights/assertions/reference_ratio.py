@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ..stats import Statistic
 from ..stats.scalars import SCALARS
 from .base import Assertion, Outcome, ParamError, TensorView, interval, per_tensor, register, unknown_statistic
+from .proposal import Proposal, band
 
 
 @register
@@ -21,6 +22,7 @@ class ReferenceRatio(Assertion):
     """
 
     kind = "reference_ratio"
+    baseline = ("min_ratio", "max_ratio")
     needs_reference = True
     stat: str = "std"
     min_ratio: float | None = None
@@ -54,4 +56,10 @@ class ReferenceRatio(Assertion):
             lambda r: None if lo <= r <= hi else (math.inf if math.isnan(r) else max(lo - r, r - hi)),
             f"{self.stat} ratio to the reference {interval(self.min_ratio, self.max_ratio)}",
             tolerance=f"ratio {interval(self.min_ratio, self.max_ratio)}",
+            statistic=f"{self.stat} ratio",
+            bounds=(self.min_ratio, self.max_ratio),
         )
+
+    def propose(self, tensors: Sequence[TensorView], margin: float) -> tuple[dict[str, Proposal], list[str]]:
+        observed = self.evaluate(tensors).observed  # stat(W) / stat(W_ref) per tensor
+        return band("ratio", observed, margin, "min_ratio", "max_ratio", f"{self.stat} ratio")

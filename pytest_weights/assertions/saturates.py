@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .base import fmt, register
@@ -15,6 +16,7 @@ class Saturates(Trajectory):
     to its final value: max |v_i − v_end| / |v_end| ≤ tol. ("Weibull λ saturates".)"""
 
     kind = "saturates"
+    judged_at_end = True
     last: int = 3
     tol: float = 0.02
 
@@ -23,6 +25,16 @@ class Saturates(Trajectory):
 
     def expected(self) -> str:
         return f"saturates: change over the last {self.last} checkpoints ≤ {fmt(self.tol)} (relative)"
+
+    def band(self, series: Series) -> tuple[list[float | None], list[float | None]]:
+        n, end = len(series.values), series.values[-1]
+        tail = min(self.last, n)
+        lo: list[float | None] = [None] * n
+        hi: list[float | None] = [None] * n
+        if math.isfinite(end):
+            lo[n - tail :] = [end - self.tol * abs(end)] * tail
+            hi[n - tail :] = [end + self.tol * abs(end)] * tail
+        return lo, hi
 
     def judge(self, series: Series) -> tuple[str, float] | None:
         tail = series.values[-self.last :]

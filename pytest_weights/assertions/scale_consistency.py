@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import median
+from typing import ClassVar
 
 from ..stats import Moments, Statistic
 from .base import Assertion, Deviation, Outcome, TensorView, fmt, register
 from .groups import peers_problem, too_few
+from .proposal import Proposal, finite, lower, upper
 
 
 def fan_in(shape: tuple[int, ...]) -> int:
@@ -44,6 +46,10 @@ class ScaleConsistency(Assertion):
     """
 
     kind = "scale_consistency"
+    problem = "scale"
+    ratio_to = "the model's median scale (std·√fan_in)"
+    baseline = ("min_ratio", "max_ratio")
+    cannot_fail_at: ClassVar[Mapping[str, float]] = {"min_ratio": 0.0}  # ratios are > 0
     min_ratio: float = 0.045
     max_ratio: float = 5.0
     min_tensors: int = 3
@@ -79,13 +85,30 @@ class ScaleConsistency(Assertion):
                         f"ratio in [{fmt(self.min_ratio)}, {fmt(self.max_ratio)}]",
                         score,
                         ratio,
+                        v,
+                        (med * self.min_ratio, med * self.max_ratio),
+                        "std·√fan_in",
                     )
                 )
         rows.sort(key=lambda d: -d.score)
         n = len(tensors)
         what = self.describe()
+        numbers: dict = {"statistic": "std·√fan_in", "bounds": (med * self.min_ratio, med * self.max_ratio)}
         if rows:
-            return Outcome(
-                False, f"{len(rows)} of {n} tensors deviate: expected {what}", tuple(rows), n, observed=values
-            )
-        return Outcome(True, f"all {n} tensors: {what}", (), n, observed=values)
+            summary = f"{len(rows)} of {n} tensors deviate: expected {what}"
+            return Outcome(False, summary, tuple(rows), n, observed=values, **numbers)
+        return Outcome(True, f"all {n} tensors: {what}", (), n, observed=values, **numbers)
+
+    def propose(self, tensors: Sequence[TensorView], margin: float) -> tuple[dict[str, Proposal], list[str]]:
+        outcome = self.evaluate(tensors)
+        if outcome.skipped:
+            return {}, [outcome.summary]
+        values = finite(outcome.observed.values())
+        med = median(values) if values else math.nan
+        if not (med > 0 and min(values) > 0):
+            return {}, ["a matrix with std 0 (or no finite scale): no ratio bound holds"]
+        lo, hi = min(values) / med, max(values) / med
+        return {
+            "min_ratio": lower(lo / (1 + margin), lo, f"observed min ratio {fmt(lo)}"),
+            "max_ratio": upper(max(hi * (1 + margin), 1.01), hi, f"observed max ratio {fmt(hi)}"),
+        }, []

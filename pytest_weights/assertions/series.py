@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from ..stats import Statistic
 from ..stats.scalars import SCALARS
 from .base import Assertion, Deviation, Outcome, ParamError, TensorView, fmt, unknown_statistic
+from .plot import Line, Lines, Panel
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -90,18 +91,41 @@ class Trajectory(Assertion):
         all_series = self.series(steps, views)
         if not all_series:
             return Outcome(False, "no selected tensor is present in every checkpoint of the run")
-        rows, observed = [], {}
+        rows, observed, bands = [], {}, {}
         for ser in all_series:
             observed[ser.subject] = {"steps": list(ser.steps), "values": list(ser.values)}
+            lo, hi = bands[ser.subject] = self.band(ser)
             problem = self.judge(ser)
             if problem is not None:
                 observed_text, score = problem
-                rows.append(Deviation(ser.subject, observed_text, self.expected(), show(ser.steps, ser.values), score))
+                bad = [i for i, v in enumerate(ser.values) if not _within(v, lo[i], hi[i])]
+                at = bad[0] if bad else None
+                numbers = (ser.values[at], (lo[at], hi[at]), self.stat, ser.steps[at]) if at is not None else ()
+                text = show(ser.steps, ser.values)
+                rows.append(Deviation(ser.subject, observed_text, self.expected(), text, score, None, *numbers))
         rows.sort(key=lambda d: -d.score)
         what = f"{self.stat} {self.expected()}"
         n = len(all_series)
         summary = f"{len(rows)} of {n} series: {what} does not hold" if rows else f"all {n} series: {what}"
-        return Outcome(not rows, summary, tuple(rows), n, observed=observed)
+        return Outcome(not rows, summary, tuple(rows), n, observed=observed, statistic=self.stat, detail=bands)
+
+    def band(self, series: Series) -> tuple[list[float | None], list[float | None]]:
+        """The allowed (lo, hi) at each step (None: that side open, or the step not judged): a
+        step outside it is a failing step. Kinds judging the shape of the whole series (a trend)
+        leave every step open."""
+        return [None] * len(series.values), [None] * len(series.values)
+
+    def plot_data(self, outcome: Outcome) -> tuple[Panel, ...]:
+        panels = []
+        failing = [d for d in outcome.deviations if isinstance(outcome.observed.get(d.subject), Mapping)]
+        for k, d in enumerate(failing[:3]):
+            ser = outcome.observed[d.subject]
+            lo, hi = outcome.detail.get(d.subject, (None, None))
+            bad = [not _within(v, a, b) for v, a, b in zip(ser["values"], lo, hi, strict=True)] if lo else []
+            line = Line(self.stat, ser["steps"], ser["values"], lo, hi, bad, highlight=True)
+            more = f" ({len(failing) - 3} more failing series not drawn)" if k == 2 and len(failing) > 3 else ""
+            panels.append(Lines(f"{d.subject}: {self.expected()}{more}", "step", self.stat, (line,)))
+        return tuple(panels)
 
     def expected(self) -> str:
         return self.kind
@@ -112,6 +136,12 @@ class Trajectory(Assertion):
     def judge(self, series: Series) -> tuple[str, float] | None:
         """None if the series is fine, else (what was observed, badness)."""
         raise NotImplementedError
+
+
+def _within(v: float, lo: float | None, hi: float | None) -> bool:
+    if lo is None and hi is None:
+        return True
+    return (lo is None or v >= lo) and (hi is None or v <= hi)
 
 
 def relative(a: float, b: float) -> float:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from ..stats import Moments, Statistic
 from ..stats.shape import OUTLIER_SIGMAS, SHAPES, OutlierFraction, Shape, ShapeResult, classify_shape
 from .base import Assertion, Deviation, Outcome, TensorView, fmt, per_tensor, register
+from .proposal import Proposal, finite, upper
 
 ShapeClass = Literal["gaussian", "sharp", "inverted_t", "linear", "degenerate"]
 
@@ -77,6 +78,8 @@ class Outliers(Assertion):
     """
 
     kind = "outliers"
+    baseline = ("max_fraction",)
+    cannot_fail_at: ClassVar[Mapping[str, float]] = {"max_fraction": 1.0}
     m: float = 6.0
     max_fraction: float = 1e-3
 
@@ -106,7 +109,16 @@ class Outliers(Assertion):
             self._read,
             lambda v: math.inf if math.isnan(v) else (v - self.max_fraction if v > self.max_fraction else None),
             f"fraction |w − mean| > {fmt(self.m)}σ ≤ {fmt(self.max_fraction)}",
+            statistic=f"fraction beyond {fmt(self.m)}σ",
+            bounds=(None, self.max_fraction),
         )
+
+    def propose(self, tensors: Sequence[TensorView], margin: float) -> tuple[dict[str, Proposal], list[str]]:
+        vals = finite(self.evaluate(tensors).observed.values())
+        if not vals:
+            return {}, ["no finite outlier fraction"]
+        top = max(vals)
+        return {"max_fraction": upper(top * (1 + margin), top, f"observed max {fmt(top)}", 1e-5)}, []
 
 
 @register
@@ -122,6 +134,8 @@ class IID(Assertion):
     """
 
     kind = "iid"
+    baseline = ("max_lag1", "max_ratio_deviation")
+    cannot_fail_at: ClassVar[Mapping[str, float]] = {"max_lag1": 1.0}  # |correlation| ≤ 1
     max_lag1: float | None = 0.05
     max_ratio_deviation: float | None = 0.5
 
@@ -179,3 +193,17 @@ class IID(Assertion):
         notes = (f"variance ratios not judged on {len(flat)} tensor(s) with one row or column",) if flat else ()
         summary = f"{len(rows)} of {n} tensors deviate: expected {expected}" if rows else f"all {n} tensors: {expected}"
         return Outcome(not rows, summary, tuple(rows), n, notes, observed)
+
+    def propose(self, tensors: Sequence[TensorView], margin: float) -> tuple[dict[str, Proposal], list[str]]:
+        observed = self.evaluate(tensors).observed
+        out = {}
+        lag = finite(abs(v["lag1_corr"]) for v in observed.values())
+        if lag:
+            top = max(lag)
+            out["max_lag1"] = upper(top * (1 + margin), top, f"observed max |lag-1| {fmt(top)}", 0.01)
+        keys = ("row_mean_var_ratio", "col_mean_var_ratio")
+        dev = finite(abs(v[k] - 1) for v in observed.values() for k in keys)
+        if dev:
+            top = max(dev)
+            out["max_ratio_deviation"] = upper(top * (1 + margin), top, f"observed max |ratio − 1| {fmt(top)}", 0.05)
+        return out, []

@@ -11,6 +11,8 @@ from ..stats import Statistic
 from ..stats.scalars import SCALARS
 from .base import Assertion, Deviation, Outcome, ParamError, TensorView, fmt, register, unknown_statistic
 from .groups import by_role
+from .plot import Histogram, Line, Lines, Panel, worst_subject
+from .proposal import Proposal, round_bound
 
 
 @register
@@ -24,6 +26,9 @@ class SiblingConsistency(Assertion):
     """
 
     kind = "sibling_consistency"
+    problem = "scale"
+    ratio_to = "its siblings' std"
+    baseline = ("max_ratio",)
     stat: str = "std"
     max_ratio: float = 5.0
     min_siblings: int = 3
@@ -49,31 +54,27 @@ class SiblingConsistency(Assertion):
     def describe(self) -> str:
         return f"{self.stat} within ×{fmt(self.max_ratio)} of the role median"
 
-    def evaluate(self, tensors: Sequence[TensorView]) -> Outcome:
+    def siblings(self, tensors: Sequence[TensorView]) -> list[Siblings]:
+        """The judged roles (≥ ``min_siblings`` tensors): each tensor's value and ratio to the
+        role median — the one place the sibling ratio is computed (verdict, proposal, plot)."""
         s = SCALARS[self.stat]
-        rows, judged = [], 0
-        observed = {t.name: s.read(t[s.statistic]) for t in tensors}
+        out = []
         for role, group in sorted(by_role(tensors).items()):
             if len(group) < self.min_siblings:
                 continue
-            values = {t.name: observed[t.name] for t in group}
+            values = {t.name: s.read(t[s.statistic]) for t in group}
             finite = [v for v in values.values() if not math.isnan(v)]
             med = median(finite) if finite else math.nan  # all NaN: every tensor deviates
-            judged += len(group)
-            for name, v in values.items():
-                ratio = v / med if med else (1.0 if v == 0 else math.inf)
-                if math.isnan(ratio) or not 1 / self.max_ratio <= ratio <= self.max_ratio:
-                    score = abs(math.log(ratio)) if 0 < ratio < math.inf else math.inf
-                    rows.append(
-                        Deviation(
-                            name,
-                            f"{self.stat}={fmt(v)} (×{fmt(ratio)})",
-                            f"≈ {fmt(med)} (median of {role})",
-                            f"ratio in [1/{fmt(self.max_ratio)}, {fmt(self.max_ratio)}]",
-                            score,
-                            ratio,
-                        )
-                    )
+            ratios = {n: v / med if med else (1.0 if v == 0 else math.inf) for n, v in values.items()}
+            depths = {t.name: t.depth for t in group}
+            out.append(Siblings(role, med, values, ratios, depths))
+        return out
+
+    def evaluate(self, tensors: Sequence[TensorView]) -> Outcome:
+        s = SCALARS[self.stat]
+        observed = {t.name: s.read(t[s.statistic]) for t in tensors}
+        roles = self.siblings(tensors)
+        judged = sum(len(r.values) for r in roles)
         if judged == 0:
             return Outcome(
                 True,
@@ -83,9 +84,87 @@ class SiblingConsistency(Assertion):
                 skipped=True,
                 observed=observed,
             )
+        rows = []
+        for r in roles:
+            band = (r.median / self.max_ratio, r.median * self.max_ratio)
+            for name, ratio in r.ratios.items():
+                if math.isnan(ratio) or not 1 / self.max_ratio <= ratio <= self.max_ratio:
+                    v = r.values[name]
+                    score = abs(math.log(ratio)) if 0 < ratio < math.inf else math.inf
+                    rows.append(
+                        Deviation(
+                            name,
+                            f"{self.stat}={fmt(v)} (×{fmt(ratio)})",
+                            f"≈ {fmt(r.median)} (median of {r.role})",
+                            f"ratio in [1/{fmt(self.max_ratio)}, {fmt(self.max_ratio)}]",
+                            score,
+                            ratio,
+                            v,
+                            band,
+                            self.stat,
+                        )
+                    )
         rows.sort(key=lambda d: -d.score)
         what = f"{self.stat} within ×{fmt(self.max_ratio)} of the role median"
+        detail = {"siblings": roles}
         if rows:
             summary = f"{len(rows)} of {judged} tensors: {what} does not hold"
-            return Outcome(False, summary, tuple(rows), judged, observed=observed)
-        return Outcome(True, f"all {judged} tensors: {what}", (), judged, observed=observed)
+            return Outcome(False, summary, tuple(rows), judged, observed=observed, statistic=self.stat, detail=detail)
+        return Outcome(
+            True, f"all {judged} tensors: {what}", (), judged, observed=observed, statistic=self.stat, detail=detail
+        )
+
+    def propose(self, tensors: Sequence[TensorView], margin: float) -> tuple[dict[str, Proposal], list[str]]:
+        roles = self.siblings(tensors)
+        if not roles:
+            return {}, [f"no role has {self.min_siblings} or more tensors"]
+        worst, where = 1.0, ""
+        for r in roles:
+            if not any(math.isfinite(v) for v in r.values.values()):
+                continue
+            for name, v in r.values.items():
+                if not (v > 0 and r.median > 0 and math.isfinite(v)):
+                    why = f"{name}: {self.stat}={fmt(v)}, role median {fmt(r.median)}: no ratio bound holds"
+                    return {}, [why]
+                ratio = max(r.ratios[name], 1 / r.ratios[name])
+                if ratio > worst:
+                    worst, where = ratio, name
+        value = round_bound(worst * (1 + margin), up=True, keep=worst)
+        if value <= 1:
+            value = 1.01
+        comment = f"observed max ratio {fmt(worst)}" + (f" ({where})" if where else "")
+        return {"max_ratio": Proposal(value, worst, "upper", comment)}, []
+
+    def plot_data(self, outcome: Outcome) -> tuple[Panel, ...]:
+        failing = {d.subject for d in outcome.deviations}
+        roles = [r for r in outcome.detail.get("siblings", ()) if failing & r.values.keys()]
+        panels: list[Panel] = []
+        for r in roles[:2]:
+            names = list(r.values)
+            x = [r.depths[n] if r.depths[n] is not None else i for i, n in enumerate(names)]
+            lo, hi = r.median / self.max_ratio, r.median * self.max_ratio
+            line = Line(
+                f"median ×/÷ {fmt(self.max_ratio)}",
+                x,
+                [r.values[n] for n in names],
+                [lo] * len(names),
+                [hi] * len(names),
+                [n in failing for n in names],
+            )
+            positive = all(v > 0 for v in r.values.values() if math.isfinite(v)) and r.median > 0
+            panels.append(Lines(r.role, "depth (layer index)", self.stat, (line,), log=positive))
+        worst = worst_subject(outcome)
+        if worst is not None:
+            panels.append(Histogram(worst))
+        return tuple(panels)
+
+
+@dataclass(frozen=True)
+class Siblings:
+    """One judged role: its median, and each tensor's value, ratio to the median and depth."""
+
+    role: str
+    median: float
+    values: dict[str, float]
+    ratios: dict[str, float]
+    depths: dict[str, int | None]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..stats import Statistic
 from ..stats.spectral import Spectral, SpectralResult
 from .base import Assertion, Deviation, Outcome, TensorView, fmt, interval, register
+from .proposal import Proposal, band, finite, lower, upper
 
 
 @register
@@ -26,6 +28,8 @@ class SpectralKind(Assertion):
     """
 
     kind = "spectral"
+    baseline = ("alpha_min", "alpha_max", "max_spectral_norm", "min_stable_rank")
+    cannot_fail_at: ClassVar[Mapping[str, float]] = {"min_stable_rank": 1.0}  # stable rank ≥ 1
     alpha_min: float | None = 2.0
     alpha_max: float | None = 6.0
     max_spectral_norm: float | None = None
@@ -83,12 +87,30 @@ class SpectralKind(Assertion):
                     f"α={fmt(r.alpha)} (tail {r.n_tail} of {r.n_evals}) ‖W‖₂={fmt(r.spectral_norm)} "
                     f"stable rank={fmt(r.stable_rank)}"
                 )
-                rows.append(Deviation(t.name, text, expected, "", max(bad)))
+                alpha = (self.alpha_min, self.alpha_max)
+                rows.append(Deviation(t.name, text, expected, "", max(bad), None, r.alpha, alpha, "α"))
         rows.sort(key=lambda d: -d.score)
         n = len(tensors)
         notes = (f"α not defined for {len(small)} matrix(es) with a side < 8",) if small else ()
         summary = f"{len(rows)} of {n} tensors deviate: expected {expected}" if rows else f"all {n} tensors: {expected}"
         return Outcome(not rows, summary, tuple(rows), n, notes, observed)
+
+    def propose(self, tensors: Sequence[TensorView], margin: float) -> tuple[dict[str, Proposal], list[str]]:
+        observed = self.evaluate(tensors).observed
+        out: dict[str, Proposal] = {}
+        alpha = {n: v["alpha"] for n, v in observed.items() if math.isfinite(v["alpha"])}
+        if alpha:
+            got, _ = band("esd_alpha", alpha, margin, "alpha_min", "alpha_max", "α")
+            out.update(got)
+        norms = finite(v["spectral_norm"] for v in observed.values())
+        if norms:
+            top = max(norms)
+            out["max_spectral_norm"] = upper(top * (1 + margin), top, f"observed max ‖W‖₂ {fmt(top)}")
+        ranks = finite(v["stable_rank"] for v in observed.values())
+        if ranks:
+            lo = min(ranks)
+            out["min_stable_rank"] = lower(lo / (1 + margin), lo, f"observed min {fmt(lo)}")
+        return out, []
 
 
 def _rel(big: float, small: float) -> float:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ..stats import Statistic
 from ..stats.scalars import SCALARS
 from .base import Assertion, Outcome, ParamError, TensorView, interval, per_tensor, register, unknown_statistic
+from .proposal import Proposal, band
 
 
 @register
@@ -20,6 +21,7 @@ class StatRange(Assertion):
     """
 
     kind = "stat_range"
+    baseline = ("min", "max")
     stat: str
     min: float | None = None
     max: float | None = None
@@ -57,4 +59,9 @@ class StatRange(Assertion):
             lambda t: s.read(t[s.statistic]),
             failure,
             f"{self.stat} {interval(self.min, self.max)}",
+            statistic=self.stat,
+            bounds=(self.min, self.max),
         )
+
+    def propose(self, tensors: Sequence[TensorView], margin: float) -> tuple[dict[str, Proposal], list[str]]:
+        return band(self.stat, self.evaluate(tensors).observed, margin, "min", "max", self.stat)

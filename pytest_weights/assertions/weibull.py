@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from ..stats import Statistic
 from ..stats.weibull import CLASSES, WeibullFit, WeibullResult, weibull_class
 from .base import Assertion, Deviation, Outcome, TensorView, fmt, interval, register
+from .plot import Histogram, Panel, Points, worst_subject
+from .proposal import Proposal, band, finite, widen
 
 WeibullClass = Literal["transmission", "mild_selection", "strong_selection", "other"]
 
@@ -40,6 +42,8 @@ class Weibull(Assertion):
     """
 
     kind = "weibull"
+    baseline = ("k_min", "k_max", "lambda_min", "lambda_max", "r2_min")
+    cannot_fail_at: ClassVar[Mapping[str, float]] = {"r2_min": 0.0}
     protocol: Literal["mid_80", "mid_90", "full_range", "mle"] = "mid_80"
     k_min: float | None = None
     k_max: float | None = None
@@ -104,11 +108,43 @@ class Weibull(Assertion):
             if self.classes is not None and cls not in self.classes:
                 bad.append(_class_distance(r.k, self.classes))
             if bad:
-                rows.append(Deviation(t.name, text, expected, f"protocol={self.protocol}", max(bad)))
+                tol = f"protocol={self.protocol}"
+                rows.append(Deviation(t.name, text, expected, tol, max(bad), None, r.k, (self.k_min, self.k_max), "k"))
         rows.sort(key=lambda d: -d.score)
         n = len(tensors)
         summary = f"{len(rows)} of {n} tensors deviate: expected {expected}" if rows else f"all {n} tensors: {expected}"
-        return Outcome(not rows, summary, tuple(rows), n, observed=observed)
+        return Outcome(
+            not rows, summary, tuple(rows), n, observed=observed, statistic="k", bounds=(self.k_min, self.k_max)
+        )
+
+    def propose(self, tensors: Sequence[TensorView], margin: float) -> tuple[dict[str, Proposal], list[str]]:
+        observed = self.evaluate(tensors).observed
+        fits = {n: v for n, v in observed.items() if math.isfinite(v["k"])}
+        notes = [f"Weibull fit failed for {len(observed) - len(fits)} tensor(s)"] if len(fits) < len(observed) else []
+        if not fits:
+            return {}, notes
+        out: dict[str, Proposal] = {}
+        for stat, key, label in (("weibull_k", "k", "k"), ("weibull_lambda", "lambda", "λ")):
+            got, _ = band(stat, {n: v[key] for n, v in fits.items()}, margin, f"{key}_min", f"{key}_max", label)
+            out.update(got)
+        r2 = finite(v["r2"] for v in fits.values())
+        if r2:
+            lo = min(r2)
+            out["r2_min"] = Proposal(widen("weibull_r2", lo, lo, margin)[0], lo, "lower", f"observed R² ≥ {fmt(lo)}")
+        return out, notes
+
+    def plot_data(self, outcome: Outcome) -> tuple[Panel, ...]:
+        worst = worst_subject(outcome)
+        if worst is None:
+            return ()
+        fit = outcome.observed.get(worst) or {}
+        params = {"k": fit.get("k", math.nan), "lambda": fit.get("lambda", math.nan)}
+        ks = {n: v["k"] for n, v in outcome.observed.items() if isinstance(v, Mapping)}
+        failing = tuple(d.subject for d in outcome.deviations)
+        return (
+            Histogram(worst, "weibull", params),
+            Points("Weibull k", ks, (self.k_min, self.k_max), failing),
+        )
 
 
 _BANDS = {

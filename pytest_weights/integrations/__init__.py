@@ -7,13 +7,12 @@
   ``Callback`` checking the live ``LightningModule`` every N steps, after validation and
   when a checkpoint is saved (``pip install 'pytest-weights[lightning]'``).
 
-Both wrap :class:`pytest_weights.gate.WeightsGate`; importing a module whose framework is
-not installed raises an :class:`ImportError` that names the extra to install.
+Both are thin adapters over :class:`pytest_weights.integrations.core.GateCallbackCore` (the gate,
+the failure policy, the logging), which wraps :class:`pytest_weights.gate.WeightsGate`; importing
+a module whose framework is not installed raises an :class:`ImportError` that names the extra.
 """
 
 from __future__ import annotations
-
-ON_FAILURE = ("stop", "raise", "warn")
 
 
 def missing_extra(framework: str, extra: str, error: ImportError) -> ImportError:
@@ -22,9 +21,3 @@ def missing_extra(framework: str, extra: str, error: ImportError) -> ImportError
         f"this pytest-weights integration needs {framework}, which could not be imported ({error}): "
         f"pip install 'pytest-weights[{extra}]'"
     )
-
-
-def check_on_failure(value: str) -> str:
-    if value not in ON_FAILURE:
-        raise ValueError(f"on_failure must be one of {', '.join(map(repr, ON_FAILURE))}, got {value!r}")
-    return value

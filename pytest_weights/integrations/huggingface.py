@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from . import check_on_failure, missing_extra
+from . import missing_extra
 
 try:
     from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
@@ -35,12 +35,13 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise missing_extra("transformers", "huggingface", e) from e
 
-from ..gate import DEFER_KINDS, WeightsGate, WeightsGateError
+from ..gate import DEFER_KINDS, WeightsGate
 from ..report import Report
 from ..spec import Spec
+from .core import GateCallbackCore
 
 
-class WeightsGateCallback(TrainerCallback):
+class WeightsGateCallback(TrainerCallback, GateCallbackCore):
     """A ``TrainerCallback`` that gates training on the health of each saved checkpoint.
 
     ``spec``, ``device``, ``cache_dir``, ``reference``, ``defer``: as for
@@ -63,20 +64,18 @@ class WeightsGateCallback(TrainerCallback):
         defer: Collection[str] = DEFER_KINDS,
         gate: WeightsGate | None = None,
     ) -> None:
-        self.on_failure = check_on_failure(on_failure)
-        self.gate = gate or WeightsGate(
+        GateCallbackCore.__init__(
+            self,
             spec,
             device=device,
-            on_failure="return",
+            on_failure=on_failure,
             cache_dir=cache_dir,
             logger=logger,
             reference=reference,
             defer=defer,
+            gate=gate,
+            stop_flag="control.should_training_stop",
         )
-        self.gate.on_failure = "return"  # the callback decides what a failure does
-        self.logger = self.gate.logger
-        self.reports: dict[int, Report] = {}
-        self.failed_step: int | None = None
 
     def checkpoint_dir(self, args: TrainingArguments, state: TrainerState) -> Path:
         """The directory the Trainer saved the checkpoint of this step to."""
@@ -87,53 +86,32 @@ class WeightsGateCallback(TrainerCallback):
     ) -> TrainerControl:
         step = state.global_step
         report, error = None, None
-        if state.is_world_process_zero:
-            path = self.checkpoint_dir(args, state)
-            if not path.is_dir():
-                self.logger.warning("weights gate: no checkpoint at %s (step %d): not checked", path, step)
-            else:
-                try:
-                    report = self.gate.check(path, step=step)
-                except Exception as e:  # shared with the other processes first, then re-raised
-                    error = e
+        if state.is_world_process_zero:  # it wrote the checkpoint; the verdict is shared
+            try:
+                report = self._check_saved(args, state)
+            except Exception as e:  # shared with the other processes first, then re-raised
+                error = e
         failed = _any_process(error is not None or (report is not None and not report.passed), args.device)
         if error is not None:
             raise error
-        if report is not None:
-            self.reports[step] = report
         if failed:
-            self._failed(step, report)
-            if self.on_failure != "warn":  # ("raise" raised on process zero: the others stop)
-                control.should_training_stop = True
+            self.fail(step, report)  # ("raise" raises on process zero: the others stop)
+            control.should_training_stop = control.should_training_stop or self.stops
         return control
+
+    def _check_saved(self, args: TrainingArguments, state: TrainerState) -> Report | None:
+        path = self.checkpoint_dir(args, state)
+        if not path.is_dir():
+            self.logger.warning("weights gate: no checkpoint at %s (step %d): not checked", path, state.global_step)
+            return None
+        return self.check(path, state.global_step)
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
-        # deferred end-of-run kinds (saturates, final_range) on the checkpoints saved
-        if self.failed_step is None and state.is_world_process_zero and self._has_deferred():
-            report = self.gate.finish()
-            if not report.passed:
-                self._failed(max(self.gate.steps), report, stopping=False)
+        if state.is_world_process_zero:  # deferred end-of-run kinds on the checkpoints saved
+            self.finish()
         return control
-
-    def _has_deferred(self) -> bool:
-        return len(self.gate.steps) >= 2 and any(
-            {a.assertion.kind, a.name} & self.gate.defer for a in self.gate.run_scope
-        )
-
-    def _failed(self, step: int, report: Report | None, stopping: bool = True) -> None:
-        if self.failed_step is None:
-            self.failed_step = step
-        if report is None:  # another process found the failure and logged it
-            self.logger.error("weights gate: a failure on another process stops training at step %d", step)
-            return
-        if self.on_failure == "raise":
-            raise WeightsGateError(report, step)
-        if stopping and self.on_failure == "stop":
-            self.logger.error("weights gate: stopping training at step %d (control.should_training_stop)", step)
-        elif stopping:
-            self.logger.warning("weights gate: failed at step %d; training goes on (on_failure='warn')", step)
 
 
 def _any_process(flag: bool, device: Any) -> bool:

@@ -30,7 +30,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from . import check_on_failure, missing_extra
+from . import missing_extra
 
 try:
     from lightning.pytorch import Callback, LightningModule, Trainer
@@ -40,12 +40,12 @@ except ImportError as _e:  # pragma: no cover - depends on what is installed
     except ImportError:
         raise missing_extra("lightning", "lightning", _e) from _e
 
-from ..gate import DEFER_KINDS, WeightsGate, WeightsGateError
-from ..report import Report
+from ..gate import DEFER_KINDS, WeightsGate
 from ..spec import Spec
+from .core import GateCallbackCore
 
 
-class WeightsGateCallback(Callback):
+class WeightsGateCallback(Callback, GateCallbackCore):
     """A Lightning ``Callback`` that gates ``trainer.fit`` on the health of the module's weights.
 
     ``spec``, ``device``, ``cache_dir``, ``reference``, ``defer``: as for
@@ -74,25 +74,22 @@ class WeightsGateCallback(Callback):
     ) -> None:
         if every_n_steps is not None and every_n_steps < 1:
             raise ValueError(f"every_n_steps must be ≥ 1 or None, got {every_n_steps}")
-        self.on_failure = check_on_failure(on_failure)
-        self.every_n_steps = every_n_steps
-        self.on_validation = on_validation
-        self.on_checkpoint = on_checkpoint
-        self.gate = gate or WeightsGate(
+        GateCallbackCore.__init__(
+            self,
             spec,
             device=device,
-            on_failure="return",
+            on_failure=on_failure,
             cache_dir=cache_dir,
             logger=logger,
             reference=reference,
             defer=defer,
+            gate=gate,
+            stop_flag="trainer.should_stop",
+            raise_everywhere=True,  # every process checks its replica: all leave together
         )
-        self.gate.on_failure = "return"  # the callback decides what a failure does
-        self.logger = self.gate.logger
-        self.reports: dict[int, Report] = {}
-        self.failed_step: int | None = None
-
-    # ------------------------------------------------------------------ Lightning hooks
+        self.every_n_steps = every_n_steps
+        self.on_validation = on_validation
+        self.on_checkpoint = on_checkpoint
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -110,43 +107,15 @@ class WeightsGateCallback(Callback):
             self._check(trainer, checkpoint.get("state_dict", pl_module), trainer.global_step)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.failed_step is not None or not self._has_deferred():
-            return
-        report = self.gate.finish()
-        failed = trainer.strategy.reduce_boolean_decision(not report.passed, all=False)
-        if failed:
-            self._failed(max(self.gate.steps), report)
-
-    # ------------------------------------------------------------------ internals
-
-    def _has_deferred(self) -> bool:
-        return len(self.gate.steps) >= 2 and any(
-            {a.assertion.kind, a.name} & self.gate.defer for a in self.gate.run_scope
-        )
+        self.finish(lambda failed: trainer.strategy.reduce_boolean_decision(failed, all=False), stopping=True)
 
     def _check(self, trainer: Trainer, weights: LightningModule | Mapping[str, Any], step: int) -> None:
         if step in self.reports:
             return  # the weights of a step are checked once
-        report = self.gate.check(weights, step=step)
-        self.reports[step] = report
-        failed = trainer.strategy.reduce_boolean_decision(not report.passed, all=False)
-        if not failed:
-            return
-        if self.on_failure != "warn":
-            trainer.should_stop = True
-        self._failed(step, report)
-
-    def _failed(self, step: int, report: Report) -> None:
-        if self.failed_step is None:
-            self.failed_step = step
-        if self.on_failure == "raise":
-            raise WeightsGateError(report, step)
-        if report.passed:  # the failure was on another process, which logged it
-            self.logger.error("weights gate: a failure on another process stops training at step %d", step)
-        elif self.on_failure == "stop":
-            self.logger.error("weights gate: stopping training at step %d (trainer.should_stop)", step)
-        else:
-            self.logger.warning("weights gate: failed at step %d; training goes on (on_failure='warn')", step)
+        report = self.check(weights, step)
+        if trainer.strategy.reduce_boolean_decision(not report.passed, all=False):
+            trainer.should_stop = trainer.should_stop or self.stops
+            self.fail(step, report)
 
 
 __all__ = ["WeightsGateCallback"]

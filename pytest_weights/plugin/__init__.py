@@ -32,9 +32,12 @@ from .rootdir import correct_rootdir
 from .summary import PassSummary
 
 if TYPE_CHECKING:
+    from .replay import Replay
     from .session import WeightsSession
 
 SESSION_KEY = pytest.StashKey["WeightsSession"]()
+#: The replay of stored outcomes (:mod:`.replay`), when this run's inputs are unchanged.
+REPLAY_KEY = pytest.StashKey["Replay"]()
 #: Pass summaries sent by pytest-xdist workers, on the controller.
 WORKER_SUMMARIES = pytest.StashKey[list[PassSummary]]()
 #: Key of a worker's pass summary in ``config.workeroutput``.
@@ -43,6 +46,8 @@ WORKER_OUTPUT_KEY = "pytest_weights"
 SPEC_SUFFIXES = (".weights.yaml", ".weights.yml")
 #: Options that involve a checkpoint or a spec, so the session (and torch) is set up at configure time.
 EAGER_OPTIONS = ("weights_checkpoints", "weights_reference", "weights_specs", "weights_device", "weights_regen")
+#: The outcome recorder's name with the plugin manager (see :mod:`.replay`).
+RECORDER_NAME = "weights-outcome-recorder"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -58,16 +63,39 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[WORKER_SUMMARIES] = []
     session = None
+    replay = None
     if any(getattr(config.option, name, None) for name in EAGER_OPTIONS):
-        session = weights_session(config)
-        check_regen(config, session)
-        add_spec_args(config, session)
+        replay = start_replay(config)
+        if replay is None:
+            session = weights_session(config)
+            check_regen(config, session)
+            add_spec_args(config, session)
+        else:  # every outcome may come from the outcome cache: no torch unless a spec file changed
+            config.args = list(replay.args)
+        recorder = config.pluginmanager.get_plugin(RECORDER_NAME)
+        if recorder is not None:
+            recorder.args = list(config.args)
     if (config.option.weights_json or config.option.weights_report) and not hasattr(config, "workerinput"):
         from .reports import PLUGIN_NAME, ResultReports  # the xdist controller writes
 
         checkpoints = [str(p) for p in session.checkpoint_paths] if session else []
         reference = str(session.reference_path) if session and session.reference_path else None
+        if replay is not None:
+            checkpoints, reference = replay.checkpoints, replay.reference
         config.pluginmanager.register(ResultReports(config, checkpoints, reference), PLUGIN_NAME)
+
+
+def start_replay(config: pytest.Config) -> Replay | None:
+    """The outcome cache (:mod:`.replay`): the replay of this run when every input is unchanged
+    (stashed), else None; registers the recorder of this run's outcomes when they may be cached."""
+    from .replay import start
+
+    replay, recorder = start(config)
+    if recorder is not None:
+        config.pluginmanager.register(recorder, RECORDER_NAME)
+    if replay is not None:
+        config.stash[REPLAY_KEY] = replay
+    return replay
 
 
 def weights_session(config: pytest.Config) -> WeightsSession:
@@ -126,15 +154,25 @@ def pytest_runtestloop(session: pytest.Session) -> None:
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     config = parent.config
     session = config.stash.get(SESSION_KEY, None)
+    replay = config.stash.get(REPLAY_KEY, None)
     named = session is not None and file_path.resolve() in session.spec_paths
+    named = named or (replay is not None and file_path.resolve() in replay.spec_paths)
     if not (file_path.name.endswith(SPEC_SUFFIXES) or named):
         return None
+    bundled = session.bundled if session is not None else replay.bundled if replay is not None else set()
+    kwargs = {}
+    if file_path.resolve() in bundled or not _inside(file_path, config.rootpath):
+        kwargs["nodeid"] = short_nodeid(config, file_path)
+    if replay is not None:  # stored outcomes, or the real spec file once it is collected
+        from .replay import replay_file
+
+        return replay_file(config, parent, file_path, **kwargs)
     session = weights_session(config)
     from .items import SpecFile
 
-    if file_path.resolve() in session.bundled or not _inside(file_path, config.rootpath):
-        return SpecFile.from_parent(parent, path=file_path, nodeid=short_nodeid(config, file_path))
-    return SpecFile.from_parent(parent, path=file_path)
+    if "nodeid" not in kwargs and file_path.resolve() in session.bundled:
+        kwargs["nodeid"] = short_nodeid(config, file_path)
+    return SpecFile.from_parent(parent, path=file_path, **kwargs)
 
 
 def short_nodeid(config: pytest.Config, path: Path) -> str:
@@ -169,9 +207,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """On a pytest-xdist worker: hand this worker's pass summary to the controller."""
+    """--weights-regen: write the rewritten spec files, once. On a pytest-xdist worker: hand this
+    worker's pass summary to the controller."""
     config = session.config
     weights = config.stash.get(SESSION_KEY, None)
+    if weights is not None and config.option.weights_regen:
+        weights.regen_write()
     workeroutput = getattr(config, "workeroutput", None)
     if weights is not None and workeroutput is not None:
         worker = config.workerinput.get("workerid", "")
@@ -194,13 +235,17 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 def summary_lines(config: pytest.Config) -> list[str]:
     """One block: rewrites, what was read (this process and xdist workers together), runs, notes, files written."""
     session = config.stash.get(SESSION_KEY, None)
+    replay = config.stash.get(REPLAY_KEY, None)
     parts = list(config.stash.get(WORKER_SUMMARIES, []))
     if session is not None:
         parts.insert(0, session.pass_summary())
+    if replay is not None and replay.replayed:  # what the replayed items' checkpoints left out
+        parts.insert(0, PassSummary(left_out=replay.left_out))
     summary = PassSummary.merge(parts)
     lines = session.regen_lines() if session is not None else []
+    lines += replay.lines() if replay is not None else []
     lines += summary.lines(verbose=config.get_verbosity() > 0)
-    lines += session.run_lines() if session is not None else []
+    lines += session.run_lines() if session is not None else replay.run_lines if replay is not None else []
     lines += summary.note_lines()
     reports = config.pluginmanager.get_plugin("weights-reports")
     lines += [f"wrote {path}" for path in getattr(reports, "written", ())]

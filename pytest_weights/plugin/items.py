@@ -5,7 +5,6 @@ Imported by :mod:`.plugin` when a spec file is collected (it brings in the spec 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,7 +35,6 @@ class SpecFile(pytest.File):
 
     def _items(self) -> list[pytest.Item]:
         session: WeightsSession = self.config.stash[SESSION_KEY]
-        regen = session.regen(self) if self.config.option.weights_regen else {}
         spec = load_spec(self.path)
         paths: list[Path | None] = list(session.checkpoint_paths) or [None]
         items: list[pytest.Item] = []
@@ -54,11 +52,7 @@ class SpecFile(pytest.File):
                 continue
             for path in paths:
                 name = entry.name if len(paths) == 1 else f"{entry.name}[{session.label(path)}]"
-                items.append(
-                    WeightsItem.from_parent(
-                        self, name=name, spec=entry, checkpoint_path=path, regen=regen.get(entry.name, ())
-                    )
-                )
+                items.append(WeightsItem.from_parent(self, name=name, spec=entry, checkpoint_path=path))
         return items
 
 
@@ -82,12 +76,11 @@ class WeightsItem(pytest.Item):
         spec: AssertionSpec,
         checkpoint_path: Path | None,
         run_path: Path | None = None,
-        regen: Sequence[str] = (),
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        #: --weights-regen rewrote this assertion's numbers (the lines saying what changed).
-        self.regen = tuple(regen)
+        #: --weights-regen rewrites this assertion's numbers (the lines saying what changes).
+        self.regen: tuple[str, ...] = ()
         self.spec = spec
         self.checkpoint_path = checkpoint_path
         self.run_path = run_path
@@ -95,13 +88,6 @@ class WeightsItem(pytest.Item):
 
     def runtest(self) -> None:
         session: WeightsSession = self.config.stash[SESSION_KEY]
-        if self.regen:
-            pytest.fail(
-                "--weights-regen rewrote this assertion's baseline:\n  "
-                + "\n  ".join(self.regen)
-                + "\nrun again without --weights-regen to check the new values",
-                pytrace=False,
-            )
         if self.spec.assertion.scope == "run":
             if self.run_path is None:
                 if not session.checkpoint_paths:
@@ -121,7 +107,21 @@ class WeightsItem(pytest.Item):
             if session.reference_path is not None:
                 session.checkpoint(session.reference_path)  # raises the reference's error, if any
             self.result = session.checker.judge(session.checkpoint(self.checkpoint_path), self.spec)
+            if self.config.option.weights_regen:
+                self._regen(session)
         self._report()
+
+    def _regen(self, session: WeightsSession) -> None:
+        """--weights-regen: the numbers of this entry rewritten (in the file at the session's end)."""
+        self.regen = tuple(session.regen_item(self))
+        if self.regen:
+            pytest.fail(
+                "--weights-regen rewrote this assertion's baseline:\n  "
+                + "\n  ".join(self.regen)
+                + "\n(written to the spec file at the end of the session; run again without --weights-regen"
+                " to check the new values)",
+                pytrace=False,
+            )
 
     def _report(self) -> None:
         session: WeightsSession = self.config.stash[SESSION_KEY]

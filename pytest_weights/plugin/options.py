@@ -12,6 +12,7 @@ VALUE_OPTIONS = (
     "--weights-spec",
     "--weights-device",
     "--weights-workers",
+    "--weights-scheduler",
     "--weights-json",
     "--weights-report",
     "--weights-regen-margin",
@@ -28,7 +29,7 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="PATH",
         dest="weights_checkpoints",
         help="checkpoint to check (any supported format, a model directory, or a run directory "
-        "of step checkpoints); repeatable",
+        "of step checkpoints; or a URL: s3://, gs://, http(s)://, read by byte range); repeatable",
     )
     group.addoption(
         "--weights-latest",
@@ -42,7 +43,7 @@ def add_options(parser: pytest.Parser) -> None:
         default=None,
         metavar="PATH",
         dest="weights_reference",
-        help="a checkpoint to compare against (e.g. the base model of a fine-tune)",
+        help="a checkpoint (path or URL) to compare against (e.g. the base model of a fine-tune)",
     )
     group.addoption(
         "--weights-spec",
@@ -67,6 +68,15 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="N",
         dest="weights_workers",
         help="CPU threads for the statistics pass (default: torch's intra-op thread count)",
+    )
+    group.addoption(
+        "--weights-scheduler",
+        default=None,
+        metavar="ADDRESS",
+        dest="weights_scheduler",
+        help="run the statistics pass on a Dask cluster: its scheduler address (tcp://host:8786), or local:N "
+        "for a LocalCluster of N worker processes; 'off': in this process. Default: the 'weights_scheduler' "
+        "ini value, else $DASK_SCHEDULER_ADDRESS (needs the 'distributed' extra)",
     )
     group.addoption(
         "--weights-no-cache",
@@ -114,3 +124,4 @@ def add_options(parser: pytest.Parser) -> None:
     )
     parser.addini("weights_specs", "specs to run with --checkpoint when no paths are given", type="args")
     parser.addini("weights_device", "default for --weights-device", default="auto")
+    parser.addini("weights_scheduler", "default for --weights-scheduler", default="")

@@ -7,6 +7,7 @@ brings in torch (through the checker and the readers).
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,7 @@ import pytest
 from ..cache import StatCache
 from ..engine import PassProgress
 from ..errors import FATAL, CheckpointError, WeightsError, describe
-from ..readers import Checkpoint, detect_format
+from ..readers import Checkpoint, as_path, detect_format
 from ..runner import Checker, open_or_raise
 from ..runs import discover_run
 from ..spec import resolve_spec
@@ -39,7 +40,10 @@ class WeightsSession:
         self.config = config
         self.checkpoint_paths = checkpoint_paths
         self.spec_paths = spec_paths
-        self.checker = Checker(device, progress=self._progress, workers=config.option.weights_workers)
+        self.checker = Checker(
+            device, progress=self._progress, workers=config.option.weights_workers, scheduler=scheduler(config)
+        )
+        config.add_cleanup(self.checker.close)  # a local:N cluster ends with the session
         #: Step number of each checkpoint that came from a run directory.
         self.steps: dict[Path, int] = {}
         #: Each run directory's checkpoints as (step, path), for run-scope assertions.
@@ -56,6 +60,8 @@ class WeightsSession:
         #: --weights-regen: every number rewritten (readable lines), and what was left alone.
         self.regen_changes: list[str] = []
         self.regen_notes: list[str] = []
+        #: --weights-regen: spec file → (its node id, the entries whose items ran), written at the end.
+        self.regen_ran: dict[Path, tuple[str, set[str]]] = {}
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> WeightsSession:
@@ -64,7 +70,7 @@ class WeightsSession:
         steps: dict[Path, int] = {}
         runs: dict[Path, list[tuple[int, Path]]] = {}
         for raw in config.option.weights_checkpoints:
-            p = Path(raw).expanduser()
+            p = as_path(raw).expanduser()  # a URL stays a URL (RemotePath)
             if not p.exists():
                 raise CheckpointError(p, "--checkpoint: no such file or directory")
             run = discover_run(p) if detect_format(p) is None else None
@@ -77,14 +83,14 @@ class WeightsSession:
                 paths.append(entry.path.resolve())
                 steps[entry.path.resolve()] = entry.step
         reference = config.option.weights_reference
-        if reference is not None and not Path(reference).expanduser().exists():
+        if reference is not None and not as_path(reference).expanduser().exists():
             raise CheckpointError(reference, "--reference: no such file or directory")
         device = config.option.weights_device or config.getini("weights_device") or "auto"
         session = cls(config, paths, [], device)
         session.spec_paths = [session.resolve(s) for s in config.option.weights_specs]
         session.steps = steps
         session.runs = runs
-        session.reference_path = Path(reference).expanduser().resolve() if reference else None
+        session.reference_path = as_path(reference).expanduser().resolve() if reference else None
         return session
 
     def resolve(self, ref: str) -> Path:
@@ -189,42 +195,53 @@ class WeightsSession:
         capman = self.config.pluginmanager.get_plugin("capturemanager")
         return capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext()
 
-    def regen(self, node: pytest.File) -> dict[str, list[str]]:
-        """--weights-regen: rewrite ``node``'s baseline numbers from the checkpoint; changes by entry name."""
+    def regen_item(self, item: pytest.Item) -> list[str]:
+        """--weights-regen, for an item that ran: the numbers of its entry that will be rewritten
+        (readable lines); the entry is remembered and its spec file written once, at the end of
+        the session (:meth:`regen_write`), so deselected entries and items that never ran
+        (``-k``, ``--lf``, ``-x``) are never touched."""
+        path: Path = item.path
         try:
-            node.path.resolve().relative_to(self.config.rootpath)
+            path.resolve().relative_to(self.config.rootpath)
         except ValueError:
-            self.regen_notes.append(f"{node.path}: a bundled spec is never rewritten (copy it into your project)")
-            return {}
-        result = self._regen_spec(node)
-        if result is None:
-            return {}
-        self.regen_changes += result
-        self.regen_notes += result.notes
-        changed: dict[str, list[str]] = {}
-        for change in result:
-            changed.setdefault(change.entry, []).append(str(change))
-        return changed
+            note = f"{path}: a bundled spec is never rewritten (copy it into your project)"
+            if note not in self.regen_notes:
+                self.regen_notes.append(note)
+            return []
+        self.regen_ran.setdefault(path, (item.parent.nodeid, set()))[1].add(item.spec.name)
+        result = self._regen_spec(path, item.parent.nodeid, {item.spec.name}, write=False)
+        return [str(c) for c in result] if result is not None else []
 
-    def _regen_spec(self, node: pytest.File) -> RegenResult | None:
+    def regen_write(self) -> None:
+        """At the end of the session: rewrite each spec file once, for the entries whose items ran."""
+        for path, (label, names) in self.regen_ran.items():
+            result = self._regen_spec(path, label, names, write=True)
+            if result is not None:
+                self.regen_changes += result
+                self.regen_notes += result.notes
+        self.regen_ran.clear()
+
+    def _regen_spec(self, path: Path, label: str, names: set[str], write: bool) -> RegenResult | None:
         from ..authoring import regen_spec
 
         try:
             return regen_spec(
-                node.path,
-                self.checkpoint_paths[0],
+                path,
+                self.checkpoint(self.checkpoint_paths[0]),
                 self.config.option.weights_regen_margin,
-                device=str(self.checker.device),
-                cache_dir=self.cache_dir(),
-                reference=self.reference_path,
-                label=node.nodeid,
+                label=label,
+                entries=names,
+                checker=self.checker,
+                write=write,
             )
         except WeightsError as e:
-            self.regen_notes.append(str(e))
+            note = str(e)
         except FATAL:
             raise
         except BaseException as e:
-            self.regen_notes.append(f"{node.path}: {explain(self.config, e)}")
+            note = f"{path}: {explain(self.config, e)}"
+        if write or note not in self.regen_notes:
+            self.regen_notes.append(note)
         return None
 
     def pass_summary(self, worker: str = "") -> PassSummary:
@@ -277,6 +294,14 @@ class WeightsSession:
         if self.reference_path is not None:
             lines.append(f"reference: {self.reference_path}")
         return lines
+
+
+def scheduler(config: pytest.Config) -> str | None:
+    """The pass's Dask scheduler: --weights-scheduler, ini weights_scheduler, $DASK_SCHEDULER_ADDRESS; 'off': none."""
+    from ..executors import SCHEDULER_ENV
+
+    value = config.option.weights_scheduler or config.getini("weights_scheduler") or os.environ.get(SCHEDULER_ENV)
+    return None if not value or value.strip().lower() == "off" else value.strip()
 
 
 def _failed(got: Checkpoint | CheckpointError) -> bool:

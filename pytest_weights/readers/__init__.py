@@ -18,6 +18,7 @@ from .onnx_file import OnnxFile, is_onnx_file
 from .peft import AdapterConfig, PeftAdapter, is_peft_dir
 from .safetensors_file import SafetensorsFile
 from .sharded import ShardedCheckpoint, is_index_file, is_model_dir, open_model_dir
+from .source import RemotePath, as_path, is_url, redact
 from .torch_file import TorchFile, is_torch_file
 from .torchscript_file import TorchScriptFile, is_torchscript_file
 
@@ -43,18 +44,25 @@ FORMATS: list[tuple[str, Callable[[Path], bool], Opener]] = [
 ]
 
 
-def detect_format(path: str | Path) -> str | None:
-    """The name of the first format in :data:`FORMATS` that recognises ``path``, or None."""
-    p = Path(path)
+def detect_format(path: str | Path | RemotePath) -> str | None:
+    """The name of the first format in :data:`FORMATS` that recognises ``path``, or None (a URL: "remote")."""
+    p = as_path(path)
+    if isinstance(p, RemotePath):
+        return "remote"
     for name, detect, _opener in FORMATS:
         if detect(p):
             return name
     return None
 
 
-def open_checkpoint(path: str | Path) -> Checkpoint:
-    """Open a checkpoint read-only; raise :class:`CheckpointError` naming the path."""
-    p = Path(path)
+def open_checkpoint(path: str | Path | RemotePath) -> Checkpoint:
+    """Open a checkpoint read-only (a path, or a URL such as ``s3://bucket/model.safetensors``);
+    raise :class:`CheckpointError` naming the path (a URL without its credentials)."""
+    p = as_path(path)
+    if isinstance(p, RemotePath):
+        from .remote import open_remote
+
+        return open_remote(p)
     if not p.exists():
         raise CheckpointError(p, "no such file or directory")
     for _name, detect, opener in FORMATS:
@@ -98,11 +106,15 @@ __all__ = [
     "NpzFile",
     "OnnxFile",
     "PeftAdapter",
+    "RemotePath",
     "SafetensorsFile",
     "ShardedCheckpoint",
     "TensorInfo",
     "TorchFile",
     "TorchScriptFile",
+    "as_path",
     "detect_format",
+    "is_url",
     "open_checkpoint",
+    "redact",
 ]

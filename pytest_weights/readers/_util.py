@@ -34,7 +34,11 @@ OPTIMIZER_KEYS = frozenset(
 
 
 def file_identity(path: Path) -> str:
-    """``path:size:mtime_ns:digest``; the digest covers the first and last 64 KiB of the file."""
+    """``path:size:mtime_ns:digest``; the digest covers the first and last 64 KiB of the file.
+
+    A URL (:class:`~.source.RemotePath`) is identified by its redacted URL, ETag or version, and size."""
+    if not isinstance(path, Path) and hasattr(path, "identity"):
+        return path.identity()
     try:
         st = path.stat()
         h = hashlib.sha256()

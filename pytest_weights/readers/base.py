@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
+
+from ..errors import CheckpointError
+from ._util import refuse, short
+
+T = TypeVar("T")
 
 FLOAT_DTYPES = frozenset(
     {
@@ -74,6 +82,28 @@ class Checkpoint(ABC):
     @abstractmethod
     def identity(self) -> str:
         """A string that changes whenever the checkpoint's bytes may have changed."""
+
+    # -- what every reader shares: finding a tensor by name, and its errors ---------------------------------------
+    def where(self) -> str | Path:
+        """What errors name: the path (an in-memory checkpoint names its label)."""
+        return self.path
+
+    def lookup(self, table: Mapping[str, T], name: str) -> T:
+        """``table[name]``, or the one-line ``no tensor named …`` :class:`CheckpointError`."""
+        try:
+            return table[name]
+        except KeyError:
+            raise self.missing(name) from None
+
+    def missing(self, name: str) -> CheckpointError:
+        """The error for a name this checkpoint does not hold."""
+        return CheckpointError(self.where(), f"no tensor named {short(name)}")
+
+    @contextlib.contextmanager
+    def reading(self, name: str) -> Iterator[None]:
+        """Around reading one tensor: any failure becomes ``cannot read tensor …: <Type>: <message>``."""
+        with refuse(self.where(), f"cannot read tensor {short(name)}"):
+            yield
 
     def changed(self) -> bool:
         """True when the files behind a memory-mapped read changed since they were opened

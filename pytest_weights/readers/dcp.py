@@ -299,12 +299,9 @@ class DistributedCheckpoint(Checkpoint):
     def read(self, name: str) -> torch.Tensor:
         import torch.distributed.checkpoint as dcp
 
-        try:
-            info = self._by_name[name]
-        except KeyError:
-            raise CheckpointError(self.path, f"no tensor named {name!r}") from None
+        info = self.lookup(self._by_name, name)
         # DCP wraps reader failures in CheckpointException, a BaseException: refuse() unwraps it
-        with refuse(self.path, f"cannot read tensor {name!r}"), warnings.catch_warnings():
+        with self.reading(name), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "torch.distributed is ... uninitialized, assuming ... single process"
             out = torch.zeros(info.shape, dtype=info.dtype)  # zeros, not empty: nothing stale if a chunk lies
             dcp.load({name: out}, storage_reader=_reader_class()(str(self.path), self._meta), no_dist=True)

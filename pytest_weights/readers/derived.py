@@ -101,9 +101,7 @@ class DeltaCheckpoint(Checkpoint):
         return list(self._infos)
 
     def read(self, name: str) -> torch.Tensor:
-        info = self._by_name.get(name)
-        if info is None:
-            raise CheckpointError(self.path, f"no tensor named {name!r}")
+        info = self.lookup(self._by_name, name)
         a, b = self.target.read(name), self.reference.read(info.reference)
         if not info.is_float:
             if a.dtype == torch.bool and b.dtype == torch.bool:
@@ -157,10 +155,7 @@ class LoraDelta(Checkpoint):
         return list(self._infos)
 
     def read(self, name: str) -> torch.Tensor:
-        try:
-            b_name, a_name = self._pairs[name]
-        except KeyError:
-            raise CheckpointError(self.path, f"no tensor named {name!r}") from None
+        b_name, a_name = self.lookup(self._pairs, name)
         a, b = self.adapter.read(a_name), self.adapter.read(b_name)
         dtype = _compute_dtype(a.dtype, b.dtype)
         return (b.to(dtype) @ a.to(dtype)) * self.scaling

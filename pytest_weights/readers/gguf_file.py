@@ -238,10 +238,7 @@ class GGUFFile(Checkpoint):
         return self._identity
 
     def read(self, name: str) -> torch.Tensor:
-        try:
-            t, nbytes = self._by_name[name]
-        except KeyError:
-            raise CheckpointError(self.path, f"no tensor named {name!r}") from None
+        t, nbytes = self.lookup(self._by_name, name)
         if self._map is None:  # closed: map again
             self._map = self._open()
             if len(self._map) < self._data_start + t.offset + nbytes:

@@ -62,10 +62,10 @@ class StateDictCheckpoint(Checkpoint):
         ]
 
     def read(self, name: str) -> torch.Tensor:
-        try:
-            return self._tensors[name][0].detach()
-        except KeyError:
-            raise CheckpointError(self.label, f"no tensor named {name!r}") from None
+        return self.lookup(self._tensors, name)[0].detach()
+
+    def where(self) -> str:
+        return self.label
 
     def identity(self) -> str:
         return self._identity

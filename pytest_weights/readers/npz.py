@@ -141,7 +141,7 @@ class NpzFile(Checkpoint):
 
     def read(self, name: str) -> torch.Tensor:
         if name not in self._names:
-            raise CheckpointError(self.path, f"no tensor named {name!r}")
+            raise self.missing(name)
         if self._zip is None:  # closed: open again
             self._zip = self._open()
         with refuse(self.path, f"cannot read array {name!r}"), self._zip.open(self._members[name]) as f:

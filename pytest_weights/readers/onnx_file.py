@@ -381,10 +381,7 @@ class OnnxFile(Checkpoint):
         return self._identity
 
     def read(self, name: str) -> torch.Tensor:
-        try:
-            entry = self._entries[name]
-        except KeyError:
-            raise CheckpointError(self.path, f"no tensor named {short(name)}") from None
+        entry = self.lookup(self._entries, name)
         info = entry.info
         if entry.external is not None:
             flat = self._read_external(name, entry.external)

@@ -16,12 +16,8 @@ each tensor is mapped. Write new checkpoints to new paths (or rename them into p
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import mmap
-import os
 import struct
-import threading
 from pathlib import Path
 
 import torch
@@ -29,6 +25,7 @@ import torch
 from ..errors import CheckpointError
 from ._util import check_shape, file_identity, load_json, refuse, short
 from .base import Checkpoint, TensorInfo
+from .source import ByteSource, LocalFile, RemoteFile, RemotePath, as_path
 
 #: safetensors dtype codes → torch dtypes.
 DTYPES: dict[str, torch.dtype] = {
@@ -51,30 +48,36 @@ DTYPES: dict[str, torch.dtype] = {
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
 #: Smaller tensors are read with one ``preadv`` (cheaper than mapping and unmapping them).
-MAP_MIN_BYTES = 1 << 20
+MAP_MIN_BYTES = LocalFile.MAP_MIN_BYTES
+#: Bytes fetched by the first request for a remote header (most headers fit; a longer one takes a second).
+HEADER_PROBE = 64 * 1024
 
 
-def parse_header(path: Path) -> tuple[int, dict[str, dict], bytes]:
+def parse_header(path: Path | RemotePath, source: ByteSource | None = None) -> tuple[int, dict[str, dict], bytes]:
     """Read and validate the header; return (data start, entries, raw header bytes).
 
     The rules are the ``safetensors`` library's own: a UTF-8 JSON object (here also: no key twice, nesting at
     most 64 levels), ``__metadata__`` a string-to-string map, every tensor a known dtype, a shape of non-negative
     integers and ``data_offsets`` spanning exactly its bytes, the tensors' byte ranges back to back from the
-    start of the data section to the end of the file (no gap, no overlap, no trailing bytes).
+    start of the data section to the end of the file (no gap, no overlap, no trailing bytes). A remote file's
+    header is fetched with one range request (two when it is longer than :data:`HEADER_PROBE`).
     """
+    if source is None:
+        source = LocalFile(path) if isinstance(path, Path) else RemoteFile(path)
     try:
-        size = path.stat().st_size
-        with path.open("rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise CheckpointError(path, f"not a safetensors file: only {size} bytes")
-            (n,) = struct.unpack("<Q", head)
-            if n > MAX_HEADER_BYTES or n > size - 8:
-                raise CheckpointError(
-                    path,
-                    f"not a safetensors file, or truncated: header length {n} bytes but the file has {size} bytes",
-                )
-            raw = f.read(n)
+        size = source.size
+        head = source.read(0, min(size, HEADER_PROBE if isinstance(source, RemoteFile) else 8))
+        if len(head) < 8:
+            raise CheckpointError(path, f"not a safetensors file: only {size} bytes")
+        (n,) = struct.unpack("<Q", head[:8])
+        if n > MAX_HEADER_BYTES or n > size - 8:
+            raise CheckpointError(
+                path,
+                f"not a safetensors file, or truncated: header length {n} bytes but the file has {size} bytes",
+            )
+        raw = head[8 : 8 + n]
+        if len(raw) < n:
+            raw += source.read(8 + len(raw), n - len(raw))
     except OSError as e:
         raise CheckpointError(path, f"cannot read: {e.strerror or e}") from None
     if len(raw) != n:
@@ -157,19 +160,23 @@ def _check_layout(path: Path, entries: dict[str, dict], data_size: int) -> None:
 
 
 class SafetensorsFile(Checkpoint):
-    """One ``.safetensors`` file, opened read-only."""
+    """One ``.safetensors`` file (a local path or a URL), opened read-only."""
 
-    def __init__(self, path: str | Path, label: str | None = None) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path | RemotePath, label: str | None = None) -> None:
+        self.path = as_path(path)
         self.label = label or self.path.name
+        self._source: ByteSource = LocalFile(self.path) if isinstance(self.path, Path) else RemoteFile(self.path)
         with refuse(self.path, "not a readable safetensors file"):
-            self._start, self._entries, raw = parse_header(self.path)
+            self._start, self._entries, raw = parse_header(self.path, self._source)
         self._file_identity = file_identity(self.path)
         self._identity = f"{self._file_identity}:{hashlib.sha256(raw).hexdigest()[:16]}"
         order = sorted(self._entries.items(), key=lambda kv: kv[1]["data_offsets"][0])
         self._infos = [TensorInfo(name, tuple(e["shape"]), DTYPES[e["dtype"]], str(self.path)) for name, e in order]
-        self._fd: int | None = None
-        self._fd_lock = threading.Lock()  # the prefetch thread and the caller may open at once
+
+    @property
+    def source(self) -> ByteSource:
+        """Where the bytes come from (a :class:`RemoteFile` counts what it fetched)."""
+        return self._source
 
     def tensors(self) -> list[TensorInfo]:
         return list(self._infos)
@@ -178,17 +185,16 @@ class SafetensorsFile(Checkpoint):
         return self._identity
 
     def changed(self) -> bool:
+        if not isinstance(self.path, Path):
+            return False  # read by copy: each tensor's bytes come from one response
         try:
             return file_identity(self.path) != self._file_identity
         except CheckpointError:
             return True  # gone or unreadable
 
     def read(self, name: str) -> torch.Tensor:
-        try:
-            entry = self._entries[name]
-        except KeyError:
-            raise CheckpointError(self.path, f"no tensor named {name!r}") from None
-        with refuse(self.path, f"cannot read tensor {name!r}"):
+        entry = self.lookup(self._entries, name)
+        with self.reading(name):
             return self._read(entry)
 
     def _read(self, entry: dict) -> torch.Tensor:
@@ -196,47 +202,7 @@ class SafetensorsFile(Checkpoint):
         dtype = DTYPES[entry["dtype"]]
         if end == begin:
             return torch.empty(entry["shape"], dtype=dtype)
-        mapped = self._map(self._start + begin, end - begin, dtype) if end - begin >= MAP_MIN_BYTES else None
-        if mapped is not None:
-            return mapped.reshape(entry["shape"])
-        buf = torch.empty(end - begin, dtype=torch.uint8)
-        self._read_into(buf, self._start + begin)
-        return buf.view(dtype).reshape(entry["shape"])
-
-    def _open(self) -> int:
-        with self._fd_lock:
-            if self._fd is None:
-                self._fd = os.open(self.path, os.O_RDONLY)
-            return self._fd
-
-    def _map(self, offset: int, nbytes: int, dtype: torch.dtype) -> torch.Tensor | None:
-        """The bytes as a 1-D tensor over a private memory map, or None if they cannot be mapped."""
-        if offset % dtype.itemsize:
-            return None  # misaligned for the dtype (the page-aligned start keeps the remainder)
-        fd = self._open()
-        if os.fstat(fd).st_size < offset + nbytes:
-            raise CheckpointError(self.path, f"truncated since it was opened: needs {offset + nbytes} bytes")
-        base = offset - offset % mmap.ALLOCATIONGRANULARITY
-        try:
-            m = mmap.mmap(fd, offset + nbytes - base, access=mmap.ACCESS_COPY, offset=base)
-        except (OSError, ValueError):
-            return None
-        with contextlib.suppress(OSError, AttributeError):
-            m.madvise(mmap.MADV_WILLNEED)  # start reading ahead while the previous tensor is reduced
-        return torch.frombuffer(m, dtype=dtype, count=nbytes // dtype.itemsize, offset=offset - base)
-
-    def _read_into(self, buf: torch.Tensor, offset: int) -> None:
-        fd = self._open()
-        view = memoryview(buf.numpy()).cast("B")
-        done = 0
-        while done < len(view):
-            n = os.preadv(fd, [view[done:]], offset + done)
-            if n <= 0:
-                raise CheckpointError(self.path, f"truncated: read stopped at byte {offset + done}")
-            done += n
+        return self._source.tensor(self._start + begin, end - begin, dtype).reshape(entry["shape"])
 
     def close(self) -> None:
-        with self._fd_lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+        self._source.close()

@@ -20,8 +20,9 @@ from ..errors import CheckpointError
 from ._util import combine_identities, file_identity, is_plain_filename, load_json, short
 from .base import Checkpoint, TensorInfo
 from .safetensors_file import SafetensorsFile
+from .source import RemoteFile, RemotePath, as_path
 from .torch_file import SUFFIXES as TORCH_SUFFIXES
-from .torch_file import TorchFile
+from .torch_file import open_torch_file
 
 INDEX_SUFFIX = ".index.json"
 MAX_INDEX_BYTES = 64 * 1024 * 1024
@@ -39,20 +40,20 @@ def is_index_file(path: Path) -> bool:
     return path.is_file() and path.name.endswith(INDEX_SUFFIX)
 
 
-def _open_shard(path: Path, label: str) -> Checkpoint:
+def _open_shard(path: Path | RemotePath, label: str) -> Checkpoint:
     if path.suffix == ".safetensors":
         return SafetensorsFile(path, label=label)
     if path.suffix in TORCH_SUFFIXES:
-        return TorchFile(path, label=label)
+        return open_torch_file(path, label=label)
     raise CheckpointError(path, "unknown shard format (expected .safetensors or a torch.save file such as .bin)")
 
 
-def _read_index(path: Path) -> tuple[bytes, dict[str, str], dict]:
+def _read_index(path: Path | RemotePath) -> tuple[bytes, dict[str, str], dict]:
     try:
-        size = path.stat().st_size
+        size = path.stat().st_size if isinstance(path, Path) else path.size()
         if size > MAX_INDEX_BYTES:
             raise CheckpointError(path, f"index file is implausibly large ({size} bytes)")
-        raw = path.read_bytes()
+        raw = path.read_bytes() if isinstance(path, Path) else RemoteFile(path).read(0, size)
     except OSError as e:
         raise CheckpointError(path, f"cannot read: {e.strerror or e}") from None
     data = load_json(path, raw, "not a checkpoint index: the index")
@@ -71,8 +72,8 @@ def _read_index(path: Path) -> tuple[bytes, dict[str, str], dict]:
 class ShardedCheckpoint(Checkpoint):
     """The shards listed by one ``*.index.json``, seen as one checkpoint."""
 
-    def __init__(self, path: str | Path, label: str | None = None) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path | RemotePath, label: str | None = None) -> None:
+        self.path = as_path(path)
         self.label = label or self.path.name
         self._index_identity = file_identity(self.path)
         _raw, weight_map, metadata = _read_index(self.path)
@@ -127,11 +128,7 @@ class ShardedCheckpoint(Checkpoint):
         return list(self._infos)
 
     def read(self, name: str) -> torch.Tensor:
-        try:
-            shard = self._where[name]
-        except KeyError:
-            raise CheckpointError(self.path, f"no tensor named {name!r}") from None
-        return shard.read(name)
+        return self.lookup(self._where, name).read(name)
 
     def identity(self) -> str:
         return combine_identities(
@@ -150,9 +147,9 @@ def is_model_dir(path: Path) -> bool:
     return path.is_dir() and any((path / f).is_file() for f in MODEL_FILES)
 
 
-def open_model_dir(path: Path) -> Checkpoint:
-    """Open the weights of a Hugging Face model directory (single file or sharded)."""
-    path = Path(path)
+def open_model_dir(path: Path | RemotePath) -> Checkpoint:
+    """Open the weights of a Hugging Face model directory (single file or sharded; a local path or a URL)."""
+    path = as_path(path)
     for name in MODEL_FILES:
         f = path / name
         if not f.is_file():

@@ -31,15 +31,19 @@ import pickle
 import re
 import struct
 import tarfile
+import types
 import warnings
+import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
+from torch import _weights_only_unpickler
 
 from ..errors import CheckpointError
 from ._util import BoundedUnpickler, check_expansion, file_identity, is_optimizer_path, read_magic, refuse, short
 from .base import Checkpoint, TensorInfo
+from .source import RangeFile, RemoteFile, RemotePath, as_path
 
 SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt"})
 
@@ -80,12 +84,16 @@ def load_weights_only(path: Path) -> object:
                 warnings.simplefilter("ignore")  # "Detected pickle protocol …", deprecations a crafted pickle triggers
                 return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
         except pickle.UnpicklingError as e:  # what the pickle asked for (a global, an opcode) is not allowed
-            raise CheckpointError(
-                path,
-                f"refused: not a plain tensor checkpoint (weights_only): {_weights_only_detail(str(e))}. "
-                "pytest-weights only loads tensors and plain containers and never runs code from a pickle; "
-                "re-save the weights as a state dict (or as safetensors)",
-            ) from None
+            raise _not_plain(path, e) from None
+
+
+def _not_plain(path: Path | RemotePath, e: pickle.UnpicklingError) -> CheckpointError:
+    return CheckpointError(
+        path,
+        f"refused: not a plain tensor checkpoint (weights_only): {_weights_only_detail(str(e))}. "
+        "pytest-weights only loads tensors and plain containers and never runs code from a pickle; "
+        "re-save the weights as a state dict (or as safetensors)",
+    )
 
 
 class _Stub:
@@ -289,7 +297,7 @@ class TorchFile(Checkpoint):
     """A ``torch.save`` file, loaded with ``weights_only=True`` (memory-mapped when zip)."""
 
     def __init__(self, path: str | Path, label: str | None = None) -> None:
-        self.path = Path(path)
+        self.path = as_path(path)
         self.label = label or self.path.name
         self._identity = file_identity(self.path)
         #: Non-tensor leaves (numbers, strings, lists of them) by dotted name, e.g. ``{"step": 100}``.
@@ -300,9 +308,12 @@ class TorchFile(Checkpoint):
                 TensorInfo(n, tuple(t.shape), t.dtype, str(self.path), self._groups[n])
                 for n, t in self._tensors.items()
             ]
-            size = self.path.stat().st_size
+            size = self._file_size()
             for info in self._infos:  # a zero stride or a sparse layout can make a tiny file describe a huge tensor
                 check_expansion(self.path, info.name, info.nbytes, size)
+
+    def _file_size(self) -> int:
+        return self.path.stat().st_size
 
     def _load(self) -> dict[str, torch.Tensor]:
         obj = load_weights_only(self.path)
@@ -319,12 +330,18 @@ class TorchFile(Checkpoint):
                 name = name or "tensor"  # torch.save(tensor): a bare tensor
                 if name in tensors:
                     raise CheckpointError(self.path, f"two tensors flatten to the same name {name!r}")
-                if leaf.device.type != "cpu":  # e.g. a meta tensor: a shape without data
+                if leaf.device.type != self._device:  # e.g. a meta tensor: a shape without data
                     raise CheckpointError(self.path, f"tensor {name!r} holds no data (device {leaf.device.type!r})")
                 tensors[name] = leaf
                 self._groups[name] = "optimizer" if optimizer else "weights"
             elif name:
                 self.metadata[name] = leaf
+        return self._in_file_order(tensors)
+
+    #: The device of the tensors :meth:`_load` builds (a range-read file's are ``meta``: shapes, no data).
+    _device = "cpu"
+
+    def _in_file_order(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if read_magic(self.path, 4) == _ZIP_MAGIC:
             # mmap'd: every storage lives in one mapping of the file, so pointer order is file order
             tensors = dict(sorted(tensors.items(), key=lambda kv: _storage_position(kv[1])))
@@ -339,11 +356,8 @@ class TorchFile(Checkpoint):
     def read(self, name: str) -> torch.Tensor:
         if self._tensors is None:  # closed: map the file again
             self._tensors = self._load()
-        try:
-            t = self._tensors[name]
-        except KeyError:
-            raise CheckpointError(self.path, f"no tensor named {name!r}") from None
-        with refuse(self.path, f"cannot read tensor {name!r}"):
+        t = self.lookup(self._tensors, name)
+        with self.reading(name):
             t = t.detach()
             if t.layout != torch.strided:
                 t = t.to_dense()
@@ -359,3 +373,149 @@ def _storage_position(t: torch.Tensor) -> int:
         return t.untyped_storage().data_ptr() + t.storage_offset() * t.element_size()
     except (RuntimeError, NotImplementedError):
         return 0
+
+
+# -- a torch.save zip archive at a URL, read by byte range ----------------------------------------------------------
+
+
+class _KeyedUnpickler(_weights_only_unpickler.Unpickler):
+    """torch's weights-only unpickler, which also tags each storage it loads with its key in the archive."""
+
+    @property
+    def persistent_load(self):  # type: ignore[override]
+        return self._keyed_load
+
+    @persistent_load.setter
+    def persistent_load(self, load) -> None:  # torch.load sets it to its own loader
+        def keyed(saved_id: object) -> object:
+            storage = load(saved_id)
+            untyped = getattr(storage, "_untyped_storage", storage)
+            untyped._pw_key = str(saved_id[2])  # ("storage", type, key, location, numel)
+            return storage
+
+        self._keyed_load = keyed
+
+
+#: What torch.load needs of a ``pickle_module``: the weights-only unpickler, tagging storages with their keys.
+_KEYED_PICKLE = types.SimpleNamespace(
+    __name__="pytest_weights.keyed_weights_only",
+    Unpickler=_KeyedUnpickler,
+    load=_weights_only_unpickler.load,
+    UnpicklingError=pickle.UnpicklingError,
+)
+
+
+class RemoteTorchFile(TorchFile):
+    """A ``torch.save`` zip archive at a URL: its central directory and pickle are fetched by range and loaded with
+    torch's weights-only unpickler onto the ``meta`` device (shapes, no data); each tensor's bytes are fetched when
+    it is read, by one range request that also holds its zip member's local header (where the data starts)."""
+
+    _device = "meta"
+    #: Fetch a member's local header with its tensor's bytes when the tensor starts this close to the member start.
+    _HEADER_GAP = 4096
+
+    def __init__(
+        self,
+        path: RemotePath,
+        label: str | None = None,
+        source: RemoteFile | None = None,
+        members: list[zipfile.ZipInfo] | None = None,
+    ) -> None:
+        self._source = source or RemoteFile(path)
+        if members is None:
+            with refuse(path, "truncated or corrupt torch.save archive"), zipfile.ZipFile(RangeFile(self._source)) as z:
+                members = z.infolist()
+        self._members = {m.filename: m for m in members}
+        pickles = [m.filename for m in members if m.filename.endswith("/data.pkl") and m.filename.count("/") == 1]
+        self._prefix = pickles[0][: -len("data.pkl")] if pickles else ""
+        super().__init__(path, label)
+
+    def _file_size(self) -> int:
+        return self._source.size
+
+    def _load(self) -> dict[str, torch.Tensor]:
+        with refuse(self.path, "truncated or corrupt torch.save archive"):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    obj = torch.load(
+                        RangeFile(self._source), map_location="meta", pickle_module=_KEYED_PICKLE, weights_only=False
+                    )
+            except pickle.UnpicklingError as e:
+                raise _not_plain(self.path, e) from None
+        with refuse(self.path, "unreadable checkpoint structure"):
+            return self._flatten(obj)
+
+    def _in_file_order(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return dict(sorted(tensors.items(), key=lambda kv: self._position(kv[1])))
+
+    def _position(self, t: torch.Tensor) -> int:
+        member = self._members.get(f"{self._prefix}data/{getattr(t.untyped_storage(), '_pw_key', '')}")
+        return member.header_offset if member is not None else 0
+
+    @property
+    def source(self) -> RemoteFile:
+        return self._source
+
+    def read(self, name: str) -> torch.Tensor:
+        t = self.lookup(self._tensors or {}, name)
+        with self.reading(name):
+            if t.layout != torch.strided:
+                raise CheckpointError(self.path, f"tensor {name!r}: a {t.layout} tensor cannot be read by range")
+            if t.numel() == 0:
+                return torch.empty(t.shape, dtype=t.dtype)
+            storage = t.untyped_storage()
+            item = t.element_size()
+            span = 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride(), strict=True))
+            begin, end = t.storage_offset() * item, (t.storage_offset() + span) * item
+            if end > storage.nbytes():
+                raise CheckpointError(self.path, f"tensor {name!r} reaches past its storage")
+            raw = self._storage_bytes(name, storage, begin, end)
+            flat = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(t.dtype)
+            return flat.as_strided(t.shape, t.stride()).clone(memory_format=torch.contiguous_format)
+
+    def _storage_bytes(self, name: str, storage: torch.UntypedStorage, begin: int, end: int) -> bytes:
+        """Bytes ``begin..end`` of a storage: found by its key in the central directory, placed by its local header."""
+        record = f"{self._prefix}data/{getattr(storage, '_pw_key', '?')}"
+        member = self._members.get(record)
+        if member is None or member.compress_type != zipfile.ZIP_STORED or member.file_size < storage.nbytes():
+            raise CheckpointError(
+                self.path, f"tensor {name!r}: no uncompressed member {record!r} of {storage.nbytes()} bytes"
+            )
+        at = member.header_offset
+        # torch's guess of where the data starts (right for archives torch.save wrote), checked on the header
+        guess = getattr(storage, "_checkpoint_offset", 0) - at
+        if not 30 <= guess <= 30 + 2 * 0xFFFF:
+            guess = 30 + len(member.filename.encode()) + len(member.extra)
+        window = self._source.read(at, guess + end) if begin <= self._HEADER_GAP else self._source.read(at, 30)
+        if len(window) < 30 or window[:4] != _ZIP_MAGIC:
+            raise CheckpointError(self.path, f"tensor {name!r}: no local zip header for {record!r} at byte {at}")
+        gap = 30 + sum(struct.unpack_from("<HH", window, 26))
+        if gap == guess and len(window) == guess + end:
+            return window[gap + begin :]
+        return self._source.read(at + gap + begin, end - begin)
+
+    def close(self) -> None:
+        pass  # meta tensors hold no data and no handle
+
+
+def torchscript_members(names: list[str]) -> bool:
+    """Whether zip member names are those of a ``torch.jit.save`` archive (code and constants, not only data)."""
+    return any(n.split("/", 1)[-1].startswith(("code/", "constants.pkl")) for n in names)
+
+
+def open_torch_file(path: Path | RemotePath, label: str | None = None) -> Checkpoint:
+    """A :class:`TorchFile`; at a URL, a zip archive by range (:class:`RemoteTorchFile`), anything else
+    (a legacy pickle, a TorchScript archive) downloaded first and said so."""
+    if isinstance(path, Path):
+        return TorchFile(path, label)
+    from .remote import DownloadedCheckpoint
+
+    source = RemoteFile(path)
+    if source.read(0, min(4, source.size)) != _ZIP_MAGIC:
+        return DownloadedCheckpoint(path, "a legacy (non-zip) torch.save file cannot be read by range", label)
+    with refuse(path, "truncated or corrupt torch.save archive"), zipfile.ZipFile(RangeFile(source)) as z:
+        members = z.infolist()
+    if torchscript_members([m.filename for m in members]):
+        return DownloadedCheckpoint(path, "a TorchScript archive is read from a local file", label)
+    return RemoteTorchFile(path, label, source, members)

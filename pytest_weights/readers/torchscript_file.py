@@ -778,10 +778,7 @@ class TorchScriptFile(Checkpoint):
         return self._identity
 
     def read(self, name: str) -> torch.Tensor:
-        try:
-            ref = self._refs[name]
-        except KeyError:
-            raise CheckpointError(self.path, f"no tensor named {_short(name)}") from None
+        ref = self.lookup(self._refs, name)
         begin, end = ref.span()
         if end == begin:
             return torch.empty(ref.size, dtype=ref.storage.dtype)

@@ -14,15 +14,23 @@ statistic may ``require`` others: their finalized values are passed to it as ``d
 (e.g. the KS distance standardises with the moments). A statistic whose ``needs_sweep``
 says no is computed from its requirements alone (``reduce`` is not called, ``finalize``
 gets ``None``). Because states merge, a tensor can be split across chunks, processes or machines.
+
+A flat statistic declares the :class:`~.kernels.Kernel` s it needs (``tile_kernels``); the
+engine sweeps each slice once for the union of the kernels of a stage's statistics
+(:class:`~.kernels.BlockKernels`) and passes that object to their ``reduce`` as ``swept``,
+so statistics sharing a sweep share its tiles. Called alone, ``reduce`` sweeps for itself.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import torch
+
+if TYPE_CHECKING:
+    from .kernels import Kernel
 
 Deps = Mapping["Statistic", Any]
 T = TypeVar("T", bound=type)
@@ -42,9 +50,6 @@ class Statistic(ABC):
 
     #: How the engine cuts the tensor into blocks (see the module docstring).
     layout: ClassVar[Literal["rows", "flat"]] = "rows"
-    #: The :mod:`.kernels` a flat statistic calls on each block; the engine asks for them
-    #: together (:func:`.kernels.fuse`), so statistics sharing a sweep share its tiles.
-    kernels: ClassVar[frozenset[str]] = frozenset()
 
     def needs_sweep(self, deps: Deps) -> bool:
         """Whether ``reduce`` must see the data, given the values of the requirements
@@ -53,6 +58,11 @@ class Statistic(ABC):
 
     def requires(self) -> tuple[Statistic, ...]:
         """Statistics whose finalized values this one needs."""
+        return ()
+
+    def tile_kernels(self, dtype: torch.dtype, deps: Deps) -> tuple[Kernel, ...]:
+        """The kernels a flat statistic reads in ``reduce`` from its ``swept`` argument, for
+        slices of ``dtype`` (none: ``reduce(block, deps)`` is called without it)."""
         return ()
 
     @abstractmethod

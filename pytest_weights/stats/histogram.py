@@ -1,6 +1,7 @@
 """The value histogram: every value of a tensor counted on a fine, data-independent grid.
 
-One ``bincount`` over a bit-pattern key per value (:func:`.kernels.keys`); counts add
+One ``bincount`` over a bit-pattern key per value (:func:`.kernels.keys`, written in the
+fused sweep by :class:`.kernels.KeyCounts`, shared with :class:`.moments.Moments`); counts add
 across slices, chunks and machines, so the result is the same for any split, thread
 count or device.
 
@@ -51,11 +52,15 @@ class ValueHistogram(Statistic):
     """Counts of the finite values on their dtype's grid (see the module docstring)."""
 
     layout = "flat"
-    kernels = frozenset({"key_counts"})
 
-    def reduce(self, block: torch.Tensor, deps: Deps) -> tuple[torch.dtype, torch.Tensor]:
-        counts = kernels.key_counts(block)
-        return block.dtype, counts.clone() if kernels.exact_dtype(block.dtype) else counts  # memoised: shared
+    def tile_kernels(self, dtype: torch.dtype, deps: Deps) -> tuple[kernels.Kernel, ...]:
+        return (kernels.KeyCounts(),)
+
+    def reduce(
+        self, block: torch.Tensor, deps: Deps, swept: kernels.BlockKernels | None = None
+    ) -> tuple[torch.dtype, torch.Tensor]:
+        swept = swept or kernels.sweep(block, self.tile_kernels(block.dtype, deps))
+        return block.dtype, swept[kernels.KeyCounts()]  # Moments only reads it, before any merge
 
     def merge(self, a: tuple[torch.dtype, torch.Tensor], b: tuple[torch.dtype, torch.Tensor]):
         (dtype, x), (_, y) = a, b

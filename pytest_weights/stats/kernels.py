@@ -1,28 +1,40 @@
-"""The hot loops of the elementwise statistics: power sums and value-histogram keys.
+"""The hot loops of the elementwise statistics: one sweep per block for all their kernels.
 
 Eager torch runs every op as its own pass over memory and allocates its output; on the CPU
-a fresh 64 MB temporary page-faults and costs about three times the op itself. So slices
-are processed here in L2-sized tiles (``TILE`` elements) with per-thread reusable buffers:
-each op reads cache, not DRAM, and allocates nothing. On CUDA, tiles are whole slices (the
-caching allocator reuses memory; no host copies, no per-element Python).
+a fresh tensor-sized temporary page-faults (glibc hands large blocks back to the kernel with
+``munmap``/``madvise`` and takes them again: the system time of the old per-statistic
+temporaries) and costs about three times the op itself. So a block is swept once, in
+L2-sized tiles (``TILE`` elements), by :class:`BlockKernels`: every :class:`Kernel` the
+block's statistics declare (:meth:`~.base.Statistic.tile_kernels`) sees each tile while it
+is in cache and writes into per-thread reusable buffers (:func:`scratch`), so a sweep
+allocates nothing of the block's size. Statistics then read their kernels' results from
+the :class:`BlockKernels` object passed to their ``reduce``: fusion is explicit, not a memo.
+
+On CUDA (or any non-CPU device) a tile is the whole block: the same kernels run as a few
+whole-slice torch ops (the caching allocator reuses memory; no host copies, no ``.numpy()``,
+no per-element Python).
 """
 
 from __future__ import annotations
 
 import functools
 import threading
-import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-#: Elements per tile of the CPU power sums: a tile and its buffers fit in a core's L2 cache
-#: (measured on a 2 MiB L2: 1.5 ns/element at 2¹⁷, 1.8 at 2¹⁸, 2.9 at 2¹⁴).
+#: Elements per tile on the CPU: a tile and its buffers fit in a core's L2 cache
+#: (measured on a 2 MiB L2: 1.5 ns/element at 2¹⁷, 1.8 at 2¹⁸, 2.9 at 2¹⁴ for the power sums).
 TILE = 1 << 17
 
 _local = threading.local()
 
 
-def scratch(name: str, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def scratch(name: Hashable, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A buffer of ``n`` elements: reused per thread on the CPU, freshly allocated elsewhere."""
     if device.type != "cpu":
         return torch.empty(n, dtype=dtype, device=device)
@@ -35,89 +47,170 @@ def scratch(name: str, n: int, dtype: torch.dtype, device: torch.device) -> torc
     return buf[:n]
 
 
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype float arithmetic on a tile of ``dtype`` runs in: float64 stays, all else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def abs_tile(t: torch.Tensor, name: str) -> torch.Tensor:
+    """|t| in :func:`work_dtype` (16- and 8-bit floats widened exactly), in scratch ``name``."""
+    out = scratch(name, t.numel(), work_dtype(t.dtype), t.device)
+    return torch.abs(t, out=out) if t.dtype == out.dtype else out.copy_(t).abs_()
+
+
+# ---------------------------------------------------------------- the fused sweep
+
+
+class Kernel(ABC):
+    """One elementwise reduction of a block, computed tile by tile inside a :class:`BlockKernels`
+    sweep. Subclasses are frozen dataclasses: equal kernels (same parameters) run once per
+    block, however many statistics ask for them."""
+
+    def start(self, x: torch.Tensor) -> Any:
+        """The accumulator for block ``x`` (1-D, storage dtype), before its first tile."""
+        return None
+
+    @abstractmethod
+    def tile(self, acc: Any, t: torch.Tensor, at: int, sweep: BlockKernels) -> Any:
+        """Fold tile ``t`` (``x[at : at + len(t)]``) into ``acc``; returns the accumulator.
+        Temporaries come from :func:`scratch` (names unique to the kernel and its parameters)
+        or :meth:`BlockKernels.shared` (values several kernels derive from the same tile)."""
+
+    def finish(self, acc: Any, x: torch.Tensor) -> Any:
+        """The kernel's result for the block, from its accumulator."""
+        return acc
+
+
+class BlockKernels:
+    """The results of ``kernels`` on one block, computed together in one sweep over its tiles.
+
+    Built once per block by the engine for the union of its statistics' kernels and passed to
+    their ``reduce``; ``block[kernel]`` is a kernel's result.
+    """
+
+    def __init__(self, block: torch.Tensor, kernels: Iterable[Kernel]) -> None:
+        x = block.reshape(-1)
+        todo = list(dict.fromkeys(kernels))
+        self._tile_values: dict[Hashable, Any] = {}
+        accs = [k.start(x) for k in todo]
+        n = x.numel()
+        step = TILE if x.device.type == "cpu" else max(n, 1)
+        tiles = 0
+        if todo:
+            for at in range(0, n, step):
+                t = x[at : at + step]
+                self._tile_values.clear()
+                accs = [k.tile(a, t, at, self) for k, a in zip(todo, accs, strict=True)]
+                tiles += 1
+        self._tile_values.clear()
+        self._values = {k: k.finish(a, x) for k, a in zip(todo, accs, strict=True)}
+        if (log := _recording) is not None:
+            log.append((tiles, tuple(todo)))
+
+    def __getitem__(self, kernel: Kernel) -> Any:
+        return self._values[kernel]
+
+    def __contains__(self, kernel: Kernel) -> bool:
+        return kernel in self._values
+
+    def shared(self, key: Hashable, compute: Any) -> Any:
+        """A value derived from the current tile, computed once for every kernel that asks
+        (``compute()`` on the first request; forgotten at the next tile)."""
+        if key not in self._tile_values:
+            self._tile_values[key] = compute()
+        return self._tile_values[key]
+
+
+_recording: list[tuple[int, tuple[Kernel, ...]]] | None = None
+
+
+@contextmanager
+def record_sweeps() -> Iterator[list[tuple[int, tuple[Kernel, ...]]]]:
+    """Inside: every :class:`BlockKernels` sweep is logged as (tiles, kernels) — for tests
+    that check each block is swept once for all its statistics (fusion cannot silently stop)."""
+    global _recording
+    saved, _recording = _recording, []
+    try:
+        yield _recording
+    finally:
+        _recording = saved
+
+
+def sweep(block: torch.Tensor, kernels: Iterable[Kernel]) -> BlockKernels:
+    """:class:`BlockKernels` of ``block`` (what a statistic's ``reduce`` uses when called alone)."""
+    return BlockKernels(block, kernels)
+
+
 # ---------------------------------------------------------------- power sums
 
 
-def _power_sums_eager(x: torch.Tensor, c: float, keys_out: torch.Tensor | None = None) -> torch.Tensor:
-    """[Σd, Σd², Σd³, Σd⁴, min x, max x] (float64) of d = x − c, tile by tile.
+def _power_tile(t: torch.Tensor, c: float) -> torch.Tensor:
+    """[Σd, Σd², Σd³, Σd⁴, min t, max t] of d = t − c in t's dtype (one tile, in cache)."""
+    k = t.numel()
+    lo, hi = torch.aminmax(t)
+    d = torch.sub(t, c, out=scratch("d", k, t.dtype, t.device)) if c else t
+    d2 = torch.square(d, out=scratch("d2", k, t.dtype, t.device))
+    s1, s2, s3 = d.sum(), d2.sum(), torch.dot(d2, d)
+    s4 = torch.square(d2, out=d2).sum()  # in place: one buffer, and it stays in cache
+    return torch.stack([s1, s2, s3, s4, lo, hi])
 
-    Within a tile, torch's cascade sums (Σd, Σd², Σd⁴; relative error ~1e−8) and one dot
-    product (Σd³ = d²·d; ~2e−8 of Σ|d|³, measured) run in the data's dtype; tiles add in
-    float64. min/max propagate NaN. With ``keys_out`` (float32, c = 0), each tile's histogram
-    keys are written there too, while the tile is in cache.
-    """
-    n = x.numel()
-    tile = TILE if x.device.type == "cpu" else max(n, 1)
-    parts = []
-    for i in range(0, n, tile):
-        t = x[i : i + tile]
-        k = t.numel()
-        lo, hi = torch.aminmax(t)
-        d = torch.sub(t, c, out=scratch("d", k, t.dtype, t.device)) if c else t
-        d2 = torch.square(d, out=scratch("d2", k, t.dtype, t.device))
-        s1, s2, s3 = d.sum(), d2.sum(), torch.dot(d2, d)
-        s4 = torch.square(d2, out=d2).sum()  # in place: one buffer, and it stays in cache
-        parts.append(torch.stack([s1, s2, s3, s4, lo, hi]))
-        if keys_out is not None:
-            _float32_keys(t, keys_out[i : i + k])
+
+def _combine_power_tiles(parts: list[torch.Tensor], device: torch.device) -> torch.Tensor:
     if not parts:
         inf = float("inf")
-        return torch.tensor([0.0, 0.0, 0.0, 0.0, inf, -inf], dtype=torch.float64, device=x.device)
+        return torch.tensor([0.0, 0.0, 0.0, 0.0, inf, -inf], dtype=torch.float64, device=device)
     p = torch.stack(parts).to(torch.float64)
     return torch.cat([p[:, :4].sum(0), p[:, 4].min().reshape(1), p[:, 5].max().reshape(1)])
 
 
 def power_sums(x: torch.Tensor, c: float = 0.0) -> torch.Tensor:
-    """float64 [Σd, Σd², Σd³, Σd⁴, min x, max x] with d = x − c (1-D float32 or float64)."""
-    if not c and (done := _recall("power_sums", x)) is not None:
-        return done
-    return _power_sums_eager(x, c)
+    """float64 [Σd, Σd², Σd³, Σd⁴, min x, max x] with d = x − c (1-D float32 or float64), tile by tile.
 
-
-# ---------------------------------------------------------------- one pass for several
-
-
-def fuse(x: torch.Tensor, wanted: frozenset[str]) -> None:
-    """Compute the ``wanted`` kernels of a slice together, before its statistics ask for them.
-
-    The engine calls this with the kernels its statistics declare; when a slice needs both
-    :func:`power_sums` and :func:`key_counts` (float32 on the CPU), the keys are computed in
-    the same tiles as the sums, while the tile is in cache, and both results are kept for the
-    statistics' own calls (per thread, for as long as ``x`` lives).
+    Within a tile, torch's cascade sums (Σd, Σd², Σd⁴; relative error ~1e−8) and one dot
+    product (Σd³ = d²·d; ~2e−8 of Σ|d|³, measured) run in the data's dtype; tiles add in
+    float64. min/max propagate NaN. (:class:`PowerSums` is the same, inside a fused sweep.)
     """
-    if not {"power_sums", "key_counts"} <= wanted or x.dtype != torch.float32 or x.device.type != "cpu":
-        return
-    owner, x = x, x.reshape(-1)
-    if x.numel() == 0:
-        return
-    out = scratch("keys", x.numel(), torch.int32, x.device)
-    _remember("power_sums", owner, _power_sums_eager(x, 0.0, keys_out=out))
-    _remember("key_counts", owner, torch.bincount(out))
+    x = x.reshape(-1)
+    n = x.numel()
+    step = TILE if x.device.type == "cpu" else max(n, 1)
+    return _combine_power_tiles([_power_tile(x[i : i + step], c) for i in range(0, n, step)], x.device)
 
 
-def _identity(x: torch.Tensor) -> tuple:
-    return (x.data_ptr(), x.numel(), x.dtype, x.device, x._version)  # _version: bumped by in-place writes
+@dataclass(frozen=True)
+class PowerSums(Kernel):
+    """:func:`power_sums` about 0 of a float32/float64 block, inside the fused sweep."""
+
+    def start(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return []
+
+    def tile(self, acc: list[torch.Tensor], t: torch.Tensor, at: int, sweep: BlockKernels) -> list[torch.Tensor]:
+        acc.append(_power_tile(t, 0.0))
+        return acc
+
+    def finish(self, acc: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return _combine_power_tiles(acc, x.device)
 
 
-def _recall(name: str, x: torch.Tensor) -> torch.Tensor | None:
-    """A result :func:`_remember`-ed for the same memory, if its owner is still alive."""
-    entry = getattr(_local, "memo", {}).get(name)
-    if entry is not None and entry[1] == _identity(x) and entry[0]() is not None:
-        return entry[2]
-    return None
+@dataclass(frozen=True)
+class KeyCounts(Kernel):
+    """:func:`key_counts` of a block: float32 keys written tile by tile (while the tile is in
+    cache) into one per-thread buffer, counted by one ``bincount`` at the end; 16/8-bit and
+    float64 blocks are keyed whole at the end (a widening copy, or a rounding to float32)."""
 
+    def start(self, x: torch.Tensor) -> torch.Tensor | None:
+        if x.dtype != torch.float32:
+            return None
+        return scratch("keys", x.numel(), torch.int32, x.device)
 
-def forget() -> None:
-    """Drop this thread's remembered results (the engine calls it after each block)."""
-    _local.memo = {}
+    def tile(self, acc: torch.Tensor | None, t: torch.Tensor, at: int, sweep: BlockKernels) -> torch.Tensor | None:
+        if acc is not None:
+            _float32_keys(t, acc[at : at + t.numel()])
+        return acc
 
-
-def _remember(name: str, owner: torch.Tensor, value: torch.Tensor) -> None:
-    """Keep ``value`` for calls on ``owner``'s memory while ``owner`` lives (so it is not reused)."""
-    memo = getattr(_local, "memo", None)
-    if memo is None:
-        memo = _local.memo = {}
-    memo[name] = (weakref.ref(owner), _identity(owner), value)
+    def finish(self, acc: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        if acc is None:
+            return key_counts(x)
+        return torch.bincount(acc)
 
 
 # ---------------------------------------------------------------- value-histogram keys
@@ -173,18 +266,10 @@ def _float32_keys(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 
 
 def key_counts(x: torch.Tensor) -> torch.Tensor:
-    """Counts of the keys of a slice (int64, on x's device; as long as the largest key + 1).
-
-    For 16- and 8-bit slices (where the key is the value) the result is remembered per
-    thread, so that :class:`.Moments` and :class:`.ValueHistogram` share one count of a slice.
-    """
-    if (done := _recall("key_counts", x)) is not None:
-        return done
+    """Counts of the keys of a slice (int64, on x's device; as long as the largest key + 1,
+    or every possible key for 16- and 8-bit slices)."""
     exact = exact_dtype(x.dtype)
-    counts = torch.bincount(keys(x), minlength=1 << key_bits(x.dtype) if exact else 0)
-    if exact:
-        _remember("key_counts", x, counts)
-    return counts
+    return torch.bincount(keys(x), minlength=1 << key_bits(x.dtype) if exact else 0)
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,12 +1,12 @@
 """Exact streaming moments (float64 accumulation, Chan/Pébay merge), min/max, NaN/Inf counts.
 
-float32/float64 slices: one min/max pass (NaN propagates through it, so the exact NaN/Inf
-counts are taken only for slices that hold one), then power sums tile by tile
-(:func:`.kernels.power_sums`) about 0 when the mean is small against the spread (no
-cancellation: the common case for weights), else about the slice's mean, corrected exactly
-in float64. 16- and 8-bit slices: from the count of every distinct value (the slice's
-value histogram, shared with :class:`.histogram.ValueHistogram`), summed in float64 —
-exact, and no float conversion pass.
+float32/float64 slices: min/max and power sums about 0 in the fused sweep
+(:class:`.kernels.PowerSums`; NaN propagates through min/max, so the exact NaN/Inf counts
+are taken only for slices that hold one), kept when the mean is small against the spread (no
+cancellation: the common case for weights), else summed again about the slice's mean
+(:func:`.kernels.power_sums`), corrected exactly in float64. 16- and 8-bit slices: from
+the count of every distinct value (the slice's value histogram, shared with
+:class:`.histogram.ValueHistogram`), summed in float64 — exact, and no float conversion pass.
 """
 
 from __future__ import annotations
@@ -76,15 +76,18 @@ class Moments(Statistic):
     """Count, mean, std, rms, min/max, skewness, excess kurtosis, NaN/Inf counts."""
 
     layout = "flat"
-    kernels = frozenset({"power_sums"})
 
-    def reduce(self, block: torch.Tensor, deps: Deps) -> MomentsState:
+    def tile_kernels(self, dtype: torch.dtype, deps: Deps) -> tuple[kernels.Kernel, ...]:
+        return (kernels.KeyCounts(),) if kernels.exact_dtype(dtype) else (kernels.PowerSums(),)
+
+    def reduce(self, block: torch.Tensor, deps: Deps, swept: kernels.BlockKernels | None = None) -> MomentsState:
         x = block.reshape(-1)
         numel = x.numel()
+        swept = swept or kernels.sweep(x, self.tile_kernels(x.dtype, deps))
         if kernels.exact_dtype(x.dtype):
-            return _from_counts(block, numel)
+            return _from_counts(swept[kernels.KeyCounts()], x.dtype, numel)
         nan = inf = 0
-        t1, t2, t3, t4, lo, hi = kernels.power_sums(x).tolist() if numel else (0.0,) * 4 + (math.nan,) * 2
+        t1, t2, t3, t4, lo, hi = swept[kernels.PowerSums()].tolist() if numel else (0.0,) * 4 + (math.nan,) * 2
         if not (math.isfinite(lo) and math.isfinite(hi)):  # NaN/Inf here (or empty): count, drop
             finite = torch.isfinite(x)
             nan = int(torch.isnan(x).sum())
@@ -146,11 +149,10 @@ class Moments(Statistic):
         )  # fmt: skip
 
 
-def _from_counts(block: torch.Tensor, numel: int) -> MomentsState:
+def _from_counts(counts: torch.Tensor, dtype: torch.dtype, numel: int) -> MomentsState:
     """Moments of a 16- or 8-bit slice from the count of each of its distinct values."""
-    counts = kernels.key_counts(block)
     occupied = counts.nonzero().squeeze(1)
-    values = kernels.key_values(block.dtype, occupied.cpu()).to(counts.device)
+    values = kernels.key_values(dtype, occupied.cpu()).to(counts.device)
     w = counts[occupied]
     finite = torch.isfinite(values)
     nan = int(w[torch.isnan(values)].sum())

@@ -32,7 +32,9 @@ from typing import NamedTuple
 
 import torch
 
-from .base import Deps, Statistic, cacheable
+from . import kernels
+from .base import Deps, Derived, Statistic, cacheable
+from .kernels import BlockKernels, Kernel, scratch
 from .moments import Moments, MomentsResult
 
 #: Shape of a Gaussian, for reference: P(|z| < 0.1) and P(0.1 ≤ |z| < 0.2).
@@ -63,9 +65,12 @@ class ShapeResult(NamedTuple):
         return {3.0: self.outlier_3, 4.0: self.outlier_4, 6.0: self.outlier_6}[float(m)]
 
 
-class _State(NamedTuple):
+class _Masses(NamedTuple):
     counts: torch.Tensor  # int64 [7]: near_zero, near_eps, shell, >3, >4, >6, n
     hist: torch.Tensor  # int64 [bins + 2]: underflow, bins…, overflow
+
+
+class _Structure(NamedTuple):
     lag_sum: float
     pairs: int
     row_sq: float  # Σ over rows of (row mean of d)²  (d = w − mean)
@@ -77,8 +82,169 @@ class _State(NamedTuple):
 OUTLIER_SIGMAS = (3.0, 4.0, 6.0)
 
 
+def _abs_z(t: torch.Tensor, sweep: BlockKernels, mean: float, std: float, nonfinite: bool) -> torch.Tensor:
+    """|z| = |t − mean|/std of the current tile (finite values only), computed once per tile for
+    every kernel of the sweep (float32; float64 for float64 data)."""
+
+    def compute() -> torch.Tensor:
+        d = scratch("shape.az", t.numel(), kernels.work_dtype(t.dtype), t.device)
+        d = torch.sub(t, mean, out=d) if t.dtype == d.dtype else d.copy_(t).sub_(mean)
+        az = d.div_(std).abs_()
+        return az[torch.isfinite(az)] if nonfinite else az
+
+    return sweep.shared(("abs_z", mean, std, nonfinite), compute)
+
+
 @dataclass(frozen=True)
-class Shape(Statistic):
+class _ZCounts(Kernel):
+    """:class:`ShapeMasses` tile by tile: the masses and outlier counts, and the |z| histogram."""
+
+    masses: ShapeMasses
+    mean: float
+    std: float
+    nonfinite: bool
+
+    def start(self, x: torch.Tensor) -> _Masses:
+        bins = self.masses.bins
+        return _Masses(torch.zeros(7, dtype=torch.int64, device=x.device), torch.zeros(bins + 2, dtype=torch.int64))
+
+    def tile(self, acc: _Masses, t: torch.Tensor, at: int, sweep: BlockKernels) -> _Masses:
+        az = _abs_z(t, sweep, self.mean, self.std, self.nonfinite)
+        k, dev, eps = az.numel(), az.device, self.masses.eps
+        flag = scratch("shape.flag", k, az.dtype, dev)  # a float 0/1 mask: compares and sums fastest
+        below = [torch.lt(az, x, out=flag).sum() for x in (0.1, eps, 0.2)]
+        above = [torch.gt(az, x, out=flag).sum() for x in OUTLIER_SIGMAS]
+        shell = below[2] - below[0]  # 0.1 ≤ |z| < 0.2 (|z| is never NaN here)
+        counts = torch.stack([below[0], below[1], shell, *above]).to(torch.int64)  # exact: ≤ 2¹⁷ per tile
+        acc.counts[:6] += counts
+        acc.counts[6] += k
+        lo, hi = self.masses.log_range()
+        bins = self.masses.bins
+        scale = bins / (hi - lo)
+        # slot = 1 + bin: ln|z| − (lo − 1 bin), scaled, clamped to [0, bins + 1] and truncated
+        # (= floored: it is ≥ 0). |z| = 0 → −inf → slot 0 (underflow)
+        f = torch.log(az, out=flag).sub_(lo - 1.0 / scale).mul_(scale).clamp_(0.0, bins + 1.0)
+        j = scratch("shape.j", k, torch.int32, dev).copy_(f)
+        acc.hist.add_(torch.bincount(j, minlength=bins + 2).cpu())
+        return acc
+
+    def finish(self, acc: _Masses, x: torch.Tensor) -> _Masses:
+        return _Masses(acc.counts.cpu(), acc.hist)
+
+
+@dataclass(frozen=True)
+class ShapeMasses(Statistic):
+    """The elementwise part of :class:`Shape`: masses, outlier counts and the |z| histogram."""
+
+    eps: float = 0.01
+    bins: int = 16384
+    zmin: float = 1e-4
+    zmax: float = 1e4
+
+    layout = "flat"
+
+    def requires(self) -> tuple[Statistic, ...]:
+        return (Moments(),)
+
+    def log_range(self) -> tuple[float, float]:
+        return math.log(self.zmin), math.log(self.zmax)
+
+    def tile_kernels(self, dtype: torch.dtype, deps: Deps) -> tuple[Kernel, ...]:
+        m = deps[Moments()]
+        return (_ZCounts(self, m.mean, m.std, bool(m.nan or m.inf)),) if m.std > 0 else ()
+
+    def reduce(self, block: torch.Tensor, deps: Deps, swept: BlockKernels | None = None) -> _Masses | None:
+        wanted = self.tile_kernels(block.dtype, deps)
+        if not wanted:
+            return None
+        return (swept or kernels.sweep(block, wanted))[wanted[0]]
+
+    def merge(self, a: _Masses | None, b: _Masses | None) -> _Masses | None:
+        if a is None or b is None:
+            return a if b is None else b
+        return _Masses(a.counts + b.counts, a.hist + b.hist)
+
+    def finalize(self, state: _Masses | None, deps: Deps) -> _Masses | None:
+        return state
+
+
+@dataclass(frozen=True)
+class RowStructure(Statistic):
+    """The structural part of :class:`Shape`, on whole rows of d = w − mean: the lag-1 sum
+    along rows, the row means and the column sums (float64), in row groups of about a tile."""
+
+    def requires(self) -> tuple[Statistic, ...]:
+        return (Moments(),)
+
+    def reduce(self, block: torch.Tensor, deps: Deps) -> _Structure | None:
+        m = deps[Moments()]
+        if not m.std > 0:
+            return None
+        rows, cols = block.shape
+        clean = bool(m.nan or m.inf)
+        sums = [0.0, 0.0, 0.0]  # lag, Σ row mean², Σ row mean
+        col_sums = torch.zeros(cols, dtype=torch.float64, device=block.device)
+        tile = kernels.TILE if block.device.type == "cpu" else max(block.numel(), 1)
+        if cols <= tile:
+            step = max(1, tile // max(cols, 1))
+            for r in range(0, rows, step):
+                self._rows(block[r : r + step], m.mean, clean, sums, col_sums)
+        else:  # rows longer than a tile: tile by tile along each row
+            for r in range(rows):
+                self._long_row(block[r], m.mean, clean, tile, sums, col_sums)
+        return _Structure(sums[0], rows * (cols - 1), sums[1], sums[2], rows, col_sums.cpu())
+
+    @staticmethod
+    def _centred(part: torch.Tensor, mean: float, clean: bool) -> torch.Tensor:
+        """d = part − mean in a reused buffer (non-finite values count as d = 0)."""
+        d = scratch("rows.d", part.numel(), part.dtype, part.device).view(part.shape)
+        torch.sub(part, mean, out=d)
+        return d.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0) if clean else d
+
+    def _rows(self, part: torch.Tensor, mean: float, clean: bool, sums: list[float], col_sums: torch.Tensor) -> None:
+        """Whole rows at once (a group of about a tile)."""
+        d = self._centred(part, mean, clean)
+        cols = d.shape[1]
+        if cols > 1:
+            flat = d.reshape(-1)
+            prod = torch.mul(flat[:-1], flat[1:], out=scratch("rows.p", flat.numel() - 1, d.dtype, d.device))
+            prod[cols - 1 :: cols].zero_()  # pairs across a row boundary are not pairs
+            sums[0] += float(prod.sum())  # cascade sum within a group (~1e−8 relative), float64 across
+        row_means = d.sum(dim=1).to(torch.float64) / cols
+        sums[1] += float((row_means * row_means).sum())
+        sums[2] += float(row_means.sum())
+        col_sums += d.sum(dim=0)
+
+    def _long_row(
+        self, row: torch.Tensor, mean: float, clean: bool, tile: int, sums: list[float], col_sums: torch.Tensor
+    ) -> None:
+        """One row in tiles; the pair across two tiles is added on its own."""
+        total, last = 0.0, None
+        for c in range(0, row.numel(), tile):
+            d = self._centred(row[c : c + tile], mean, clean)
+            prod = torch.mul(d[:-1], d[1:], out=scratch("rows.p", d.numel() - 1, d.dtype, d.device))
+            sums[0] += float(prod.sum()) + (last * float(d[0]) if last is not None else 0.0)
+            last = float(d[-1])
+            total += float(d.sum())
+            col_sums[c : c + d.numel()] += d
+        row_mean = total / row.numel()
+        sums[1] += row_mean * row_mean
+        sums[2] += row_mean
+
+    def merge(self, a: _Structure | None, b: _Structure | None) -> _Structure | None:
+        if a is None or b is None:
+            return a if b is None else b
+        return _Structure(
+            a.lag_sum + b.lag_sum, a.pairs + b.pairs, a.row_sq + b.row_sq, a.row_sum + b.row_sum,
+            a.rows + b.rows, a.col_sums + b.col_sums,
+        )  # fmt: skip
+
+    def finalize(self, state: _Structure | None, deps: Deps) -> _Structure | None:
+        return state
+
+
+@dataclass(frozen=True)
+class Shape(Derived):
     """Masses near zero, outlier fractions, |z| quantile ratios, i.i.d. structure (see module)."""
 
     eps: float = 0.01
@@ -87,53 +253,10 @@ class Shape(Statistic):
     zmax: float = 1e4
 
     def requires(self) -> tuple[Statistic, ...]:
-        return (Moments(),)
+        return (Moments(), ShapeMasses(self.eps, self.bins, self.zmin, self.zmax), RowStructure())
 
     def _log_range(self) -> tuple[float, float]:
         return math.log(self.zmin), math.log(self.zmax)
-
-    def reduce(self, block: torch.Tensor, deps: Deps) -> _State | None:
-        m = deps[Moments()]
-        if not m.std > 0:
-            return None
-        d = block - m.mean
-        if m.nan or m.inf:
-            finite = torch.isfinite(d)
-            d = torch.where(finite, d, torch.zeros((), dtype=d.dtype, device=d.device))
-            az = (d[finite] / m.std).abs()
-        else:
-            az = (d / m.std).abs_().reshape(-1)
-        counts = torch.stack(
-            [
-                (az < 0.1).sum(),
-                (az < self.eps).sum(),
-                ((az >= 0.1) & (az < 0.2)).sum(),
-                (az > 3.0).sum(),
-                (az > 4.0).sum(),
-                (az > 6.0).sum(),
-            ]
-        ).cpu()
-        counts = torch.cat([counts, torch.tensor([az.numel()])])
-        lo, hi = self._log_range()
-        f = (torch.log(az) - lo) * (self.bins / (hi - lo))  # |z| = 0 → −inf → underflow
-        idx = f.clamp_(-1.0, float(self.bins)).floor_().to(torch.int64).add_(1)
-        hist = torch.bincount(idx, minlength=self.bins + 2).cpu()
-        rows, cols = d.shape
-        lag = float((d[:, :-1] * d[:, 1:]).sum(dtype=torch.float64)) if cols > 1 else 0.0
-        row_means = d.sum(dim=1, dtype=torch.float64) / cols
-        col_sums = d.sum(dim=0, dtype=torch.float64).cpu()
-        return _State(
-            counts, hist, lag, rows * (cols - 1), float((row_means * row_means).sum()), float(row_means.sum()),
-            rows, col_sums,
-        )  # fmt: skip
-
-    def merge(self, a: _State | None, b: _State | None) -> _State | None:
-        if a is None or b is None:
-            return a if b is None else b
-        return _State(
-            a.counts + b.counts, a.hist + b.hist, a.lag_sum + b.lag_sum, a.pairs + b.pairs,
-            a.row_sq + b.row_sq, a.row_sum + b.row_sum, a.rows + b.rows, a.col_sums + b.col_sums,
-        )  # fmt: skip
 
     def quantile(self, hist: torch.Tensor, n: int, q: float) -> float:
         """Empirical q-quantile of |z| (inverted CDF), interpolated geometrically in its bin."""
@@ -150,21 +273,23 @@ class Shape(Statistic):
         width = (hi - lo) / self.bins
         return math.exp(lo + (b - 1 + inside) * width)
 
-    def finalize(self, state: _State | None, deps: Deps) -> ShapeResult:
+    def finalize(self, state: None, deps: Deps) -> ShapeResult:
         m = deps[Moments()]
-        if state is None or m.n == 0:
+        masses = deps[ShapeMasses(self.eps, self.bins, self.zmin, self.zmax)]
+        structure = deps[RowStructure()]
+        if masses is None or structure is None or m.n == 0:
             return ShapeResult(m.n, *([math.nan] * 15))
-        c = state.counts.tolist()
+        c = masses.counts.tolist()
         n = c[6]
         frac = [x / n for x in c[:6]]
-        q50, q99, q999 = (self.quantile(state.hist, n, q) for q in (0.5, 0.99, 0.999))
+        q50, q99, q999 = (self.quantile(masses.hist, n, q) for q in (0.5, 0.99, 0.999))
         var = m.std**2
-        lag1 = state.lag_sum / (state.pairs * var) if state.pairs else math.nan
-        rows, cols = state.rows, state.col_sums.numel()
+        lag1 = structure.lag_sum / (structure.pairs * var) if structure.pairs else math.nan
+        rows, cols = structure.rows, structure.col_sums.numel()
         if rows > 1 and cols > 1:
-            rm = state.row_sum / rows
-            row_var = (state.row_sq - rows * rm * rm) / (rows - 1)
-            col_means = state.col_sums / rows
+            rm = structure.row_sum / rows
+            row_var = (structure.row_sq - rows * rm * rm) / (rows - 1)
+            col_means = structure.col_sums / rows
             col_var = float(col_means.var(correction=1))
             row_ratio, col_ratio = row_var * cols / var, col_var * rows / var
         else:
@@ -250,20 +375,46 @@ def bimodality_coefficient(m: MomentsResult) -> float:
 
 
 @dataclass(frozen=True)
+class _ZAbove(Kernel):
+    """Count of finite values with |z| > m (the same |z| tiles as :class:`ShapeMasses`)."""
+
+    mean: float
+    std: float
+    nonfinite: bool
+    m: float
+
+    def start(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros((), dtype=torch.int64, device=x.device)
+
+    def tile(self, acc: torch.Tensor, t: torch.Tensor, at: int, sweep: BlockKernels) -> torch.Tensor:
+        az = _abs_z(t, sweep, self.mean, self.std, self.nonfinite)
+        flag = torch.gt(az, self.m, out=scratch("shape.above", az.numel(), az.dtype, az.device))
+        return acc.add_(flag.sum().to(torch.int64))  # a float 0/1 mask: exact below 2²⁴ per tile
+
+    def finish(self, acc: torch.Tensor, x: torch.Tensor) -> int:
+        return int(acc)
+
+
+@dataclass(frozen=True)
 class OutlierFraction(Statistic):
     """Exact fraction of finite values with |w − mean| > m·std (NaN when std is 0)."""
 
     m: float = 3.0
 
+    layout = "flat"
+
     def requires(self) -> tuple[Statistic, ...]:
         return (Moments(),)
 
-    def reduce(self, block: torch.Tensor, deps: Deps) -> int:
+    def tile_kernels(self, dtype: torch.dtype, deps: Deps) -> tuple[Kernel, ...]:
         mo = deps[Moments()]
-        if not mo.std > 0:
+        return (_ZAbove(mo.mean, mo.std, bool(mo.nan or mo.inf), float(self.m)),) if mo.std > 0 else ()
+
+    def reduce(self, block: torch.Tensor, deps: Deps, swept: BlockKernels | None = None) -> int:
+        wanted = self.tile_kernels(block.dtype, deps)
+        if not wanted:
             return 0
-        az = ((block - mo.mean) / mo.std).abs_()  # the same arithmetic as :class:`Shape`
-        return int((az > self.m).sum())  # NaN compares False; ±inf is non-finite: see finalize
+        return (swept or kernels.sweep(block, wanted))[wanted[0]]  # the same arithmetic as :class:`Shape`
 
     def merge(self, a: int, b: int) -> int:
         return a + b
@@ -272,4 +423,4 @@ class OutlierFraction(Statistic):
         mo = deps[Moments()]
         if not mo.std > 0:
             return math.nan
-        return (state - mo.inf) / mo.n  # ±inf values counted above are not finite values
+        return state / mo.n  # finite values only

@@ -1,30 +1,46 @@
 """Singular-value statistics of a weight matrix: spectral norm, stable rank, ESD power-law α.
 
-The matrix is the tensor's 2-D view (rows × the rest). Singular values need the whole
-matrix, so this statistic is *not* a fixed-size reduction; it keeps whichever is
-smaller of the two exact forms whose merge is still exact:
+The matrix is the tensor's 2-D view W (rows × the rest). Its eigenvalues λ = σ² come from
+the Gram matrix of its smaller side, accumulated in float64 in bounded memory, never from
+an SVD of a float64 copy of W:
 
-* the Gram matrix G = WᵀW (float64, cols × cols), which adds over row blocks
-  (G = Σ BᵀB), once at least ``cols`` rows have been seen — memory cols², whatever the
-  number of rows (a 128k × 4096 embedding needs 134 MB, not 2 GB);
-* the rows themselves while fewer than ``cols`` have been seen (a wide matrix is kept
-  whole: memory rows × cols of the block dtype).
+* tall (rows ≥ cols): G = WᵀW (cols × cols) = Σ BᵀB over row blocks B. Each block is
+  converted to float64 a few rows at a time (≤ 4 MiB) and added into the lower triangle of
+  G (a symmetric rank-k update in column panels: ~⅝ of a full product's flops). States
+  merge by addition, in block order (deterministic). Memory: cols² · 8 bytes, whatever the
+  number of rows (a 128k × 4096 embedding needs 134 MB, not a 2 GB float64 copy);
+* wide (rows < cols): G = W·Wᵀ (rows × rows). Rows of W cannot be combined before all of
+  them are seen, so the blocks themselves are kept (views of the memory-mapped tensor for
+  float32 storage, no copy) and ``finalize`` adds W[:, c]·W[:, c]ᵀ over column panels c,
+  each converted to float64 on its own (≤ 4 MiB).
 
-``finalize`` takes the eigenvalues λ = σ² with ``torch.linalg.eigvalsh`` in float64 on the
-compute device: of G for a matrix with rows ≥ cols, of W·Wᵀ (rows × rows) for a wide one.
-Which path is taken depends only on the shape, never on the block split. Through a Gram
-matrix an eigenvalue carries an absolute error of about 1e−16·λ_max·dim, so singular
-values far below 1e−7·σ_max lose relative accuracy; the norms and the tail fit do not
-depend on them (α matches WeightWatcher, which takes a float64 SVD, to ~1e−13 on
-all-MiniLM-L6-v2). ``method="svd"`` gathers the rows whatever the shape and takes
-``torch.linalg.svdvals`` in float64 instead: accurate for the smallest singular values,
-but it holds the whole matrix and is ~10× slower on CPU.
+Which side is used depends only on the shape, never on the block split.
+``finalize`` takes ``torch.linalg.eigvalsh`` of G (lower triangle) in float64 with one
+thread: LAPACK's tridiagonal reduction gains nothing from a second core here, and the
+result is then the same whatever torch's thread count.
+
+**Precision.** Products of float32 (or bf16/fp16) entries are exact in float64, so G's only
+error is the summation's: |ΔG| ≤ γ_k·|W|ᵀ|W| elementwise (k = the summed side, γ_k ≈ k·2⁻⁵³),
+hence ‖ΔG‖₂ ≤ γ_k·‖W‖_F². eigvalsh is backward stable (‖ΔG‖₂ ≲ c·n·2⁻⁵³·λ_max). Every
+eigenvalue therefore carries an *absolute* error ≲ (k + c·n)·1.1e−16·‖W‖_F² (in practice
+~√k times less); an SVD's σ² carries ≈ 2σ·σ_max·1.1e−16·n. For λ ≥ xmin the relative error
+is ≲ (k + n)·1.1e−16·‖W‖_F²/xmin, and the fit moves by |Δα| ≤ 2(α−1)²·max|Δλ/λ| over the tail:
+≈ 1e−13 on all-MiniLM-L6-v2 and on random 1280-wide matrices. Singular values far below
+1e−7·σ_max lose their relative accuracy (they are under the 1e−5 cut or far below xmin for
+any real layer). The exception is a near-tie in the KS distances of two candidate xmins
+(within ~1e−13): then the xmin chosen may differ from an SVD's, as it may between two SVD
+implementations. ``method="svd"`` gathers the rows and takes ``torch.linalg.svdvals`` in
+float64: accurate for the smallest singular values, but it holds a float64 copy of W.
 
 The power-law exponent follows WeightWatcher 0.7.7's default fit (``WWFit``, package
-``weightwatcher``): eigenvalues λ_i = σ_i² of WᵀW, *not* normalised by N; keep λ > 1e−5;
-sort; for every candidate xmin = λ_i except the largest, α_i = 1 + n_i / Σ_{j≥i} ln(λ_j/λ_i)
-with n_i = N − i, and the KS distance D_i = max_{j≥i} |1 − (λ_j/λ_i)^(1−α_i) − (j − i)/n_i|
-(D_i = 1 when α_i ≤ 1); the fit is the first i minimising D_i. With fewer than 20
+``weightwatcher``, the ``powerlaw`` package's method): eigenvalues λ_i = σ_i² of WᵀW, *not*
+normalised by N; keep λ > 1e−5; sort; for every candidate xmin = λ_i except the largest,
+α_i = 1 + n_i / Σ_{j≥i} ln(λ_j/λ_i) with n_i = N − i, and the KS distance
+D_i = max_{j≥i} |1 − (λ_j/λ_i)^(1−α_i) − (j − i)/n_i| (D_i = 1 when α_i ≤ 1); the fit is the
+first i minimising D_i. All candidates are evaluated at once (array ops over candidate ×
+eigenvalue tiles, the upper triangle only); the few whose D is within 1e−9 of the minimum
+are then recomputed exactly as WeightWatcher does (numpy's pairwise sums, ``**``), so the
+α reported is WeightWatcher's to the last bit for the same eigenvalues. With fewer than 20
 eigenvalues WeightWatcher switches to its small-N fit (α = 1 + (n − 1)/Σ ln, tails of at
 least 8, chosen by D − 0.868/√n), reproduced here too. Matrices with min(rows, cols) < 8
 are skipped by WeightWatcher (``min_evals``): α is NaN for them. A conv kernel is taken as
@@ -34,10 +50,13 @@ position (and rescales them), so α of conv layers is not comparable with its nu
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
+import numpy as np
 import torch
 
 from .base import Deps, Statistic, cacheable
@@ -46,6 +65,13 @@ EVALS_THRESH = 1e-5  # WeightWatcher's EVALS_THRESH
 SMALL_N_CUTOFF = 20  # WeightWatcher's SMALL_N_CUTOFF
 SMALL_N_MIN_TAIL = 8
 MIN_EVALS = 8  # WeightWatcher's DEFAULT_MIN_EVALS
+
+#: float64 elements converted at a time while accumulating a Gram matrix (4 MiB).
+PANEL_ELEMENTS = 1 << 19
+#: Largest (candidate × eigenvalue) tile of the vectorised KS distances (8 MiB of float64).
+FIT_TILE_ELEMENTS = 1 << 20
+#: Candidates whose vectorised D is this close to the minimum are recomputed exactly.
+TIE_TOLERANCE = 1e-9
 
 
 class PowerLawFit(NamedTuple):
@@ -71,16 +97,84 @@ class SpectralResult(NamedTuple):
 
 
 class _State(NamedTuple):
-    gram: torch.Tensor | None  # float64 [cols, cols] once rows ≥ cols
-    rows: torch.Tensor | None  # the gathered rows (block dtype) before that
+    gram: torch.Tensor | None  # float64 [cols, cols], lower triangle, once rows ≥ cols
+    blocks: tuple[torch.Tensor, ...]  # the row blocks before that (or for method="svd")
     n_rows: int
 
 
-def _to_gram(s: _State) -> _State:
-    if s.gram is not None or s.rows is None:
-        return s
-    r = s.rows.to(torch.float64)
-    return _State(r.T @ r, None, s.n_rows)
+# ---------------------------------------------------------------- Gram matrices in float64
+
+
+def _syrk_(gram: torch.Tensor, b: torch.Tensor) -> None:
+    """gram += bᵀb on the lower triangle (and the diagonal panels whole), b float64 [k, n]."""
+    n = b.shape[1]
+    panels = 1 if n < 512 else 2 if n < 2048 else 4
+    edges = [n * p // panels for p in range(panels + 1)]
+    for i in range(panels):
+        ri = slice(edges[i], edges[i + 1])
+        for j in range(i + 1):
+            rj = slice(edges[j], edges[j + 1])
+            gram[ri, rj].addmm_(b[:, ri].T, b[:, rj])
+
+
+def _gram_of_rows(blocks: Sequence[torch.Tensor], gram: torch.Tensor | None = None) -> torch.Tensor:
+    """WᵀW (lower triangle) of the rows in ``blocks``, in order, added into ``gram`` if given."""
+    cols = blocks[0].shape[1]
+    if gram is None:
+        gram = torch.zeros(cols, cols, dtype=torch.float64, device=blocks[0].device)
+    step = max(1, PANEL_ELEMENTS // max(cols, 1))
+    buf = torch.empty(min(step, max(b.shape[0] for b in blocks)), cols, dtype=torch.float64, device=gram.device)
+    for block in blocks:
+        for r in range(0, block.shape[0], step):
+            part = block[r : r + step]
+            chunk = buf[: part.shape[0]]
+            chunk.copy_(part)
+            _syrk_(gram, chunk)
+    return gram
+
+
+def _gram_of_columns(blocks: Sequence[torch.Tensor]) -> torch.Tensor:
+    """W·Wᵀ (lower triangle) of a wide matrix given as row blocks, over column panels."""
+    rows = sum(b.shape[0] for b in blocks)
+    cols = blocks[0].shape[1]
+    gram = torch.zeros(rows, rows, dtype=torch.float64, device=blocks[0].device)
+    step = max(1, PANEL_ELEMENTS // max(rows, 1))
+    buf = torch.empty(rows, min(step, cols), dtype=torch.float64, device=gram.device)
+    for c in range(0, cols, step):
+        width = min(step, cols - c)
+        panel = buf[:, :width]
+        r = 0
+        for block in blocks:
+            panel[r : r + block.shape[0]].copy_(block[:, c : c + width])
+            r += block.shape[0]
+        _syrk_(gram, panel.T)
+    return gram
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """torch ops inside run on one thread (LAPACK's eigvalsh: no faster on two, and stable)."""
+    saved = torch.get_num_threads()
+    if saved != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if saved != 1:
+            torch.set_num_threads(saved)
+
+
+def eigenvalues(gram: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues (ascending, float64, CPU, clamped at 0) of a symmetric matrix's lower triangle."""
+    if gram.device.type == "cpu":
+        with _one_thread():
+            evals = torch.linalg.eigvalsh(gram, UPLO="L")
+    else:
+        evals = torch.linalg.eigvalsh(gram, UPLO="L").cpu()
+    return evals.clamp_(min=0.0)
+
+
+# ---------------------------------------------------------------- the statistic
 
 
 @dataclass(frozen=True)
@@ -89,43 +183,75 @@ class Spectral(Statistic):
 
     method: Literal["gram", "svd"] = "gram"
 
-    def _gram_now(self, s: _State) -> bool:
-        return self.method == "gram" and s.rows is not None and s.n_rows >= s.rows.shape[1]
+    def _settle(self, s: _State) -> _State:
+        """Fold gathered rows into the Gram matrix once there are at least ``cols`` of them."""
+        if self.method != "gram" or not s.blocks or (s.gram is None and s.n_rows < s.blocks[0].shape[1]):
+            return s
+        return _State(_gram_of_rows(s.blocks, s.gram), (), s.n_rows)
 
     def reduce(self, block: torch.Tensor, deps: Deps) -> _State:
-        state = _State(None, block, block.shape[0])
-        return _to_gram(state) if self._gram_now(state) else state
+        return self._settle(_State(None, (block,), block.shape[0]))
 
     def merge(self, a: _State, b: _State) -> _State:
-        if a.gram is None and b.gram is None:
-            s = _State(None, torch.cat([a.rows, b.rows]), a.n_rows + b.n_rows)
-            return _to_gram(s) if self._gram_now(s) else s
-        a, b = _to_gram(a), _to_gram(b)
-        return _State(a.gram + b.gram, None, a.n_rows + b.n_rows)
+        n = a.n_rows + b.n_rows
+        if a.gram is not None and b.gram is not None:
+            return _State(a.gram.add_(b.gram), (), n)
+        if b.gram is not None:  # a: rows only (fewer than cols)
+            return _State(_gram_of_rows(a.blocks, b.gram), (), n)
+        return self._settle(_State(a.gram, a.blocks + b.blocks, n))
 
-    def finalize(self, state: _State, deps: Deps) -> SpectralResult:
-        cols = state.gram.shape[0] if state.gram is not None else state.rows.shape[1]
+    def finalize(self, state: _State | None, deps: Deps) -> SpectralResult:
+        if state is None:  # no block at all: a tensor without rows
+            return _nan_result(0, 0)
         rows = state.n_rows
-        if state.gram is not None:
-            if not torch.isfinite(state.gram).all():
-                return _nan_result(rows, cols)
-            evals = torch.linalg.eigvalsh(state.gram).clamp_(min=0.0)
-        else:
-            m = state.rows.to(torch.float64)
+        cols = state.gram.shape[0] if state.gram is not None else state.blocks[0].shape[1]
+        if rows == 0 or cols == 0:
+            return _nan_result(rows, cols)
+        spectrum = self.spectrum(state)
+        return _nan_result(rows, cols) if spectrum is None else _result(rows, cols, *spectrum)
+
+    def spectrum(self, state: _State) -> tuple[torch.Tensor, float] | None:
+        """The ascending eigenvalues (float64, CPU) of the smaller Gram matrix and ‖W‖_F²;
+        None if W has a NaN or an infinity."""
+        if self.method == "svd":
+            m = torch.cat(state.blocks).to(torch.float64)
             if not torch.isfinite(m).all():
-                return _nan_result(rows, cols)
-            if self.method == "svd":
-                evals = torch.linalg.svdvals(m).square()
-            else:
-                evals = torch.linalg.eigvalsh(m @ m.T).clamp_(min=0.0)
-        evals = torch.sort(evals.cpu()).values[-min(rows, cols) :]
-        lam_max = float(evals[-1])
-        fro2 = float(evals.sum())
-        norm = math.sqrt(lam_max)
-        stable = fro2 / lam_max if lam_max > 0 else math.nan
-        skip = min(rows, cols) < MIN_EVALS  # WeightWatcher does not fit such matrices
-        fit = PowerLawFit(math.nan, math.nan, math.nan, 0, 0) if skip else powerlaw_fit(evals)
-        return SpectralResult(rows, cols, norm, math.sqrt(fro2), stable, *fit)
+                return None
+            with _one_thread():
+                evals = torch.linalg.svdvals(m).square().cpu().flip(0)
+            return evals, float(evals.sum())
+        gram = state.gram if state.gram is not None else _gram_of_columns(state.blocks)
+        if not torch.isfinite(gram).all():
+            return None
+        return eigenvalues(gram).cpu(), float(torch.diagonal(gram).sum())  # ‖W‖_F² = tr G
+
+
+def esd(matrix: torch.Tensor, block_rows: int | None = None, method: Literal["gram", "svd"] = "gram") -> torch.Tensor:
+    """Eigenvalues of WᵀW (the min(rows, cols) of them, ascending, float64) of a 2-D ``matrix``,
+    by the same blockwise path as the statistic (``block_rows`` rows per block; default one block)."""
+    stat = Spectral(method)
+    step = block_rows or max(1, matrix.shape[0])
+    state = None
+    for r in range(0, matrix.shape[0], step):
+        part = stat.reduce(matrix[r : r + step], {})
+        state = part if state is None else stat.merge(state, part)
+    if state is None:
+        return torch.empty(0, dtype=torch.float64)
+    spectrum = stat.spectrum(state)
+    if spectrum is None:
+        return torch.full((min(matrix.shape),), math.nan, dtype=torch.float64)
+    return spectrum[0][-min(matrix.shape) :]
+
+
+def _result(rows: int, cols: int, evals: torch.Tensor, fro2: float) -> SpectralResult:
+    """The result from the ascending eigenvalues of the Gram matrix and ‖W‖_F²."""
+    evals = evals[-min(rows, cols) :]
+    lam_max = float(evals[-1])
+    norm = math.sqrt(lam_max)
+    stable = fro2 / lam_max if lam_max > 0 else math.nan
+    skip = min(rows, cols) < MIN_EVALS  # WeightWatcher does not fit such matrices
+    fit = PowerLawFit(math.nan, math.nan, math.nan, 0, 0) if skip else powerlaw_fit(evals)
+    return SpectralResult(rows, cols, norm, math.sqrt(fro2), stable, *fit)
 
 
 def _nan_result(rows: int, cols: int) -> SpectralResult:
@@ -133,63 +259,95 @@ def _nan_result(rows: int, cols: int) -> SpectralResult:
     return SpectralResult(rows, cols, nan, nan, nan, nan, nan, nan, 0, 0)
 
 
-def powerlaw_fit(evals: torch.Tensor, thresh: float = EVALS_THRESH) -> PowerLawFit:
-    """WeightWatcher's power-law fit of eigenvalues (see the module doc); float64 on CPU."""
-    data = torch.sort(evals.to(torch.float64).cpu()).values
+# ---------------------------------------------------------------- WeightWatcher's power-law fit
+
+
+def powerlaw_fit(evals: torch.Tensor | np.ndarray, thresh: float = EVALS_THRESH) -> PowerLawFit:
+    """WeightWatcher 0.7.7's power-law fit of eigenvalues (see the module doc), in float64."""
+    if isinstance(evals, torch.Tensor):
+        evals = evals.detach().to("cpu", torch.float64).numpy()
+    data = np.sort(np.asarray(evals, dtype=np.float64))
     data = data[data > thresh]
-    n_all = data.numel()
+    n_all = data.size
     if n_all < 2:
         return PowerLawFit(math.nan, math.nan, math.nan, 0, n_all)
     if n_all < SMALL_N_CUTOFF:
         return _fit_small_n(data)
-    logs = torch.log(data)
-    suffix = torch.flip(torch.cumsum(torch.flip(logs, [0]), 0), [0])  # Σ_{j≥i} ln λ_j
-    i = torch.arange(n_all - 1)
-    n = (n_all - i).to(torch.float64)
-    alphas = 1 + n / (suffix[:-1] - n * logs[:-1])
-    ds = torch.ones(n_all - 1, dtype=torch.float64)
-    j = torch.arange(n_all)
-    step = max(1, (1 << 22) // n_all)  # bound the (candidates × eigenvalues) temporaries
-    for start in range(0, n_all - 1, step):
-        ii = i[start : start + step]
-        a = alphas[ii].unsqueeze(1)
-        rel = j.unsqueeze(0) - ii.unsqueeze(1)  # j − i
-        ok = rel >= 0
-        theo = 1 - torch.exp((1 - a) * (logs.unsqueeze(0) - logs[ii].unsqueeze(1)))
-        emp = rel.to(torch.float64) / n[ii].unsqueeze(1)
-        dev = torch.where(ok, (theo - emp).abs(), torch.zeros((), dtype=torch.float64))
-        d = dev.max(dim=1).values
-        ds[ii] = torch.where(a.squeeze(1) > 1, d, ds[ii])
-    best = int(torch.argmin(ds))  # first minimum, like numpy
-    return PowerLawFit(float(alphas[best]), float(data[best]), float(ds[best]), n_all - best, n_all)
+    logs = np.log(data)
+    with np.errstate(all="ignore"):  # overflow where j < i (masked) or α ≤ 1 (D = 1), like WeightWatcher
+        _, ds = _all_candidates(data, logs)
+        finite = ds[~np.isnan(ds)]
+        cut = finite.min() + TIE_TOLERANCE if finite.size else math.inf
+        near = np.flatnonzero(~(ds > cut))  # the minimum's near-ties (and NaNs, which numpy's argmin picks)
+        exact = [_ww_candidate(data, logs, int(i)) for i in near]  # WeightWatcher's own arithmetic
+    k = int(np.argmin([d for _, d in exact]))  # first minimum, like numpy
+    best = int(near[k])
+    return PowerLawFit(float(exact[k][0]), float(data[best]), float(exact[k][1]), n_all - best, n_all)
 
 
-def _fit_small_n(data: torch.Tensor) -> PowerLawFit:
+def _all_candidates(data: np.ndarray, logs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """α_i and D_i for every candidate xmin = data[i] (i < N − 1), vectorised over tiles."""
+    n_all = data.size
+    m = n_all - 1
+    n = (n_all - np.arange(m)).astype(np.float64)  # tail sizes n_i
+    suffix = np.cumsum(logs[::-1])[::-1]  # Σ_{j≥i} ln λ_j
+    alphas = 1.0 + n / (suffix[:-1] - n * logs[:-1])
+    expo = 1.0 - alphas
+    ds = np.ones(m)
+    step = max(1, FIT_TILE_ELEMENTS // n_all)
+    for s in range(0, m, step):
+        e = min(m, s + step)
+        # rows: candidates i ∈ [s, e); columns: eigenvalues j ∈ [s, N); only j ≥ i counts
+        x = logs[None, s:] - logs[s:e, None]  # ln(λ_j/λ_i)
+        x *= expo[s:e, None]
+        np.exp(x, out=x)  # (λ_j/λ_i)^(1−α_i)
+        emp = np.arange(n_all - s, dtype=np.float64)[None, :] - np.arange(e - s, dtype=np.float64)[:, None]
+        emp /= n[s:e, None]  # (j − i)/n_i
+        x += emp
+        np.subtract(1.0, x, out=x)
+        np.abs(x, out=x)
+        d = np.triu(x).max(axis=1)  # j < i masked to 0 (the j = i term is 0 anyway)
+        ds[s:e] = np.where(alphas[s:e] > 1, d, 1.0)
+    return alphas, ds
+
+
+def _ww_candidate(data: np.ndarray, logs: np.ndarray, i: int) -> tuple[float, float]:
+    """α_i and D_i exactly as WeightWatcher's ``fit_power_law_standard`` computes them."""
+    xmin = data[i]
+    n = float(data.size - i)
+    alpha = 1 + n / (np.sum(logs[i:]) - n * logs[i])
+    if not alpha > 1:
+        return alpha, 1.0
+    d = np.max(np.abs(1 - (data[i:] / xmin) ** (-alpha + 1) - np.arange(n) / n))
+    return alpha, d
+
+
+def _fit_small_n(data: np.ndarray) -> PowerLawFit:
     """WeightWatcher's ``fit_powerlaw_smallN`` (bias-corrected α, objective D − 0.868/√n)."""
-    logs = torch.log(data).tolist()
-    x = data.tolist()
-    n_all = len(x)
-    best, best_j, best_alpha, best_d = None, 0, math.nan, 1.0
+    logs = np.log(data)
+    n_all = data.size
+    best: tuple[float, int, float, float] | None = None  # (J, i, α, D)
     for i in range(n_all - 1):
         n = n_all - i
         if n < SMALL_N_MIN_TAIL:
             continue
-        s = sum(logs[i:]) - n * logs[i]
+        s = np.sum(logs[i:]) - float(n) * logs[i]
         if s <= 1e-12:
             continue
         alpha = 1.0 + (n - 1.0) / s
         if alpha <= 1.0:
             continue
-        d = max(abs(k / n - (1.0 - (x[i + k] / x[i]) ** (1.0 - alpha))) for k in range(n))
-        j = d - 0.868 / math.sqrt(n)
-        if best is None or j < best:
-            best, best_j, best_alpha, best_d = j, i, alpha, d
+        d = float(np.max(np.abs(np.arange(n, dtype=np.float64) / n - (1.0 - (data[i:] / data[i]) ** (1.0 - alpha)))))
+        j = d - 0.868 / np.sqrt(float(n))
+        if best is None or j < best[0]:
+            best = (j, i, alpha, d)
     if best is None:  # WeightWatcher's fallback: the whole spectrum as the tail
         n = n_all
-        s = sum(logs) - n * logs[0]
+        s = np.sum(logs) - float(n) * logs[0]
         if s <= 1e-12:
-            return PowerLawFit(1.0, x[0], 1.0, n, n_all)
-        best_alpha = 1.0 + (n - 1.0) / s
-        best_d = max(abs(k / n - (1.0 - (x[k] / x[0]) ** (1.0 - best_alpha))) for k in range(n))
-        best_j = 0
-    return PowerLawFit(best_alpha, x[best_j], best_d, n_all - best_j, n_all)
+            return PowerLawFit(1.0, float(data[0]), 1.0, n, n_all)
+        alpha = 1.0 + (n - 1.0) / s
+        d = float(np.max(np.abs(np.arange(n, dtype=np.float64) / n - (1.0 - (data / data[0]) ** (1.0 - alpha)))))
+        best = (0.0, 0, alpha, d)
+    _, i, alpha, d = best
+    return PowerLawFit(float(alpha), float(data[i]), float(d), n_all - i, n_all)

@@ -21,7 +21,9 @@ from typing import Literal, NamedTuple
 import numpy as np
 import torch
 
+from . import kernels
 from .base import Deps, Statistic, cacheable
+from .kernels import scratch
 from .moments import Moments
 
 
@@ -55,10 +57,21 @@ class StdEntryHistogram(Statistic):
         return (Moments(),)
 
     def reduce(self, block: torch.Tensor, deps: Deps) -> torch.Tensor:
-        x = block[torch.isfinite(block)]
-        s = _scale(self.standardise, deps[Moments()], block.shape[1])
-        u = (x * (s * self.bins / (2 * self.span)) + (self.bins / 2 + 1)).clamp_(0, self.bins + 1)
-        return torch.bincount(u.to(torch.int32), minlength=self.bins + 2).cpu()
+        """Counts tile by tile, in reused buffers (no temporaries of the block's size)."""
+        m = deps[Moments()]
+        s = _scale(self.standardise, m, block.shape[1])
+        flat = block.reshape(-1)
+        counts = torch.zeros(self.bins + 2, dtype=torch.int64, device=block.device)
+        step = kernels.TILE if block.device.type == "cpu" else max(flat.numel(), 1)
+        for i in range(0, flat.numel(), step):
+            x = flat[i : i + step]
+            if m.nan or m.inf:
+                x = x[torch.isfinite(x)]
+            u = torch.mul(x, s * self.bins / (2 * self.span), out=scratch("entries.u", x.numel(), x.dtype, x.device))
+            u.add_(self.bins / 2 + 1).clamp_(0, self.bins + 1)
+            j = scratch("entries.j", x.numel(), torch.int32, x.device).copy_(u)
+            counts += torch.bincount(j, minlength=self.bins + 2)
+        return counts.cpu()
 
     def merge(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return a + b
@@ -77,8 +90,20 @@ class RowColNorms(Statistic):
         return (Moments(),)
 
     def reduce(self, block: torch.Tensor, deps: Deps) -> tuple[torch.Tensor, torch.Tensor, int]:
-        sq = torch.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0).square()
-        return sq.sum(1, dtype=torch.float64).cpu(), sq.sum(0, dtype=torch.float64).cpu(), block.shape[0]
+        """Squared sums of rows and columns, a group of rows of about a tile at a time (reused buffers)."""
+        m = deps[Moments()]
+        rows, cols = block.shape
+        row_sq = torch.zeros(rows, dtype=torch.float64, device=block.device)
+        col_sq = torch.zeros(cols, dtype=torch.float64, device=block.device)
+        step = max(1, kernels.TILE // max(cols, 1)) if block.device.type == "cpu" else max(rows, 1)
+        for r in range(0, rows, step):
+            part = block[r : r + step]
+            sq = torch.square(part, out=scratch("norms.sq", part.numel(), part.dtype, part.device).view(part.shape))
+            if m.nan or m.inf:
+                sq.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+            row_sq[r : r + step] = sq.sum(1, dtype=torch.float64)
+            col_sq += sq.sum(0, dtype=torch.float64)
+        return row_sq.cpu(), col_sq.cpu(), rows
 
     def merge(self, a, b):
         return torch.cat([a[0], b[0]]), a[1] + b[1], a[2] + b[2]

@@ -38,20 +38,21 @@ probability-plot line is fitted).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 
+from . import kernels
 from .base import Deps, Derived, Statistic, cacheable
+from .kernels import BlockKernels, Kernel, scratch
 from .moments import Moments
 
 Protocol = Literal["mid_80", "mid_90", "full_range", "mle"]
 PROTOCOLS: tuple[str, ...] = ("mid_80", "mid_90", "full_range", "mle")
 _TRIM_PCT = {"mid_80": 80, "mid_90": 90, "full_range": 100}
-#: Elements :class:`LogAbsHistogram` bins at once (its temporaries stay a few MB).
-TILE = 1 << 18
 
 
 class LogAbsHistogramResult(NamedTuple):
@@ -99,42 +100,15 @@ class LogAbsHistogram(Statistic):
         inf = torch.tensor([math.inf], dtype=dtype)
         return torch.cat([-inf, t, inf]).to(device)
 
-    def reduce(self, block: torch.Tensor, deps: Deps) -> tuple[torch.Tensor, int]:
-        """Counts of the block, tile by tile: about ten temporaries of a tile's size, not of the
-        block's (a 4M-element slice would need ~150 MB per thread); counts add exactly."""
-        flat = block.reshape(-1)
-        if flat.numel() <= TILE:
-            return self._reduce_tile(flat)
-        counts, zeros = self._reduce_tile(flat[:TILE])
-        for i in range(TILE, flat.numel(), TILE):
-            c, z = self._reduce_tile(flat[i : i + TILE])
-            counts += c
-            zeros += z
-        return counts, zeros
+    layout = "flat"
 
-    def _reduce_tile(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-        a = x.abs()
-        bins = self.bins
-        # Bin from the rounded log10 (its error is < 1e−3 bin), then decide exactly, against
-        # the bounds, the few values lying within 1 % of a bin edge. j = −1 below, bins above.
-        f = (torch.log10(a) - self.lo) * (bins / (self.hi - self.lo))
-        f = f.nan_to_num_(nan=-1.0).clamp_(-1.0, float(bins))
-        j = f.floor()
-        near = ((f - j) - 0.5).abs_() > 0.49
-        j = j.to(torch.int64)
-        k = near.nonzero().squeeze(1)
-        if k.numel():
-            e = self.bounds(a.dtype, a.device)
-            ak, jk = a[k], j[k]
-            jk = jk - (ak < e[jk + 1]).to(torch.int64) + (ak >= e[jk + 2]).to(torch.int64)
-            jk = torch.where(ak == e[bins + 1], bins - 1, jk)  # np.histogram: the last bin is closed
-            j[k] = jk
-        total = a.sum()
-        if not torch.isfinite(total):  # NaN/Inf present (or a sum overflowing): count them apart
-            j = torch.where(torch.isfinite(a), j, bins + 1)
-        counts = torch.bincount(j.add_(1), minlength=bins + 3).cpu()
-        zeros = int((a == 0).sum())
-        return counts, zeros
+    def tile_kernels(self, dtype: torch.dtype, deps: Deps) -> tuple[Kernel, ...]:
+        return (_LogAbsCounts(self),)
+
+    def reduce(self, block: torch.Tensor, deps: Deps, swept: BlockKernels | None = None) -> tuple[torch.Tensor, int]:
+        """Counts of the block (from the fused sweep: tile-sized temporaries in reused buffers)."""
+        swept = swept or kernels.sweep(block, self.tile_kernels(block.dtype, deps))
+        return swept[_LogAbsCounts(self)]
 
     def merge(self, a: tuple[torch.Tensor, int], b: tuple[torch.Tensor, int]) -> tuple[torch.Tensor, int]:
         return a[0] + b[0], a[1] + b[1]
@@ -146,6 +120,121 @@ class LogAbsHistogram(Statistic):
         above, nonfinite = int(full[self.bins + 1]), int(full[self.bins + 2])
         n = int(counts.sum())
         return LogAbsHistogramResult(counts, n, zeros, below, above, nonfinite, n + zeros + below + above)
+
+
+@functools.lru_cache(maxsize=32)
+def _bounds(h: LogAbsHistogram, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return h.bounds(dtype, device)
+
+
+#: float32 magnitudes are looked up by their bit pattern's top 18 bits (exponent and 10 mantissa
+#: bits, the value-histogram key): each key a range of |w| 2⁻¹¹–2⁻¹⁰ wide relative to it.
+_KEY_SHIFT = 13
+_FINITE_MAX = 0x7F7FFFFF  # bits of the largest finite float32
+
+
+class _KeyTables(NamedTuple):
+    first: int  # the key of table row 1; row 0 stands for every smaller key
+    code: torch.Tensor  # int32 per row: the slot of the key's smallest |w|
+    edge: torch.Tensor  # int32 per row: bits beyond which |w| counts one slot up
+
+
+@functools.lru_cache(maxsize=8)
+def _key_tables(h: LogAbsHistogram, device: torch.device) -> _KeyTables:
+    """Look-up tables of float32 |w| by key: a value with bits u and key u >> 13 (clamped to the
+    table) counts into slot code[row] + (u > edge[row]) of
+    [zero, below (not zero), bins…, above, non-finite].
+
+    Bin j holds bounds[j] ≤ |w| < bounds[j + 1] (the bounds of :meth:`LogAbsHistogram.bounds`,
+    exact for float32; the last bin closed). Non-negative floats order like their bit patterns,
+    so a key's range lies in one bin, or holds one bound (a key is ≤ 2⁻¹⁰ relative wide, a bin
+    ≥ 3 %): then ``edge`` is that bound's bits − 1 and values from it on count one bin up. The
+    table spans the keys of the bounds only (~48 K rows for 14 decades: it stays in cache);
+    row 0 holds everything below (zero: u = 0, or not), the last row everything above (finite:
+    u ≤ the largest float32, or not).
+    """
+    bits = h.bounds(torch.float32, torch.device("cpu"))[1:-1].view(torch.int32).to(torch.int64)
+    bits[-1] += 1  # |w| == 10**hi is in the last bin (np.histogram), beyond it is above
+    first, last = int(bits[0]) >> _KEY_SHIFT, int(bits[-1]) >> _KEY_SHIFT
+    keys = torch.arange(first, last + 1, dtype=torch.int64)
+    below_first = torch.searchsorted(bits, keys << _KEY_SHIFT, right=True)  # bounds ≤ the key's smallest |w|
+    below_last = torch.searchsorted(bits, ((keys + 1) << _KEY_SHIFT) - 1, right=True)
+    if int((below_last - below_first).max()) > 1:  # pragma: no cover - bins narrower than a key
+        raise ValueError(f"{h!r}: bins narrower than 2⁻¹⁰ relative cannot be keyed")
+    inside = below_last > below_first
+    edge = torch.where(inside, bits[below_first.clamp(max=len(bits) - 1)] - 1, _FINITE_MAX + 1)
+    above = h.bins + 2
+    code = torch.cat([torch.tensor([0]), below_first + 1, torch.tensor([above])])
+    edge = torch.cat([torch.tensor([0]), edge, torch.tensor([_FINITE_MAX])])
+    return _KeyTables(first - 1, code.to(torch.int32).to(device), edge.to(torch.int32).to(device))
+
+
+@dataclass(frozen=True)
+class _LogAbsCounts(Kernel):
+    """The counts of :class:`LogAbsHistogram` tile by tile: [j = −1 (below, zeros), bins…,
+    above, non-finite] and the exact zeros, accumulated on the block's device.
+
+    float32 (and narrower, widened exactly): two table look-ups by the bit pattern of |w|
+    (:func:`_key_tables`), no logarithm. float64: the rounded log10 places each value, and the
+    few within 1 % of a bin edge are decided exactly against the bounds.
+    """
+
+    hist: LogAbsHistogram
+
+    def start(self, x: torch.Tensor) -> list[Any]:
+        slots = self.hist.bins + (4 if x.dtype != torch.float64 else 3)
+        return [torch.zeros(slots, dtype=torch.int64, device=x.device), 0]
+
+    def tile(self, acc: list[Any], t: torch.Tensor, at: int, sweep: BlockKernels) -> list[Any]:
+        if t.dtype == torch.float64:
+            return self._tile_log(acc, t)
+        k, dev = t.numel(), t.device
+        tables = _key_tables(self.hist, dev)
+        f32 = t if t.dtype == torch.float32 else scratch("logabs.w", k, torch.float32, dev).copy_(t)
+        u = torch.bitwise_and(f32.view(torch.int32), 0x7FFFFFFF, out=scratch("logabs.u", k, torch.int32, dev))
+        row = torch.bitwise_right_shift(u, _KEY_SHIFT, out=scratch("logabs.row", k, torch.int32, dev))
+        row.sub_(tables.first).clamp_(0, len(tables.code) - 1)
+        slot = torch.index_select(tables.code, 0, row, out=scratch("logabs.slot", k, torch.int32, dev))
+        up = torch.index_select(tables.edge, 0, row, out=scratch("logabs.edge", k, torch.int32, dev))
+        slot.add_(torch.gt(u, up, out=row))  # int32 0/1: faster than a bool mask
+        acc[0] += torch.bincount(slot, minlength=self.hist.bins + 4)
+        return acc
+
+    def _tile_log(self, acc: list[Any], t: torch.Tensor) -> list[Any]:
+        h, k, dev = self.hist, t.numel(), t.device
+        bins = h.bins
+        a = torch.abs(t, out=scratch("logabs.a", k, t.dtype, dev))
+        finite = bool(torch.isfinite(a.sum()))  # NaN/Inf present (or a sum overflowing): count them apart
+        # Bin from the rounded log10 (its error is < 1e−3 bin), then decide exactly, against
+        # the bounds, the few values lying within 1 % of a bin edge. j = −1 below, bins above.
+        f = torch.log10(a, out=scratch("logabs.f", k, a.dtype, dev)).sub_(h.lo).mul_(bins / (h.hi - h.lo))
+        if not finite:
+            f.nan_to_num_(nan=-1.0)
+        f.clamp_(-1.0, float(bins))
+        g = torch.floor(f, out=scratch("logabs.g", k, a.dtype, dev))
+        near = torch.sub(f, g, out=f).sub_(0.5).abs_().gt_(0.49)
+        j = scratch("logabs.j", k, torch.int64, dev).copy_(g)
+        idx = near.nonzero().squeeze(1)
+        if idx.numel():
+            e = _bounds(h, a.dtype, dev)
+            ak, jk = a[idx], j[idx]
+            jk = jk - (ak < e[jk + 1]).to(torch.int64) + (ak >= e[jk + 2]).to(torch.int64)
+            jk = torch.where(ak == e[bins + 1], bins - 1, jk)  # np.histogram: the last bin is closed
+            j[idx] = jk
+        if not finite:
+            j = torch.where(torch.isfinite(a), j, bins + 1)
+        acc[0] += torch.bincount(j.add_(1), minlength=bins + 3)
+        acc[1] += int(torch.eq(a, 0, out=f).sum())  # f is free again: a float 0/1 mask sums fastest
+        return acc
+
+    def finish(self, acc: list[Any], x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        counts, zeros = acc[0].cpu(), acc[1]
+        bins = self.hist.bins
+        if len(counts) > bins + 3:  # keyed: [zero, below, bins…, above, non-finite]
+            zeros = int(counts[0])
+            counts = counts[1:].clone()
+            counts[0] += zeros  # below: zeros included, as in the float64 path
+        return counts, zeros
 
 
 @cacheable
@@ -225,19 +314,20 @@ class WeibullMLE(Statistic):
     def top(self, deps: Deps) -> float:
         return math.log(deps[Moments()].absmax)
 
-    def reduce(self, block: torch.Tensor, deps: Deps):
+    layout = "flat"
+
+    def tile_kernels(self, dtype: torch.dtype, deps: Deps) -> tuple[Kernel, ...]:
         m = deps[Moments()]
-        a = block.reshape(-1).abs()
-        zeros = int((a == 0).sum())
         if not (m.absmax > 0 and math.isfinite(m.absmax)):
-            return torch.zeros(self.bins + 1, dtype=torch.int64), 0.0, zeros
-        if zeros or m.nan or m.inf:
-            a = a[torch.isfinite(a) & (a > 0)]
-        ln = torch.log(a)  # the block's dtype: its rounding is unbiased, ~1e−8 relative on the mean
-        lo = self.top(deps) - self.span
-        f = ((ln - lo) * (self.bins / self.span)).clamp_(-1.0, self.bins - 1.0)
-        counts = torch.bincount(f.floor_().to(torch.int64).add_(1), minlength=self.bins + 1).cpu()
-        return counts, float(ln.sum(dtype=torch.float64)), zeros
+            return ()
+        return (_LnCounts(self, self.top(deps), bool(m.nan or m.inf)),)
+
+    def reduce(self, block: torch.Tensor, deps: Deps, swept: BlockKernels | None = None):
+        wanted = self.tile_kernels(block.dtype, deps)
+        if not wanted:  # nothing to fit: only the zeros are counted
+            return torch.zeros(self.bins + 1, dtype=torch.int64), 0.0, int((block == 0).sum())
+        swept = swept or kernels.sweep(block, wanted)
+        return swept[wanted[0]]
 
     def merge(self, a, b):
         return a[0] + b[0], a[1] + b[1], a[2] + b[2]
@@ -253,6 +343,35 @@ class WeibullMLE(Statistic):
             return _failed(n, zeros)
         k, lam, r2, ks, used = fit
         return WeibullResult(k, lam, r2, ks, used, n, zeros, True)
+
+
+@dataclass(frozen=True)
+class _LnCounts(Kernel):
+    """:class:`WeibullMLE`'s state tile by tile: the fine ln|w| histogram, Σ ln|w| and the zeros."""
+
+    mle: WeibullMLE
+    top: float
+    nonfinite: bool  # the tensor holds NaN/Inf: drop them (and zeros) before the logarithm
+
+    def start(self, x: torch.Tensor) -> list[Any]:
+        return [torch.zeros(self.mle.bins + 1, dtype=torch.int64, device=x.device), 0.0, 0]
+
+    def tile(self, acc: list[Any], t: torch.Tensor, at: int, sweep: BlockKernels) -> list[Any]:
+        bins, span, k, dev = self.mle.bins, self.mle.span, t.numel(), t.device
+        a = kernels.abs_tile(t, "ln.a")
+        zeros = int(torch.eq(a, 0, out=scratch("ln.zero", k, torch.bool, dev)).sum())
+        if zeros or self.nonfinite:
+            a = a[torch.isfinite(a) & (a > 0)]
+        ln = torch.log(a, out=scratch("ln.f", a.numel(), a.dtype, dev))  # float32 or 64: unbiased rounding
+        acc[1] += float(ln.sum(dtype=torch.float64))
+        f = ln.sub_(self.top - span).mul_(bins / span).clamp_(-1.0, bins - 1.0).floor_()
+        j = scratch("ln.j", f.numel(), torch.int64, dev).copy_(f)
+        acc[0] += torch.bincount(j.add_(1), minlength=bins + 1)
+        acc[2] += zeros
+        return acc
+
+    def finish(self, acc: list[Any], x: torch.Tensor) -> tuple[torch.Tensor, float, int]:
+        return acc[0].cpu(), acc[1], acc[2]
 
 
 def fit_mle_histogram(counts: torch.Tensor, sum_ln: float, top: float, span: float) -> tuple[float, ...] | None:

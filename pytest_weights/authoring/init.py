@@ -1,0 +1,430 @@
+"""``init``: a commented baseline spec from a known-good checkpoint.
+
+The checkpoint is profiled with the same one-pass engine as the checks (moments of every
+float tensor; KS distance and the mid-80 Weibull fit of the weight matrices); per role (the
+same matrix at every depth) the spec gets a std band, a Gaussian KS tolerance, a Weibull k
+band, the depth trends that hold, and sibling consistency — each number proposed by its
+kind (:mod:`.policy`), the observed values in comments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+from ..assertions import REGISTRY, Assertion
+from ..assertions.base import TensorView, views
+from ..errors import WeightsError
+from ..readers import TensorInfo, open_checkpoint
+from ..selection import Selection
+from ..spec import parse_spec
+from ..stats import KSNormal, Moments
+from ..stats.weibull import WeibullFit
+from .policy import (
+    DEFAULT_MARGIN,
+    KS_TOL_FLOOR,
+    MAX_BASELINE_KS,
+    MIN_NUMEL,
+    TREND_MIN_LAYERS,
+    TREND_MIN_RHO,
+    WEIBULL_K_SLACK,
+    Proposal,
+    propose,
+)
+from .presets import EMBEDDING_GLOBS, NORM_GLOBS, PRESETS, Preset, detect_preset
+from .yamledit import comment_of, with_comment
+
+SCHEMA_REF = "weights.schema.json"
+
+
+def _views(store: Any, cid: str, infos: Iterable[TensorInfo], selection: Selection) -> list[TensorView]:
+    chosen = [i for i in infos if selection.matches(i) and i.is_float]
+    return views(chosen, selection, lambda name: store.get(cid, name))
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def _role_glob(name: str, selection: Selection) -> str:
+    """The tensor's role as a glob: its name with the layer index as ``*`` (literal otherwise)."""
+    match = selection._compiled.search(name)
+    if not match:
+        return _glob_escape(name)
+    a, b = match.span(1)
+    return _glob_escape(name[:a]) + "*" + _glob_escape(name[b:])
+
+
+@dataclass
+class _Entry:
+    name: str
+    kind: str
+    fixed: dict[str, Any]
+    select: dict[str, Any] | None
+    assertion: Assertion
+    tensors: list[TensorInfo]
+    comment: str = ""
+    proposals: dict[str, Proposal] = field(default_factory=dict)
+
+
+def _flow(value: Any) -> str:
+    """A small value as YAML flow text (strings double-quoted as JSON)."""
+    import json
+
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _shape(infos: Sequence[TensorInfo]) -> str:
+    shapes = sorted({"×".join(map(str, i.shape)) for i in infos})
+    return shapes[0] if len(shapes) == 1 else ", ".join(shapes)
+
+
+def _depths(selection: Selection, infos: Sequence[TensorInfo]) -> list[int]:
+    return sorted({d for i in infos if (d := selection.depth(i.name)) is not None})
+
+
+def _ranges(values: Sequence[int]) -> str:
+    spans: list[list[int]] = []
+    for v in values:
+        if spans and v == spans[-1][1] + 1:
+            spans[-1][1] = v
+        else:
+            spans.append([v, v])
+    return ",".join(str(a) if a == b else f"{a}–{b}" for a, b in spans)
+
+
+def init_spec(
+    checkpoint_path: str | Path,
+    margin: float = DEFAULT_MARGIN,
+    preset: str | None = None,
+    device: str = "cpu",
+    cache_dir: str | Path | None = None,
+    *,
+    schema: str = SCHEMA_REF,
+) -> str:
+    """A commented baseline spec (YAML text) for the checkpoint at ``checkpoint_path``.
+
+    The checkpoint is read once. ``margin`` widens every observed range (0.5: bands of
+    [min/1.5, max·1.5]); ``preset`` forces an architecture preset (``llama``, ``gpt2``,
+    ``bert``, ``vit``, ``generic``; default: detected from tensor names); ``schema`` is the
+    JSON Schema reference of the first line (``# yaml-language-server: $schema=…``), by
+    default ``weights.schema.json`` next to the spec. The spec passes on this checkpoint
+    (verified before it is returned). A checkpoint holding NaN/Inf is refused: it is not
+    a known-good baseline.
+    """
+    from ..cache import StatCache
+    from ..device import resolve_device
+    from ..engine import StatStore, compute_pass
+    from ..runner import Checker
+
+    if not margin >= 0:
+        raise WeightsError(f"margin must be ≥ 0, got {margin}")
+    if preset is not None and preset not in PRESETS:
+        raise WeightsError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+    dev = resolve_device(device)
+    started = _dt.datetime.now(_dt.timezone.utc)
+    with open_checkpoint(checkpoint_path) as ckpt:
+        infos = ckpt.tensors()
+        floats = [i for i in infos if i.is_float and i.group == "weights" and i.numel > 0]
+        if not floats:
+            raise WeightsError(f"{checkpoint_path}: no float tensors to profile")
+        chosen = PRESETS[preset] if preset else detect_preset(i.name for i in floats)
+        # what distribution checks leave out: norms, embeddings, buffers (only the globs that match)
+        matrices = [i for i in floats if len(i.shape) >= 2 and i.numel >= MIN_NUMEL]
+        candidates = (*NORM_GLOBS, *EMBEDDING_GLOBS, *chosen.buffers)
+        exclude = [g for g in candidates if any(fnmatchcase(i.name, g) for i in matrices)]
+        base = Selection(exclude=tuple(exclude), min_ndim=2, min_numel=MIN_NUMEL)
+        dist = [i for i in floats if base.matches(i)]
+        in_dist = {i.name for i in dist}
+        embeddings = [
+            i for i in matrices if i.name not in in_dist and any(fnmatchcase(i.name, g) for g in EMBEDDING_GLOBS)
+        ]
+        wanted = {i.name: [Moments()] for i in floats}
+        for i in dist:
+            wanted[i.name] = [Moments(), KSNormal(), WeibullFit("mid_80")]
+        store = StatStore()
+        cid = ckpt.identity()
+        cache = StatCache(cache_dir) if cache_dir is not None else None
+        if cache is not None:
+            for name, values in cache.load(cid, wanted).items():
+                store.put(cid, name, values)
+        done = compute_pass(ckpt, wanted, store, dev)
+        if cache is not None and done.tensors_done:
+            with contextlib.suppress(OSError):  # a read-only cache directory: nothing is kept
+                cache.save(cid, {n: {s: store.get(cid, n)[s] for s in w} for n, w in wanted.items()})
+        bad = [i.name for i in floats if (mo := store.get(cid, i.name)[Moments()]).nan or mo.inf]
+        if bad:
+            raise WeightsError(
+                f"{checkpoint_path}: {len(bad)} tensor(s) hold NaN or Inf ({', '.join(bad[:3])}"
+                f"{' …' if len(bad) > 3 else ''}): not a known-good checkpoint to take a baseline from"
+            )
+        entries, role_lines = _plan(floats, dist, embeddings, base, chosen, store, cid, margin)
+        text = _render(
+            checkpoint_path, infos, floats, dist, embeddings, base, chosen, entries, role_lines,
+            margin, schema, started,
+        )  # fmt: skip
+        # The spec must pass on the checkpoint it describes: evaluate it from the computed statistics.
+        spec = parse_spec(text, "<generated>")
+        if spec.errors:  # pragma: no cover - a bug in the generator
+            raise WeightsError(f"generated spec is invalid: {spec.errors[0]}")
+        checker = Checker(dev, store=store)
+        for a in spec.assertions:
+            result = checker.evaluate(ckpt, a)
+            if not result.passed:  # pragma: no cover - a bug in the generator
+                raise WeightsError(f"generated assertion {a.name!r} fails on its own checkpoint: {result.summary}")
+    return text
+
+
+def _selection_for(
+    own: Sequence[TensorInfo], floats: Sequence[TensorInfo], base: Selection, plain: Selection
+) -> dict[str, Any]:
+    """The entry ``select`` (merged over the defaults ``base``) that picks exactly ``own``."""
+    names = {i.name for i in own}
+    globs = list(dict.fromkeys(_role_glob(i.name, plain) for i in own))
+
+    def picks(sel: dict[str, Any]) -> set[str]:
+        merged = Selection(
+            include=tuple(sel.get("include", base.include)),
+            exclude=tuple(sel.get("exclude", base.exclude)),
+            min_ndim=base.min_ndim,
+            min_numel=base.min_numel,
+        )
+        return {i.name for i in floats if merged.matches(i)}
+
+    keep = [e for e in base.exclude if not any(fnmatchcase(n, e) for n in names)]
+    select: dict[str, Any] = {"include": globs}
+    if keep != list(base.exclude):
+        select["exclude"] = keep
+    extra = picks(select) - names
+    if extra:
+        others = [_role_glob(n, plain) for n in sorted(extra)]
+        select["exclude"] = list(dict.fromkeys([*keep, *others]))
+    if picks(select) == names:
+        return select
+    return {"include": sorted(_glob_escape(n) for n in names), "exclude": []}
+
+
+#: Last name components too generic to name a tensor alone (``pooler.dense`` → ``pooler-dense``).
+_GENERIC_PARTS = frozenset({"dense", "proj", "linear", "fc", "weight", "kernel", "out", "head", "conv"})
+
+
+def _short_names(roles: Sequence[str], chosen: Preset, plain: Selection) -> dict[str, str]:
+    """Role → a short, unique entry name prefix (``query``, ``mlp-up``, ``pooler`` …)."""
+    out: dict[str, str] = {}
+    for role in roles:
+        if "*" in role and plain.depth(role.replace("*", "0")) is not None:
+            prefix, _, suffix = role.partition("*.")
+            suffix = suffix.removesuffix(".weight")
+            short = chosen.roles.get(suffix) or suffix.replace(".", "-").replace("_", "-")
+            out[role] = short
+        else:
+            stem = role.removesuffix(".weight")
+            parts = stem.split(".")
+            tail = parts[-2:] if len(parts) > 1 and parts[-1] in _GENERIC_PARTS else parts[-1:]
+            out[role] = chosen.singles.get(stem) or "-".join(tail).replace("_", "-")
+    # make unique: prefix with the part of the role before the layer index
+    counts: dict[str, int] = {}
+    for short in out.values():
+        counts[short] = counts.get(short, 0) + 1
+    for role, short in list(out.items()):
+        if counts[short] > 1:
+            prefix = role.partition("*")[0].strip(".").replace(".", "-").replace("_", "-")
+            out[role] = f"{prefix}-{short}" if prefix else short
+    seen: set[str] = set()
+    for role, short in out.items():
+        name, k = short, 2
+        while name in seen:
+            name, k = f"{short}-{k}", k + 1
+        seen.add(name)
+        out[role] = name
+    return out
+
+
+def _plan(
+    floats: list[TensorInfo],
+    dist: list[TensorInfo],
+    embeddings: list[TensorInfo],
+    base: Selection,
+    chosen: Preset,
+    store: Any,
+    cid: str,
+    margin: float,
+) -> tuple[list[tuple[str, list[_Entry]]], list[str]]:
+    """Entries grouped in blocks (a comment line, entries), and the header's role table."""
+    plain = Selection()
+    cls = REGISTRY
+
+    def entry(name: str, kind: str, fixed: dict[str, Any], own: list[TensorInfo], select: dict | None) -> _Entry:
+        assertion = cls[kind](**fixed)  # type: ignore[call-arg]
+        effective = base
+        if select is not None:
+            effective = Selection(
+                include=tuple(select.get("include", base.include)),
+                exclude=tuple(select.get("exclude", base.exclude)),
+                min_ndim=select.get("min_ndim", base.min_ndim),
+                min_numel=select.get("min_numel", base.min_numel),
+            )
+        views = _views(store, cid, own, effective)
+        e = _Entry(name, kind, fixed, select, assertion, own)
+        e.proposals, _ = propose(assertion, views, margin)
+        return e
+
+    blocks: list[tuple[str, list[_Entry]]] = []
+    finite = entry("finite", "finite", {}, floats, {"exclude": [], "min_ndim": 0, "min_numel": 1})
+    finite.comment = f"every float tensor ({len(floats)})"
+    top = [finite]
+    groups: dict[str, list[TensorInfo]] = {}
+    for i in dist:
+        groups.setdefault(plain.role(i.name), []).append(i)
+    emb_groups: dict[str, list[TensorInfo]] = {}
+    for i in embeddings:
+        emb_groups.setdefault(plain.role(i.name), []).append(i)
+    shorts = _short_names([*groups, *emb_groups], chosen, plain)
+    # sibling ratios need a positive std: roles holding a constant matrix are left out of that check
+    flat = [r for r, g in groups.items() if any(not store.get(cid, i.name)[Moments()].std > 0 for i in g)]
+    if any(len(g) >= 3 for r, g in groups.items() if r not in flat):
+        select = {"exclude": [*base.exclude, *(_role_glob(groups[r][0].name, plain) for r in flat)]} if flat else None
+        sib = entry("consistent-with-siblings", "sibling_consistency", {"stat": "std"}, dist, select)
+        if "max_ratio" in sib.proposals:
+            top.append(sib)
+    blocks.append(("", top))
+    role_lines = []
+    width = max((len(s) for s in shorts.values()), default=0)
+    for role, own in groups.items():
+        short = shorts[role]
+        depths = _depths(plain, own)
+        where = f", depths {_ranges(depths)}" if depths else ""
+        role_lines.append(f"{short.ljust(width)}  {role}  ({len(own)} × {_shape(own)})")
+        select = _selection_for(own, floats, base, plain)
+        block = [entry(f"{short}-std", "stat_range", {"stat": "std"}, own, select)]
+        ks = entry(f"{short}-gaussian", "gaussian_ks", {}, own, select)
+        if "tol" in ks.proposals and ks.proposals["tol"].observed <= MAX_BASELINE_KS:
+            block.append(ks)  # (a role with a constant or far-from-normal matrix gets no KS baseline)
+        wb = entry(f"{short}-weibull", "weibull", {}, own, select)
+        if {"k_min", "k_max"} <= wb.proposals.keys() and all(
+            store.get(cid, i.name)[WeibullFit("mid_80")].ok for i in own
+        ):
+            wb.proposals = {k: wb.proposals[k] for k in ("k_min", "k_max")}
+            block.append(wb)
+        if len(depths) >= TREND_MIN_LAYERS:
+            probe = REGISTRY["depth_trend"](stat="std", direction="grows")  # type: ignore[call-arg]
+            rho = probe.evaluate(_views(store, cid, own, plain)).observed.get(role, {}).get("rho", math.nan)
+            if math.isfinite(rho) and abs(rho) >= TREND_MIN_RHO:
+                direction = "grows" if rho > 0 else "shrinks"
+                trend = entry(
+                    f"{short}-std-{direction}", "depth_trend", {"stat": "std", "direction": direction}, own, select
+                )
+                if "min_rho" in trend.proposals:
+                    block.append(trend)
+        blocks.append((f"{short}: {role} ({len(own)} × {_shape(own)}{where})", block))
+    for role, own in emb_groups.items():
+        short = shorts[role]
+        role_lines.append(f"{short.ljust(width)}  {role}  ({len(own)} × {_shape(own)}; std band only)")
+        select = _selection_for(own, floats, Selection(exclude=(), min_ndim=2, min_numel=MIN_NUMEL), plain)
+        select.setdefault("exclude", [])
+        block = [entry(f"{short}-std", "stat_range", {"stat": "std"}, own, select)]
+        blocks.append((f"{short}: {role} ({len(own)} × {_shape(own)}; embedding: std band only)", block))
+    return blocks, role_lines
+
+
+def _render(
+    checkpoint_path: str | Path,
+    infos: list[TensorInfo],
+    floats: list[TensorInfo],
+    dist: list[TensorInfo],
+    embeddings: list[TensorInfo],
+    base: Selection,
+    chosen: Preset,
+    blocks: list[tuple[str, list[_Entry]]],
+    role_lines: list[str],
+    margin: float,
+    schema: str,
+    started: _dt.datetime,
+) -> str:
+    from .. import __version__
+
+    f = 1 + margin
+    k_slack = margin * WEIBULL_K_SLACK
+    description = f"Baseline of {Path(str(checkpoint_path)).name} ({chosen.name}), from pytest-weights init"
+    n_values = sum(i.numel for i in floats)
+    size = sum(i.nbytes for i in infos)
+    depths = _depths(Selection(), dist)
+    layers = f", {len(depths)} layers" if depths else ""
+    left = [i for i in floats if i not in dist and i not in embeddings]
+    out = [
+        f"# yaml-language-server: $schema={schema}",
+        f"# Generated by pytest-weights init {__version__} on {started:%Y-%m-%d %H:%M} UTC, margin {margin:g}, from",
+        f"#   {checkpoint_path}",
+        f"#   ({len(infos)} tensors, {len(floats)} float, {n_values / 1e6:.1f}M values, {size / 1e6:.1f} MB;"
+        f" architecture: {chosen.title}{layers})",
+        "#",
+        "# Every number is an observed value widened by the margin (observed values in the comments):",
+        f"#   std bands          [min / {f:g}, max × {f:g}]",
+        f"#   KS tolerance       max D × {f:g}, at least {KS_TOL_FLOOR}",
+        f"#   Weibull k band     [min − {k_slack:g}, max + {k_slack:g}] (mid_80 fit of |w|)",
+        f"#   sibling ratio      largest std ratio to the role median × {f:g}",
+        f"#   depth trends       where Spearman |ρ| ≥ {TREND_MIN_RHO} over ≥ {TREND_MIN_LAYERS} layers;"
+        f" min_rho = |ρ| / {f:g}",
+        "# After an intended change, rewrite the numbers in place (comments are kept):",
+        "#   pytest --checkpoint CHECKPOINT --weights-regen",
+        "#",
+    ]  # fmt: skip
+    if role_lines:
+        out.append(f"# Roles (matrices ≥ {MIN_NUMEL} values{'; ' + ', '.join(base.exclude) if base.exclude else ''}"
+                   " left out of distribution checks):")  # fmt: skip
+        out += [f"#   {line}" for line in role_lines]
+    else:
+        out.append(f"# No weight matrix of ≥ {MIN_NUMEL} values: only finiteness is asserted.")
+    if left:
+        out.append(f"# Finiteness only: {len(left)} other float tensor(s) (norms, biases, buffers, small tensors).")
+    out += [
+        "version: 1",
+        f"description: {_flow(description)}",
+        "",
+        "defaults:",
+        "  # weight matrices for distribution checks",
+        f"  select: {_flow(_select_dict(base))}",
+        "",
+        "assertions:",
+    ]  # fmt: skip
+    for comment, entries in blocks:
+        if comment:
+            out += ["", f"  # {comment}"]
+        for e in entries:
+            out += _entry_lines(e)
+    return "\n".join(out) + "\n"
+
+
+def _select_dict(sel: Selection) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if sel.exclude:
+        out["exclude"] = list(sel.exclude)
+    out["min_ndim"] = sel.min_ndim
+    out["min_numel"] = sel.min_numel
+    return out
+
+
+def _entry_lines(e: _Entry) -> list[str]:
+    lines = [f"  - name: {e.name}", f"    kind: {e.kind}"]
+    for k, v in e.fixed.items():
+        lines.append(f"    {k}: {v}")
+    if e.select is not None:
+        lines.append(f"    select: {_flow(e.select)}")
+    if e.comment:
+        lines[0] = with_comment(lines[0], e.comment)
+    for key, p in e.proposals.items():
+        lines.append(with_comment(f"    {key}: {p.text}", comment_of(p)))
+    return lines

@@ -1,0 +1,180 @@
+"""The outcome cache: a re-run on unchanged inputs replays its judged outcomes without torch.
+
+The statistics cache (:mod:`.cache`) spares a re-run the reading of tensors, but judging the
+cached values still needs the assertion kinds and statistics, which import torch (~1–2 s).
+This module is the other half: it stores what every item of a spec file *concluded* (passed,
+the failure text, the skip reason, the ``--weights-json`` result), keyed by everything that
+can change a conclusion, and a re-run whose key matches re-reports those outcomes without
+importing torch, numpy, scipy or PyYAML and without opening a checkpoint.
+
+Design (option (b) of issue 15, part 3): re-evaluating cached statistics torch-free (option
+(a)) would need every statistic, reader and assertion module to import torch lazily and the
+tensor listing of every format without torch; the outcome cache gets the same start-up with
+the full path untouched. The key (:func:`.plugin.replay.session_key`) holds:
+
+* each ``--checkpoint``/``--reference`` path's :func:`fingerprint`: path, size, mtime and a
+  digest of the first and last 64 KiB of *every* file under it (as the readers'
+  ``file_identity``, so anything that invalidates the statistics cache invalidates this too,
+  and a file added to a run or model directory as well);
+* every ``--weights-*`` option that can change an outcome and the ini values
+  ``weights_specs``/``weights_device``, pytest's arguments, rootdir and start directory;
+* pytest-weights' version and a fingerprint of its source files, the versions of torch,
+  numpy, scipy, PyYAML, pytest and Python.
+
+Each spec file's record is also tied to the SHA-256 of its text, so editing one spec
+re-evaluates that file only. A missing, unreadable or tampered record (it is JSON, never
+pickled), or any mismatch, falls back to the real pass; ``--weights-no-cache``,
+``--weights-regen``, pytest-xdist and ``-p no:cacheprovider`` bypass the outcome cache.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+
+#: Bump when the record layout or the meaning of a field changes.
+FORMAT = 1
+#: A checkpoint path with more files than this is not fingerprinted (no replay; hashing them costs more).
+MAX_FILES = 10_000
+#: Distributions whose versions can change a statistic or an outcome.
+DEPENDENCIES = ("torch", "numpy", "scipy", "pyyaml", "pytest")
+#: Package files whose change invalidates every record (code, bundled specs, data).
+CODE_SUFFIXES = (".py", ".yaml", ".yml", ".json")
+
+#: Bytes hashed at each end of a file, as for the readers' identities (``readers._util.file_identity``,
+#: not imported: the readers package imports torch).
+IDENTITY_SPAN = 64 * 1024
+
+_code: str | None = None
+
+
+def file_identity(path: Path) -> str:
+    """``path:size:mtime_ns:digest`` of one file; the digest covers its first and last 64 KiB."""
+    st = path.stat()
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        h.update(f.read(IDENTITY_SPAN))
+        if st.st_size > IDENTITY_SPAN:
+            f.seek(max(IDENTITY_SPAN, st.st_size - IDENTITY_SPAN))
+            h.update(f.read(IDENTITY_SPAN))
+    return f"{path}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{h.hexdigest()}"
+
+
+def fingerprint(path: str | Path, skip: Iterable[Path] = ()) -> str | None:
+    """Identity of every file under ``path`` (or of the file itself); None when there are too
+    many files or one cannot be read. Directories in ``skip`` (e.g. pytest's cache) are left out."""
+    root = Path(path).resolve()
+    skipped = {Path(s).resolve() for s in skip}
+    if root.is_file():
+        files = [root]
+    elif root.is_dir():
+        files = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            here = Path(dirpath)
+            dirnames[:] = sorted(d for d in dirnames if here / d not in skipped)
+            files += [here / f for f in sorted(filenames)]
+            if len(files) > MAX_FILES:
+                return None
+    else:
+        return None
+    h = hashlib.sha256()
+    try:
+        for f in files:
+            if f.is_file():
+                h.update(file_identity(f).encode())
+            else:  # a socket, a dangling link …: its name and kind
+                h.update(f"{f}:{f.lstat().st_mode}".encode())
+            h.update(b"\0")
+    except OSError:
+        return None
+    return f"{len(files)}:{h.hexdigest()}"
+
+
+def code_fingerprint() -> str:
+    """pytest-weights' version, its source files (name, size, mtime) and its dependencies' versions."""
+    global _code
+    if _code is None:
+        from importlib import metadata
+
+        h = hashlib.sha256(f"{__version__}|{sys.version}|".encode())
+        package = Path(__file__).resolve().parent
+        for top in (package, package.parent / "specs"):  # the bundled specs of a source checkout too
+            for dirpath, dirnames, filenames in os.walk(top):
+                dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+                for name in sorted(filenames):
+                    if name.endswith(CODE_SUFFIXES):
+                        st = os.stat(os.path.join(dirpath, name))
+                        h.update(f"{dirpath}/{name}:{st.st_size}:{st.st_mtime_ns}\0".encode())
+        for dist in DEPENDENCIES:
+            try:
+                h.update(f"{dist}={metadata.version(dist)}\0".encode())
+            except metadata.PackageNotFoundError:
+                h.update(f"{dist}=-\0".encode())
+        _code = h.hexdigest()
+    return _code
+
+
+def text_digest(path: Path) -> str | None:
+    """SHA-256 of a spec file's bytes (None if unreadable)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def key_digest(key: Mapping[str, Any]) -> str:
+    """The file-name digest of a key (canonical JSON)."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+
+class OutcomeStore:
+    """Records on disk under ``directory``: one JSON file per session key, written atomically."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    def _file(self, key: Mapping[str, Any]) -> Path:
+        return self.directory / f"{key_digest(key)}.json"
+
+    def load(self, key: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The record stored under ``key``, or None (missing, unreadable, another format or key)."""
+        try:
+            doc = json.loads(self._file(key).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("key") != _plain(key):
+            return None
+        if not isinstance(doc.get("files"), dict) or not isinstance(doc.get("session"), dict):
+            return None
+        return doc
+
+    def save(self, key: Mapping[str, Any], session: Mapping[str, Any], files: Mapping[str, Any]) -> None:
+        """Merge ``files`` (spec path → its record) into the record of ``key``, with ``session``'s data
+        (the same key means the same checkpoints, options and code: the other files' records stay valid)."""
+        old = self.load(key)
+        merged = dict(old["files"]) if old is not None else {}
+        merged.update(files)
+        doc = {"format": FORMAT, "key": _plain(key), "session": _plain(session), "files": merged}
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(doc, f)
+            os.replace(tmp, self._file(key))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), for comparisons."""
+    return json.loads(json.dumps(value))

@@ -1,4 +1,4 @@
-"""Benchmark the bundled default spec's statistics pass against the I/O limit and a naive baseline.
+"""Benchmark the bundled specs' statistics pass against the I/O limit and a naive baseline.
 
 Run from the repository root::
 
@@ -16,9 +16,9 @@ its own:
 * process start-up: ``import torch, scipy, pytest_weights`` in a fresh interpreter;
 * raw read: plain ``readinto`` of the whole file, and every tensor through the package's
   ``SafetensorsFile.read`` with every page touched (the I/O limit of the statistics pass);
-* the default spec's statistics pass: ``Checker(device="cpu").prepare(...)`` over the
-  ``load_spec("default")`` assertions (throughput, ratio to raw read, peak RSS against
-  the bound 2 × largest tensor + 500 MB);
+* the statistics pass of each ``--spec`` (default: ``default``): ``Checker(device="cpu").prepare(...)``
+  over the ``load_spec(name)`` assertions (throughput, CPU seconds, ratio to raw read, peak RSS
+  against the bound 2 × largest tensor + 500 MB);
 * a naive baseline: load with ``safetensors``, then per matrix numpy mean/std, scipy
   skew/kurtosis, ``isfinite``, and ``scipy.stats.kstest(x, "norm", args=(mean, std))``;
   on a prefix subset of tensors unless ``--naive-full`` (throughput scaled, and said so);
@@ -272,7 +272,7 @@ def worker_stats(args: argparse.Namespace) -> dict:
     from pytest_weights import Checker, load_spec, open_checkpoint
 
     import_s = time.perf_counter() - t0
-    spec = load_spec("default")
+    spec = load_spec(args.spec_one)
     ckpt = open_checkpoint(args.file)
     rss_before = _vm("VmRSS")
     checker = Checker(device="cpu", workers=args.workers or None)
@@ -344,9 +344,7 @@ def _kernel_timers():
     (cProfile sees only the calling thread, not the workers)."""
     import threading
 
-    import torch
-
-    from pytest_weights.stats import KSNormal, Moments, ValueHistogram, kernels, ks
+    from pytest_weights.stats import KSNormal, Moments, ValueHistogram, kernels, ks, shape, weibull
 
     spent: dict[str, float] = {}
     lock = threading.Lock()
@@ -377,24 +375,22 @@ def _kernel_timers():
         patched.append((owner, attr, original))
         setattr(owner, attr, wrapper)
 
-    class _Torch:  # kernels' own view of torch, so that only its bincount calls are timed
-        def __getattr__(self, name: str):
-            return getattr(torch, name)
-
-    shim = _Torch()
-    timed(kernels, "fuse", "fused tiles: min/max, power sums, keys (float32)")
-    timed(kernels, "power_sums", "power sums on their own (offset or NaN slices, float64)")
-    timed(kernels, "keys", "histogram keys on their own (16/8-bit, float64)")
-    shim.bincount = torch.bincount
-    patched.append((kernels, "torch", kernels.torch))
-    kernels.torch = shim
-    timed(shim, "bincount", "bincount of the keys")
+    # the fused sweep: each kernel's tiles and its finish (e.g. the keys' count), then the rest
+    for cls in _kernel_classes(kernels.Kernel):
+        timed(cls, "tile", f"sweep: {cls.__name__} tiles")
+        if "finish" in vars(cls):
+            timed(cls, "finish", f"sweep: {cls.__name__} finish")
+    timed(kernels, "power_sums", "power sums on their own (offset or NaN slices)")
+    timed(shape.RowStructure, "reduce", "rows: lag-1, row and column sums (Shape)")
+    timed(ValueHistogram, "reduce", "histogram: occupied keys of a slice")
+    timed(ValueHistogram, "merge", "histogram merge")
     timed(ValueHistogram, "finalize", "histogram finalize (occupied bins in value order)")
     timed(ks, "bounds", "KS bounds from the histogram")
+    timed(KSNormal, "reduce", "KS gather sweep (wide bounds only)")
     timed(KSNormal, "finalize", "KS finalize (exact refinement)")
-    timed(Moments, "reduce", "moments (16/8-bit: from the value counts)")
     timed(Moments, "merge", "moments merge")
-    timed(ValueHistogram, "merge", "histogram merge")
+    timed(weibull.WeibullFit, "finalize", "Weibull fit")
+    timed(shape.Shape, "finalize", "Shape finalize (quantiles)")
     try:
         yield spent
     finally:
@@ -402,12 +398,22 @@ def _kernel_timers():
             setattr(owner, attr, original)
 
 
+def _kernel_classes(base: type) -> list[type]:
+    """Every imported subclass of ``base`` (the kernels of the fused sweep)."""
+    out, todo = [], [base]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            out.append(sub)
+            todo.append(sub)
+    return out
+
+
 def worker_cached(args: argparse.Namespace) -> dict:
     """One statistics pass through the library with a persistent ``StatCache`` in ``--cache-dir``."""
     from pytest_weights import Checker, load_spec, open_checkpoint
     from pytest_weights.cache import StatCache
 
-    spec = load_spec("default")
+    spec = load_spec(args.spec_one)
     ckpt = open_checkpoint(args.file)
     cache = StatCache(args.cache_dir)
     checker = Checker(device="cpu", cache=cache)
@@ -520,6 +526,7 @@ WORKERS = {
 
 def run_worker(kind: str, file: Path | None, args: argparse.Namespace, **extra: object) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--dtype", args.dtype_one]
+    cmd += ["--spec-one", getattr(args, "spec_one", None) or args.spec[0]]
     if args.workers:
         cmd += ["--workers", str(args.workers)]
     if file is not None:
@@ -597,6 +604,38 @@ def measure_cached(path: Path, args: argparse.Namespace) -> dict:
     return out
 
 
+def measure_pass(path: Path, ckpt: dict, raw: dict, args: argparse.Namespace) -> dict:
+    """``--repeat`` statistics passes of ``args.spec_one`` in fresh processes: medians, peak RSS."""
+    size = ckpt["bytes"]
+    stats_runs = [run_worker("stats", path, args) for _ in range(args.repeat)]
+    pass_s = median(stats_runs, "pass_s")
+    bound = (2 * ckpt["largest_tensor_bytes"]) / MB + TARGETS["rss_margin_mb"]
+    best_s = min(r["pass_s"] for r in stats_runs)
+    return {
+        "spec": args.spec_one,
+        "pass_s": pass_s,
+        "best_pass_s": best_s,
+        "best_mb_s": size / MB / best_s,
+        "cpu_s": median(stats_runs, "cpu_s"),
+        "loadavg": [round(r["loadavg_before"], 2) for r in stats_runs],
+        "evaluate_s": median(stats_runs, "evaluate_s"),
+        "wall_s": median(stats_runs, "wall_s"),
+        "mb_s": size / MB / pass_s,
+        "bytes_read": stats_runs[0]["bytes_read"],
+        "tensors_read": stats_runs[0]["tensors_read"],
+        "ratio_to_reader": (size / MB / pass_s) / raw["reader_mb_s"],
+        "ratio_to_plain": (size / MB / pass_s) / raw["plain_mb_s"],
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in stats_runs),
+        "rss_before_pass_mb": median(stats_runs, "rss_before_mb"),
+        "rss_bound_mb": bound,
+        "passed": all(r["passed"] for r in stats_runs),
+        "failed": stats_runs[0]["failed"],
+        "threads": stats_runs[0]["threads"],
+        "code": sorted({r["code"] for r in stats_runs}),
+        "runs": [{k: v for k, v in r.items() if k != "profile"} for r in stats_runs],
+    }
+
+
 def bench_dtype(dtype: str, args: argparse.Namespace) -> dict:
     args.dtype_one = dtype
     path = checkpoint_path(Path(args.data_dir), args.size_gb, dtype, args.layers)
@@ -629,31 +668,13 @@ def bench_dtype(dtype: str, args: argparse.Namespace) -> dict:
         "runs": raw,
     }
 
-    print(f"[{dtype}] statistics pass ×{args.repeat}", flush=True)
-    stats_runs = [run_worker("stats", path, args) for _ in range(args.repeat)]
-    pass_s = median(stats_runs, "pass_s")
-    bound = (2 * ckpt["largest_tensor_bytes"]) / MB + TARGETS["rss_margin_mb"]
-    best_s = min(r["pass_s"] for r in stats_runs)
-    out["stats"] = {
-        "pass_s": pass_s,
-        "best_pass_s": best_s,
-        "best_mb_s": size / MB / best_s,
-        "cpu_s": median(stats_runs, "cpu_s"),
-        "loadavg": [round(r["loadavg_before"], 2) for r in stats_runs],
-        "evaluate_s": median(stats_runs, "evaluate_s"),
-        "wall_s": median(stats_runs, "wall_s"),
-        "mb_s": size / MB / pass_s,
-        "ratio_to_reader": (size / MB / pass_s) / out["raw"]["reader_mb_s"],
-        "ratio_to_plain": (size / MB / pass_s) / out["raw"]["plain_mb_s"],
-        "peak_rss_mb": max(r["peak_rss_mb"] for r in stats_runs),
-        "rss_before_pass_mb": median(stats_runs, "rss_before_mb"),
-        "rss_bound_mb": bound,
-        "passed": all(r["passed"] for r in stats_runs),
-        "failed": stats_runs[0]["failed"],
-        "threads": stats_runs[0]["threads"],
-        "code": sorted({r["code"] for r in stats_runs}),
-        "runs": [{k: v for k, v in r.items() if k != "profile"} for r in stats_runs],
-    }
+    out["specs"] = {}
+    for spec in args.spec:
+        args.spec_one = spec
+        print(f"[{dtype}] statistics pass, spec {spec} ×{args.repeat}", flush=True)
+        out["specs"][spec] = measure_pass(path, ckpt, out["raw"], args)
+    args.spec_one = args.spec[0]
+    out["stats"] = out["specs"][args.spec[0]]
 
     if args.skip_naive:
         out["naive"] = {"skipped": "--skip-naive"}
@@ -687,9 +708,14 @@ def bench_dtype(dtype: str, args: argparse.Namespace) -> dict:
         out["cached"] = measure_cached(path, args)
 
     if args.profile:
-        print(f"[{dtype}] profile ({args.profile})", flush=True)
-        prof = run_worker("stats", path, args, profile=args.profile, profile_top=args.profile_top)
-        out["profile"] = {"kind": args.profile, "pass_s": prof["pass_s"], "text": prof["profile"]}
+        out["profiles"] = {}
+        for spec in args.spec:
+            args.spec_one = spec
+            print(f"[{dtype}] profile ({args.profile}), spec {spec}", flush=True)
+            prof = run_worker("stats", path, args, profile=args.profile, profile_top=args.profile_top)
+            out["profiles"][spec] = {"kind": args.profile, "pass_s": prof["pass_s"], "text": prof["profile"]}
+        args.spec_one = args.spec[0]
+        out["profile"] = out["profiles"][args.spec[0]]
     return out
 
 
@@ -806,6 +832,25 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def spec_table(results: list[dict]) -> str:
+    """One row per (dtype, spec): the statistics pass of each spec measured."""
+    lines = [
+        "| dtype | spec | tensors read | pass: median (best) s | MB/s: median (best) | CPU s (user+sys) "
+        "| peak RSS / bound (MB) | verdict | load before each run |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        for spec, st in r["specs"].items():
+            verdict_ = "all pass" if st["passed"] else "fails: " + ", ".join(st["failed"])
+            lines.append(
+                f"| {r['dtype']} | `{spec}` | {st['tensors_read']} | {st['pass_s']:.2f} ({st['best_pass_s']:.2f}) "
+                f"| {fmt_mb(st['mb_s'])} ({fmt_mb(st['best_mb_s'])}) | {st['cpu_s']:.2f} "
+                f"| {fmt_mb(st['peak_rss_mb'])} / {fmt_mb(st['rss_bound_mb'])} | {verdict_} "
+                f"| {', '.join(f'{x:.1f}' for x in st['loadavg'])} |"
+            )
+    return "\n".join(lines)
+
+
 def _cpu_per_gb(r: dict) -> float:
     return r["stats"]["cpu_s"] / (r["checkpoint"]["bytes"] / 1e9)
 
@@ -871,6 +916,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=str(HERE / "_data"), help="where checkpoints are generated and reused")
     p.add_argument("--repeat", type=int, default=3, help="runs per measurement (median reported); default 3")
     p.add_argument(
+        "--spec",
+        nargs="+",
+        default=["default"],
+        help="bundled spec names (or spec files) whose statistics pass is measured; default: default. "
+        "The first one is the main table's; every one gets a row in the per-spec table",
+    )
+    p.add_argument(
         "--naive-subset-mb",
         type=float,
         default=256,
@@ -895,6 +947,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--file", help=argparse.SUPPRESS)
     p.add_argument("--cache-dir", help=argparse.SUPPRESS)
+    p.add_argument("--spec-one", default="default", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args.worker:
@@ -931,15 +984,17 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(results))
     print()
+    print(spec_table(results))
+    print()
     print("Targets:")
     print(targets(results))
-    changed = {c for r in results for c in r["stats"]["code"]} | {code["fingerprint_end"]}
+    changed = {c for r in results for sp in r["specs"].values() for c in sp["code"]} | {code["fingerprint_end"]}
     if changed != {code["fingerprint"]}:
         print(f"\nwarning: the pass's sources changed during the run ({sorted(changed)}): results mix versions")
     for r in results:
-        if "profile" in r:
-            prof = r["profile"]
-            print(f"\nProfile of one statistics pass ({r['dtype']}, {prof['kind']}, {prof['pass_s']:.2f} s):")
+        for spec, prof in r.get("profiles", {}).items():
+            head = f"{r['dtype']}, spec {spec}, {prof['kind']}, {prof['pass_s']:.2f} s"
+            print(f"\nProfile of one statistics pass ({head}):")
             print(prof["text"])
     if args.json:
         print(f"\nwrote {args.json}")

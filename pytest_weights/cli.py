@@ -38,8 +38,8 @@ from typing import Any, TextIO
 
 from . import __version__
 from .errors import FATAL, SpecError, WeightsError, describe, format_traceback, is_internal
-from .formatting import PROG, LiveLine, table
 
+PROG = "pytest-weights"
 #: Statistics shown when ``--stats`` is not given (those present in SCALARS, in this order).
 DEFAULT_STATS = ("mean", "std", "absmax", "kurtosis", "ks", "weibull_k", "weibull_lambda")
 #: Where the pytest plugin keeps its statistics: ``config.cache.mkdir("pytest-weights")``.
@@ -201,6 +201,13 @@ def _add_check(sub: Any) -> None:
     )
     p.add_argument("--json", metavar="PATH", help="write every result and verdict as JSON to PATH ('-': stdout)")
     p.add_argument("--device", default="auto", metavar="DEVICE", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument(
+        "--scheduler",
+        default=os.environ.get("DASK_SCHEDULER_ADDRESS") or None,
+        metavar="ADDRESS",
+        help="run the statistics pass on a Dask cluster: a scheduler address (tcp://host:8786) or local:N "
+        "(a LocalCluster of N processes); 'off': here (default: $DASK_SCHEDULER_ADDRESS; 'distributed' extra)",
+    )
     _add_cache_options(p)
 
 
@@ -242,7 +249,7 @@ def _add_cache_options(p: argparse.ArgumentParser) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     if args.command == "check":
-        return cmd_check(args)
+        return replayable(args, cmd_check)
     if args.command == "diff":
         return cmd_diff(args)
     if args.command == "validate":
@@ -259,8 +266,24 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "init":
         return cmd_init(args)
     if args.command == "inspect":
-        return cmd_inspect(args)
+        return replayable(args, cmd_inspect)
     return cmd_specs()
+
+
+def replayable(args: argparse.Namespace, command: Any) -> int:
+    """``command(args)``, or its stored output when its options and every file they name are
+    unchanged (:func:`pytest_weights.replay.replay_output`: no torch import); ``--no-cache`` and
+    ``--json PATH`` (a file to write) always run it."""
+    json_file = getattr(args, "json", None)
+    if args.no_cache or (isinstance(json_file, str) and json_file != "-"):
+        return command(args)
+    from .replay import output_key, replay_output
+
+    cache_dir = Path(args.cache_dir or DEFAULT_CACHE_DIR)
+    if cache_dir == DEFAULT_CACHE_DIR:
+        _ensure_pytest_cache_root(DEFAULT_CACHE_DIR.parent.parent)
+    key = output_key(args.command, vars(args), skip=[cache_dir])
+    return replay_output(key, cache_dir / "outputs", lambda: command(args))
 
 
 def _subject(args: argparse.Namespace) -> str:
@@ -308,7 +331,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     cache = _stat_cache(cache_dir)
     reference = open_or_raise(args.reference) if args.reference else None
     progress = _progress if sys.stderr.isatty() else None
-    checker = Checker(_device(args.device), progress=progress, cache=cache, reference=reference)
+    scheduler = None if (args.scheduler or "off").strip().lower() == "off" else args.scheduler.strip()
+    checker = Checker(_device(args.device), progress=progress, cache=cache, reference=reference, scheduler=scheduler)
     keep: list[Any] = []  # every checkpoint stays referenced: the checker keys its ΔW views by id()
     status, verdicts, results = 0, [], []
     try:
@@ -327,6 +351,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             results += v.results
             status = max(status, 0 if v.healthy else 1)
     finally:
+        checker.close()
         if reference is not None:
             reference.close()
     if args.json:
@@ -767,14 +792,30 @@ def _ranges(values: Sequence[int]) -> str:
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
     """Left-aligned text columns, right-aligned numbers, a dashed rule under the header."""
+    from .formatting import table
+
     out.write("\n".join(table(header, rows, numbers_right=True)) + "\n")
 
 
 # ---------------------------------------------------------------------------- progress
 
-#: One rewritten status line on stderr, at most 10 times a second (only installed when stderr is a TTY).
-_progress = LiveLine(interval=0.1)
-_clear_progress = _progress.clear
+_line: Any = None  # the live line, once a pass has shown one
+
+
+def _progress(p: Any) -> None:
+    """One rewritten status line on stderr, at most 10 times a second (only installed when stderr
+    is a TTY): :class:`~pytest_weights.formatting.LiveLine`, the plugin's line too."""
+    global _line
+    if _line is None:
+        from .formatting import LiveLine
+
+        _line = LiveLine(interval=0.1)
+    _line(p)
+
+
+def _clear_progress() -> None:
+    if _line is not None:
+        _line.clear()
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ def compute_pass(
     chunk_elements: int = CHUNK_ELEMENTS,
     cache: StatCache | None = None,
     workers: int | None = None,
-    executor: Executor | None = None,
+    executor: Executor | Callable[[], Executor | None] | None = None,
 ) -> PassProgress:
     """Read every requested tensor of ``checkpoint`` once and store its statistics.
 
@@ -106,9 +106,11 @@ def compute_pass(
     ``cache``: the one cache-through of the package (the plugin, the CLI and ``init`` all pass
     theirs here): cached values are loaded first (a tensor with only part of a dependency chain
     cached is completed from it), what the pass computes is saved after it (a directory that
-    cannot be written keeps nothing). ``workers``: CPU threads for flat statistics (default: torch's intra-op thread count).
-    ``executor``: where tensors are read and reduced (e.g. a Dask cluster, :mod:`.executors`)
-    when it accepts the checkpoint; by default (and for in-memory checkpoints) in this process.
+    cannot be written keeps nothing).
+    ``workers``: CPU threads for flat statistics (default: torch's intra-op thread count).
+    ``executor``: where tensors are read and reduced (e.g. a Dask cluster, :mod:`.executors`;
+    or a function returning it, called only when a tensor is to be read) when it accepts the
+    checkpoint; by default (and for in-memory checkpoints) in this process.
     An error reading or reducing a tensor propagates, marked with the tensor's name
     (:func:`~pytest_weights.errors.blame_tensor`); nothing is cached then.
     """
@@ -136,6 +138,8 @@ def compute_pass(
             progress(state)
         return info.nbytes
 
+    if executor is not None and todo and not hasattr(executor, "run"):
+        executor = executor()  # started only when something is to be read
     if executor is not None and todo and executor.accepts(checkpoint):
         known = lambda name: dict(store.get(cid, name))  # noqa: E731
         executor.run(checkpoint, todo, known, torch.device(device), chunk_elements, record)

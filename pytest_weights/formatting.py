@@ -13,21 +13,12 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from .engine import PassProgress
 
 PROG = "pytest-weights"
-
-
-class PassState(Protocol):
-    """What a progress line shows (:class:`pytest_weights.engine.PassProgress` is one)."""
-
-    checkpoint: str
-    tensors_done: int
-    tensors_total: int
-    bytes_done: int
-    bytes_total: int
-    seconds: float
-    finished: bool
 
 
 def table(header: Sequence[Any], rows: Sequence[Sequence[Any]], numbers_right: bool = False) -> list[str]:
@@ -58,7 +49,7 @@ def _is_number(s: str) -> bool:
     return True
 
 
-def progress_text(p: PassState, prog: str = PROG) -> str:
+def progress_text(p: PassProgress, prog: str = PROG) -> str:
     """``pytest-weights: model.safetensors: 12/67 tensors, 0.41/1.20 GB, 0.85 GB/s``."""
     rate = p.bytes_done / p.seconds / 1e9 if p.seconds > 0 else 0.0
     return (
@@ -81,7 +72,7 @@ class LiveLine:
     def stream(self) -> TextIO:
         return self._stream or sys.stderr
 
-    def __call__(self, p: PassState) -> None:
+    def __call__(self, p: PassProgress) -> None:
         if p.tensors_total == 0:
             return
         if p.finished:

@@ -234,7 +234,7 @@ class _Source:
         return self._open[path]
 
     def checkpoint(self, label: str) -> Any:
-        """The opened checkpoint (or ΔW view) behind a result's ``checkpoint`` label."""
+        """The opened checkpoint (or ΔW view) behind a ``checkpoint`` label (records without ``source``)."""
         key = f"label:{label}"
         if key in self._open:
             return self._open[key]
@@ -252,19 +252,45 @@ class _Source:
         self._open[key] = got
         return got
 
-    def read(self, label: str, tensor: str) -> Any:
+    def given(self, path: str) -> str:
+        """``path`` as one of the report's checkpoints (the same file, or else the same name)."""
+        for p in self.paths:
+            if p == path or Path(p).resolve() == Path(path).resolve():
+                return p
+        return self.path_for(Path(path).name)
+
+    def of(self, r: Mapping[str, Any]) -> Any:
+        """The checkpoint (or ΔW view) a result was judged on, from its ``source`` (the files
+        behind its label); a record without one (an older JSON file) by its label."""
+        src = r.get("source")
+        if not (isinstance(src, Mapping) and src.get("paths")):
+            return self.checkpoint(str(r.get("checkpoint")))
+        key = f"source:{src.get('view')}:{'|'.join(map(str, src['paths']))}"
+        if key not in self._open:
+            opened = [self._checkpoint_at(self.given(str(p))) for p in src["paths"]]
+            if src.get("view") == "delta":
+                from .readers.derived import DeltaCheckpoint
+
+                self._open[key] = DeltaCheckpoint(*opened)
+            elif src.get("view") == "lora":
+                from .readers.derived import LoraDelta
+
+                self._open[key] = LoraDelta(opened[0])
+            else:
+                self._open[key] = opened[0]
+        return self._open[key]
+
+    def read(self, r: Mapping[str, Any], tensor: str) -> Any:
         from .errors import WeightsError
 
+        label = str(r.get("checkpoint"))
         try:
-            ckpt = self.checkpoint(label)
+            ckpt = self.of(r)
             return ckpt.read(tensor)
         except NoPlot:
             raise
         except (WeightsError, OSError, KeyError, ValueError, RuntimeError) as e:
             raise NoPlot(f"tensor {tensor!r} could not be read from {label!r}: {e}") from e
-
-    def names(self, label: str) -> list[str]:
-        return [i.name for i in self.checkpoint(label).tensors()]
 
     def close(self) -> None:
         for ckpt in self._open.values():
@@ -388,17 +414,17 @@ def _plot(r: Mapping[str, Any], source: _Source, Figure: Any) -> tuple[Any, str,
     :mod:`pytest_weights.assertions.plot`); a record without them (an older JSON report)
     gets the worst tensor's histogram. Returns the figure, its caption and why panels are
     missing; raises :class:`NoPlot` when no panel can be drawn."""
-    panels = [p for p in r.get("plot") or [] if isinstance(p, Mapping) and p.get("shape") in AXES]
+    panels = [p for p in r.get("plot") or [] if isinstance(p, Mapping) and p.get("panel") in AXES]
     if not panels:
-        panels = [{"shape": "histogram", "tensor": _worst(r), "fit": "normal"}]
+        panels = [{"panel": "histogram", "tensor": _worst(r), "fit": "Normal"}]
     panels = panels[:4]
-    n = sum(AXES[p["shape"]] for p in panels)
+    n = sum(AXES[p["panel"]] for p in panels)
     fig, axes = _panels(Figure, n, height=3.3 if n > 1 else 3.8)
     captions: list[str] = []
     missing: list[str] = []
     k = 0
     for panel in panels:
-        shape = panel["shape"]
+        shape = panel["panel"]
         own = axes[k : k + AXES[shape]]
         k += AXES[shape]
         try:
@@ -421,7 +447,7 @@ def _plot(r: Mapping[str, Any], source: _Source, Figure: Any) -> tuple[Any, str,
 def _draw_histogram(axes: Sequence[Any], r: Mapping[str, Any], panel: Mapping[str, Any], source: _Source) -> str:
     tensor = str(panel.get("tensor"))
     s = _read_sample(r, source, tensor)
-    if panel.get("fit") == "weibull":
+    if panel.get("fit") == "Weibull":
         params = panel.get("params") or {}
         return _weibull_axes(axes[0], axes[1], s, tensor, _float(params.get("k")), _float(params.get("lambda")))
     observed = next((d.get("observed", "") for d in r.get("deviations") or [] if d.get("tensor") == tensor), "")
@@ -439,7 +465,8 @@ def _draw_points(ax: Any, panel: Mapping[str, Any]) -> str:
 
 
 def _draw_lines(ax: Any, panel: Mapping[str, Any]) -> str:
-    lines = [ln for ln in panel.get("lines") or [] if isinstance(ln, Mapping)]
+    every = [ln for ln in panel.get("lines") or [] if isinstance(ln, Mapping)]
+    lines = [ln for ln in every if not ln.get("fit")]
     if not lines:
         raise NoPlot("the result holds no series")
     palette = ["#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#bcbd22"]
@@ -462,25 +489,29 @@ def _draw_lines(ax: Any, panel: Mapping[str, Any]) -> str:
                 span = np.nanmax(np.abs(y[np.isfinite(y)])) if np.isfinite(y).any() else 1.0
                 a = np.where(np.isfinite(a), a, np.nanmin(y) - 0.1 * span if np.isfinite(y).any() else 0)
                 b = np.where(np.isfinite(b), b, np.nanmax(y) + 0.1 * span if np.isfinite(y).any() else 0)
-                where = judged if judged.sum() > 1 else None
-                if where is None:  # one judged point: a short bar at it
+                label = None if drawn_band else "allowed"
+                if judged.sum() == 1:  # one judged point (a final value): a box from the step before it
                     i = int(np.argmax(judged))
-                    ax.vlines(x[i], a[i], b[i], color=BAND, lw=8, alpha=0.3, label=None if drawn_band else "allowed")
+                    ax.fill_between([x[max(i - 1, 0)], x[i]], a[i], b[i], **band, label=label)
                 else:
-                    ax.fill_between(x, a, b, where=where, **band, label=None if drawn_band else "allowed")
+                    ax.fill_between(x, a, b, where=judged, **band, label=label)
                 drawn_band = True
         colour = OK if len(quiet) == len(lines) else palette[j % len(palette)]
         ax.plot(x, y, color=colour, lw=1.8, marker="o", ms=4, label=_m(ln.get("label", "")), zorder=3)
         bad = np.array([bool(b) for b in ln.get("bad") or []] + [False] * (len(x) - len(ln.get("bad") or [])))
         if bad.any():
             ax.scatter(x[bad], y[bad], s=60, color=BAD, marker="X", label="failing", zorder=4)
+    for ln in every:
+        if ln.get("fit"):
+            ax.plot(ln["x"], [_float(v) for v in ln["y"]], color=FIT, ls="--", lw=1, label=_m(ln.get("label", "")))
     if panel.get("log"):
         ax.set_yscale("log")
     ax.set_xlabel(_m(panel.get("xlabel", "")))
     ax.set_ylabel(_m(panel.get("ylabel", "")))
-    ax.set_title(_line(panel.get("title", ""), 110))
+    ax.set_title("\n".join(_line(part, 70) for part in str(panel.get("title", "")).split("\n")))
     ax.legend(loc="best", fontsize=7.5, frameon=False)
-    return f"{panel.get('ylabel', '')} against {panel.get('xlabel', '')}: {panel.get('title', '')}"
+    title = str(panel.get("title", "")).replace("\n", ": ")
+    return f"{panel.get('ylabel', '')} against {panel.get('xlabel', '')}: {title}"
 
 
 def _svg(fig: Any, prefix: str, label: str) -> str:
@@ -511,13 +542,12 @@ def _worst(r: Mapping[str, Any]) -> str:
 
 
 def _read_sample(r: Mapping[str, Any], source: _Source, tensor: str) -> _Sample:
-    label = str(r.get("checkpoint"))
     try:
-        data = source.read(label, tensor)
+        data = source.read(r, tensor)
     except NoPlot:
         if "|" not in tensor:
             raise
-        data = source.read(label, tensor.split("|", 1)[0])  # width_transfer rows: "tensor|quantity"
+        data = source.read(r, tensor.split("|", 1)[0])  # width_transfer rows: "tensor|quantity"
     return _Sample(data)
 
 

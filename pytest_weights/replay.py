@@ -25,19 +25,27 @@ Each spec file's record is also tied to the SHA-256 of its text, so editing one 
 re-evaluates that file only. A missing, unreadable or tampered record (it is JSON, never
 pickled), or any mismatch, falls back to the real pass; ``--weights-no-cache``,
 ``--weights-regen``, pytest-xdist and ``-p no:cacheprovider`` bypass the outcome cache.
-Standard library only.
+
+``pytest-weights check`` and ``inspect`` do the same with their whole output
+(:func:`replay_output`): keyed by their options, the fingerprint of every file an option
+names, the code and the terminal, an unchanged re-run prints the stored output and exit
+status (0 or 1 only; never an error) without importing torch; ``--no-cache`` and
+``check --json PATH`` always run. Standard library only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
+import re
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from . import __version__
 
@@ -45,8 +53,11 @@ from . import __version__
 FORMAT = 1
 #: A checkpoint path with more files than this is not fingerprinted (no replay; hashing them costs more).
 MAX_FILES = 10_000
-#: Distributions whose versions can change a statistic or an outcome.
-DEPENDENCIES = ("torch", "numpy", "scipy", "pyyaml", "pytest")
+#: Packages whose version can change a statistic or an outcome (their version files are fingerprinted:
+#: ``importlib.metadata`` alone costs a tenth of a second to import).
+DEPENDENCIES = ("torch", "numpy", "scipy", "yaml", "_pytest", "onnx", "gguf")
+#: Files of a package that change with its version.
+VERSION_FILES = ("__init__.py", "version.py", "_version.py")
 #: Package files whose change invalidates every record (code, bundled specs, data).
 CODE_SUFFIXES = (".py", ".yaml", ".yml", ".json")
 
@@ -100,10 +111,10 @@ def fingerprint(path: str | Path, skip: Iterable[Path] = ()) -> str | None:
 
 
 def code_fingerprint() -> str:
-    """pytest-weights' version, its source files (name, size, mtime) and its dependencies' versions."""
+    """pytest-weights' version, its source files (name, size, mtime) and its dependencies' version files."""
     global _code
     if _code is None:
-        from importlib import metadata
+        from importlib.util import find_spec
 
         h = hashlib.sha256(f"{__version__}|{sys.version}|".encode())
         package = Path(__file__).resolve().parent
@@ -114,11 +125,14 @@ def code_fingerprint() -> str:
                     if name.endswith(CODE_SUFFIXES):
                         st = os.stat(os.path.join(dirpath, name))
                         h.update(f"{dirpath}/{name}:{st.st_size}:{st.st_mtime_ns}\0".encode())
-        for dist in DEPENDENCIES:
-            try:
-                h.update(f"{dist}={metadata.version(dist)}\0".encode())
-            except metadata.PackageNotFoundError:
-                h.update(f"{dist}=-\0".encode())
+        for name in DEPENDENCIES:
+            spec = find_spec(name)  # locates a top-level package without importing it
+            where = Path(spec.origin).parent if spec is not None and spec.origin else None
+            for file in VERSION_FILES if where is not None else ():
+                with contextlib.suppress(OSError):
+                    st = os.stat(where / file)  # type: ignore[operator]
+                    h.update(f"{where}/{file}:{st.st_size}:{st.st_mtime_ns}\0".encode())
+            h.update(f"{name}:{where}\0".encode())
         _code = h.hexdigest()
     return _code
 
@@ -164,17 +178,105 @@ class OutcomeStore:
         merged = dict(old["files"]) if old is not None else {}
         merged.update(files)
         doc = {"format": FORMAT, "key": _plain(key), "session": _plain(session), "files": merged}
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(doc, f)
-            os.replace(tmp, self._file(key))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json(self._file(key), doc)
+
+
+def write_json(path: Path, doc: Any) -> None:
+    """Write ``doc`` to ``path`` atomically (temporary file + rename): readers never see a torn file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(doc, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _plain(value: Any) -> Any:
     """``value`` as it reads back from JSON (tuples become lists), for comparisons."""
-    return json.loads(json.dumps(value))
+    return json.loads(json.dumps(value, default=str))
+
+
+# ---------------------------------------------------------------- the command line's replay
+
+
+#: Command-line options that say where the cache is or whether to use it: not part of the key.
+CLI_UNKEYED = ("cache_dir", "no_cache")
+#: What a progress line on a terminal looks like (``cli._progress``): not an error, not recorded.
+_PROGRESS = re.compile(r"\r\x1b\[K[^\r\n]*")
+
+
+class _Tee:
+    """A text stream that writes through to ``stream`` and keeps a copy of what was written."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.copy = io.StringIO()
+
+    def write(self, text: str) -> int:
+        self.copy.write(text)
+        return self.stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, isatty, encoding …
+        return getattr(self.stream, name)
+
+
+def output_key(command: str, options: Mapping[str, Any], skip: Iterable[Path] = ()) -> dict[str, Any] | None:
+    """The key of a command's output: its options, and the :func:`fingerprint` of every option
+    value that names a local file or directory (None for a URL, or a path that cannot be fingerprinted)."""
+    values = {k: _plain(v) for k, v in sorted(options.items()) if k not in CLI_UNKEYED}
+    paths = {}
+    for text in _strings(values.values()):
+        if "://" in text:
+            return None
+        path = Path(text)
+        if path.exists():
+            got = fingerprint(path, skip)
+            if got is None:
+                return None
+            paths[text] = [str(path.resolve()), got]
+    return {
+        "command": command,
+        "options": values,
+        "cwd": os.getcwd(),
+        "code": code_fingerprint(),
+        "env": {name: os.environ.get(name) for name in ("CUDA_VISIBLE_DEVICES", "COLUMNS")},
+        "tty": [sys.stdout.isatty(), sys.stderr.isatty()],
+        "paths": paths,
+    }
+
+
+def _strings(values: Iterable[Any]) -> Iterator[str]:
+    for v in values:
+        if isinstance(v, str):
+            yield v
+        elif isinstance(v, list):
+            yield from _strings(v)
+
+
+def replay_output(key: Mapping[str, Any] | None, directory: Path, run: Callable[[], int]) -> int:
+    """A command's stored output and exit status when ``key`` matches a record in ``directory``;
+    else ``run()`` with its output recorded (exit status 0 or 1 and nothing but progress on stderr)."""
+    if key is None:
+        return run()
+    path = directory / f"{key_digest(key)}.json"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("format") == FORMAT and doc.get("key") == _plain(key) and doc.get("status") in (0, 1):
+            sys.stdout.write(str(doc["stdout"]))
+            sys.stdout.flush()
+            return int(doc["status"])
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        pass
+    out, err = _Tee(sys.stdout), _Tee(sys.stderr)
+    sys.stdout, sys.stderr = out, err  # type: ignore[assignment]
+    try:
+        status = run()
+    finally:
+        sys.stdout, sys.stderr = out.stream, err.stream
+    if status in (0, 1) and not _PROGRESS.sub("", err.copy.getvalue()):
+        with contextlib.suppress(OSError):
+            write_json(path, {"format": FORMAT, "key": _plain(key), "status": status, "stdout": out.copy.getvalue()})
+    return status

@@ -43,6 +43,9 @@ class AssertionResult:
     bounds: Bounds | None = None
     #: The failure plot's panels (:mod:`pytest_weights.assertions.plot`), from the kind's ``plot_data``.
     plot: tuple = field(default=(), repr=False, compare=False)
+    #: What ``checkpoint`` names: ``{"view": "weights" | "delta" | "lora", "paths": [...]}``, the
+    #: checkpoint files behind the label (W; W and W_ref; the adapter), or None (a run).
+    source: dict | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.location, str):  # the text form "file:line" of older callers
@@ -96,7 +99,19 @@ class AssertionResult:
             "statistic": self.statistic or None,
             "bounds": _jsonable(list(self.bounds)) if self.bounds is not None else None,
             "plot": panels_json(self.plot),
+            "source": self.source,
         }
+
+
+def result_source(checkpoint: Any) -> dict:
+    """What a result's checkpoint label names, as data: the view and the files behind it."""
+    from .readers.derived import DeltaCheckpoint, LoraDelta
+
+    if isinstance(checkpoint, DeltaCheckpoint):
+        return {"view": "delta", "paths": [str(checkpoint.target.path), str(checkpoint.reference.path)]}
+    if isinstance(checkpoint, LoraDelta):
+        return {"view": "lora", "paths": [str(checkpoint.adapter.path)]}
+    return {"view": "weights", "paths": [str(checkpoint.path)]}
 
 
 def _jsonable(value: Any) -> Any:

@@ -28,7 +28,7 @@ from .readers import Checkpoint, TensorInfo, open_checkpoint
 from .readers.derived import DeltaCheckpoint, LoraDelta
 from .readers.memory import StateDictCheckpoint
 from .readers.peft import PeftAdapter
-from .report import AssertionResult, Report
+from .report import AssertionResult, Report, result_source
 from .spec import AssertionSpec, Spec, load_spec
 from .stats.base import Statistic
 
@@ -158,7 +158,7 @@ class Checker:
                 self.progress,
                 cache=self.cache,
                 workers=self.workers,
-                executor=self.executor() if self.scheduler and source_of(ckpt) is not None else None,
+                executor=self.executor if self.scheduler and source_of(ckpt) is not None else None,
             )
         except FATAL:
             raise
@@ -179,6 +179,13 @@ class Checker:
         if isinstance(self._executor, BaseException):
             raise WeightsError(describe(self._executor)).with_traceback(None)
         return self._executor
+
+    def runs_on(self) -> str:
+        """Where the passes ran: the device, and the Dask cluster if one was used."""
+        executor = self._executor
+        if executor is None or isinstance(executor, BaseException):
+            return str(self.device)
+        return f"{self.device}, {executor.describe()}"
 
     def close(self) -> None:
         """Shut down what :meth:`executor` started (a ``local:N`` cluster, the client)."""
@@ -235,7 +242,7 @@ class Checker:
                 outcome = spec.assertion.judge(views, ref_views)
             else:
                 outcome = spec.assertion.judge(views)
-        return make_result(spec, target.label, outcome, notes)
+        return make_result(spec, target.label, outcome, notes, result_source(target))
 
     def evaluate_run(self, run: Sequence[tuple[int, Checkpoint]], spec: AssertionSpec, label: str) -> AssertionResult:
         """Judge a run-scope assertion on the checkpoints of a run, given as (step, checkpoint)."""
@@ -304,8 +311,11 @@ def open_or_raise(path: str | Path) -> Checkpoint:
         raise as_checkpoint_error(path, e) from e
 
 
-def make_result(spec: AssertionSpec, label: str, outcome: Outcome, notes: tuple[str, ...] = ()) -> AssertionResult:
-    """The :class:`AssertionResult` of ``spec`` judged on ``label`` (a checkpoint or a run)."""
+def make_result(
+    spec: AssertionSpec, label: str, outcome: Outcome, notes: tuple[str, ...] = (), source: dict | None = None
+) -> AssertionResult:
+    """The :class:`AssertionResult` of ``spec`` judged on ``label`` (a checkpoint or a run);
+    ``source``: the files behind the label (:func:`~.report.result_source`)."""
     return AssertionResult(
         name=spec.name,
         kind=spec.assertion.kind,
@@ -323,6 +333,7 @@ def make_result(spec: AssertionSpec, label: str, outcome: Outcome, notes: tuple[
         statistic=outcome.statistic,
         bounds=outcome.bounds,
         plot=spec.assertion.failure_plot(outcome),
+        source=source,
     )
 
 

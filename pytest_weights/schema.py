@@ -6,12 +6,14 @@ extension, JetBrains IDEs, any yaml-language-server client), e.g. with a first l
     # yaml-language-server: $schema=weights.schema.json
 
 Print it with ``python -m pytest_weights.schema > weights.schema.json``. Like
-``docs/kinds.md`` it is derived from the same dataclasses the loader builds assertions
-from (parameter names, types, ``Literal`` choices, defaults, docstrings), so it cannot
-drift from what :func:`pytest_weights.spec.parse_spec` accepts. The loader remains the
-authority: it also checks what a schema cannot say (parameter consistency such as
-``min ≤ max``, regex syntax) and reports ``file:line``; the schema never rejects a spec
-the loader accepts (tested on every bundled and example spec).
+``docs/kinds.md`` it is derived from the same typed dataclasses the loader checks with:
+kind parameters (names, types, ``Literal`` choices, defaults, docstrings), the ``select:``
+keys (:class:`~pytest_weights.selection.Selection`) and the common entry keys
+(:class:`~pytest_weights.spec.EntryKeys`) with their limits, so it cannot drift from what
+:func:`pytest_weights.spec.parse_spec` accepts: tests/test_spec_schema_agree.py checks that
+both give the same verdict on mutated specs. The loader also checks what a schema cannot say
+(:class:`~pytest_weights.spec.LoaderOnlyError`: parameter consistency such as ``min ≤ max``,
+``depth_pattern`` regexes, NaN) and reports ``file:line``.
 
 :func:`schema_errors` validates a spec text against the schema with the ``jsonschema``
 package (an optional dependency) and names ``file:line`` for each problem.
@@ -33,7 +35,7 @@ from .assertions import REGISTRY
 from .assertions.base import params
 from .keys import TypedKey
 from .selection import Selection
-from .spec import DEFAULT_KEYS, ENTRY, ENTRY_KEYS, SELECT
+from .spec import DEFAULT_KEYS, ENTRY, ENTRY_KEYS, SELECT, string_choices
 from .stats.scalars import SCALARS
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -49,7 +51,7 @@ _NUMBER_STRING = (
 )
 #: Parameters of a kind that take a fixed set of strings although typed ``str`` (checked by
 #: the kind's ``validate``): shown as enums so editors complete them.
-_STRING_CHOICES: dict[str, tuple[str, ...]] = {"stat": tuple(SCALARS)}
+_STRING_CHOICES: dict[str, tuple[str, ...]] = string_choices()
 
 
 # ---------------------------------------------------------------------------- types

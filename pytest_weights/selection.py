@@ -8,7 +8,7 @@ and docs/kinds.md all derive from.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from fnmatch import fnmatchcase
 from typing import Literal
 
@@ -106,15 +106,13 @@ class Selection:
         return name[:a] + "*" + name[b:]
 
     def describe(self) -> str:
+        """``include=['*'], exclude=['*emb*'], min_ndim=2``: ``include``, then the shape filters
+        that differ from their defaults (the depth scheme and groups are not shown)."""
         parts = [f"include={list(self.include)}"]
-        if self.exclude:
-            parts.append(f"exclude={list(self.exclude)}")
-        if self.ndim:
-            parts.append(f"ndim={list(self.ndim)}")
-        if self.min_ndim:
-            parts.append(f"min_ndim={self.min_ndim}")
-        if self.min_numel > 1:
-            parts.append(f"min_numel={self.min_numel}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("exclude", "ndim", "min_ndim", "min_numel") and value != f.default:
+                parts.append(f"{f.name}={list(value) if isinstance(value, tuple) else value}")
         return ", ".join(parts)
 
 

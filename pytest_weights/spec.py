@@ -1,5 +1,11 @@
 """Spec files: YAML → validated :class:`Spec` objects, every error naming ``file:line``.
 
+The keys an entry takes besides its kind's parameters (:class:`EntryKeys`) and the ``select:``
+keys (:class:`~pytest_weights.selection.Selection`) are typed keys (:mod:`pytest_weights.keys`),
+like kind parameters are typed dataclass fields: the loader here, the JSON Schema
+(:mod:`pytest_weights.schema`) and docs/kinds.md derive from the same types. An entry gets every
+static check first; what no schema can say is a :class:`LoaderOnlyError`.
+
 A spec file::
 
     description: Health checks for any transformer checkpoint
@@ -19,7 +25,7 @@ import math
 import re
 import typing
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -484,13 +490,24 @@ def _converts(cls: type[Assertion], name: str, value: Any) -> bool:
 
 def _convert_problem(cls: type[Assertion], name: str, value: Any) -> str | None:
     """Why ``value`` is not of the type of ``cls``'s parameter ``name`` (None: it is)."""
-    from .assertions.base import _convert
+    from .assertions.base import _convert, unknown_statistic
 
     try:
         _convert(name, value, typing.get_type_hints(cls)[name])
     except ParamError as e:
         return e.message
+    choices = string_choices().get(name)
+    if choices is not None and isinstance(value, str) and value not in choices:
+        return unknown_statistic(value)
     return None
+
+
+def string_choices() -> dict[str, tuple[str, ...]]:
+    """Kind parameters typed ``str`` that take a fixed set of names (each kind's ``validate`` refuses
+    others): ``stat``, the statistics. The JSON Schema shows them as enums."""
+    from .stats.scalars import SCALARS
+
+    return {"stat": tuple(SCALARS)}
 
 
 def _entry(raw: Any, defaults: _Map, name: str, path: str, line: int) -> AssertionSpec:
@@ -518,13 +535,12 @@ def _typed(k: TypedKey, value: Any, path: str, line: int, later: list[LoaderOnly
     """``value`` converted by typed key ``k``; a static problem raises, a loader-only one is kept in ``later``."""
     try:
         out = convert(k, value)
+    except BadValue as e:
+        raise SpecError(path, line, str(e)) from None
+    try:
         loader_check(k, out)
     except LoaderOnly as e:
         later.append(LoaderOnlyError(path, line, str(e)))
-    except BadValue as e:
-        raise SpecError(path, line, str(e)) from None
-    else:
-        return out
     return out
 
 
@@ -569,8 +585,6 @@ def _assertion(cls: type[Assertion], raw: _Map, defaults: _Map, path: str, line:
 
 
 def _required(f: Any) -> bool:
-    from dataclasses import MISSING
-
     return f.default is MISSING and f.default_factory is MISSING
 
 

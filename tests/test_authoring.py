@@ -15,6 +15,8 @@ import pytest
 import torch
 import yaml
 from conftest import save, transformer_like
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 from scipy import stats
 
@@ -653,3 +655,121 @@ def test_init_with_a_constant_matrix_still_passes(tmp_path: Path) -> None:
     siblings = next(a for a in spec.assertions if a.name == "consistent-with-siblings")
     assert "model.layers.*.attn.o.weight" in siblings.selection.exclude
     assert check(ckpt, spec, device="cpu").passed
+
+
+# ---------------------------------------------------------------------------- regen like syrupy
+
+
+def _scaled(tmp_path: Path, roles: tuple[str, ...], factor: float = 2.0) -> Path:
+    tensors = transformer_like()
+    for role in roles:
+        for k in range(6):
+            tensors[f"model.layers.{k}.{role}.weight"] *= factor
+    return save(tmp_path / "changed.safetensors", tensors)
+
+
+def _entry_block(text: str, name: str) -> list[str]:
+    """The lines of the entry ``name`` (from its ``- name:`` line to the next entry or block)."""
+    lines = text.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith(f"  - name: {name}"))
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith(("  - ", "  #"))), len(lines))
+    return lines[start:end]
+
+
+def test_plugin_regen_rewrites_only_the_entries_that_ran(pytester: pytest.Pytester, synthetic) -> None:
+    """Like syrupy's --snapshot-update: ``-k`` deselects an entry, so its numbers stay byte-identical
+    although it fails too; the file is written once, at the end of the session."""
+    _, _, text = synthetic
+    changed = _scaled(pytester.path, ("attn.q", "attn.k"))
+    spec = pytester.path / "model.weights.yaml"
+    spec.write_text(text)
+    args = ("-p", "no:randomly", "model.weights.yaml", "--checkpoint", str(changed), "--weights-no-cache")
+    assert {"attn-q-std", "attn-k-std"} <= set(failures(changed, spec))
+    run = pytester.runpytest(*args, "--weights-regen", "-k", "attn-q-std")
+    run.assert_outcomes(failed=1)
+    run.stdout.fnmatch_lines(["*attn-q-std max 0.0304 → 0.0607*", "*--weights-regen: 1 number(s) rewritten*"])
+    new = spec.read_text()
+    assert _entry_block(new, "attn-k-std") == _entry_block(text, "attn-k-std")  # deselected: untouched
+    assert _entry_block(new, "attn-q-std") != _entry_block(text, "attn-q-std")
+    old_lines, new_lines = text.splitlines(), new.splitlines()
+    differing = {k for k, (a, b) in enumerate(zip(old_lines, new_lines, strict=True)) if a != b}
+    start = old_lines.index("  - name: attn-q-std")
+    assert differing and differing <= set(range(start, start + len(_entry_block(text, "attn-q-std"))))
+    # -x: the session stops at the first failing item; the entries after it are not rewritten
+    spec.write_text(text)
+    stopped = pytester.runpytest(*args, "--weights-regen", "-x")
+    stopped.assert_outcomes(failed=1, passed=stopped.parseoutcomes().get("passed", 0))
+    new = spec.read_text()
+    rewritten = [n for n in ("attn-q-std", "attn-k-std") if _entry_block(new, n) != _entry_block(text, n)]
+    assert len(rewritten) == 1
+
+
+def _bimodal(n: int = 4096, p: float = 0.95) -> torch.Tensor:
+    """A point mass with a few large values: KS distance to its fitted normal ≈ 0.53."""
+    w = torch.zeros(n)
+    w[: int(n * (1 - p))] = 1.0
+    return w.reshape(64, -1)
+
+
+def test_regen_never_makes_a_check_that_cannot_fail(tmp_path: Path) -> None:
+    """KS D ≈ 0.53 with margin 1 would give tol ≥ 1 (D ≤ 1 always): the tolerance is capped
+    below 1, the change and the YAML comment say so; a constant matrix (D = 1) is not rewritten."""
+    from pytest_weights.stats import KSNormal
+
+    tensors = {f"model.layers.{k}.mlp.weight": _bimodal() for k in range(3)}
+    ckpt = save(tmp_path / "m.safetensors", tensors)
+    with open_checkpoint(ckpt) as c:
+        d = max(Checker("cpu").evaluate(c, parse_spec(KS_SPEC).assertions[0]).observed.values())
+    assert d * 2 >= 1 and d < 1  # the margin alone would make the check unfalsifiable
+    spec = tmp_path / "ks.weights.yaml"
+    spec.write_text(KS_SPEC)
+    (change,) = regen_spec(spec, ckpt, margin=1.0)
+    assert change.param == "tol" and d <= float(change.new) < 1.0
+    assert "margin capped: tol" in str(change) and "cannot fail" in str(change)
+    assert "margin capped" in spec.read_text()
+    # the rewritten check passes on this checkpoint and still fails on a constant matrix (D = 1)
+    assert check(ckpt, spec, device="cpu").passed
+    const = save(tmp_path / "c.safetensors", {f"model.layers.{k}.mlp.weight": torch.ones(64, 64) for k in range(3)})
+    assert not check(const, spec, device="cpu").passed
+    spec.write_text(KS_SPEC)
+    result = regen_spec(spec, const, margin=1.0)
+    assert list(result) == [] and any("where the check cannot fail: not rewritten" in n for n in result.notes)
+    assert spec.read_text() == KS_SPEC
+    assert KSNormal  # the statistic whose bound is guarded
+
+
+KS_SPEC = """\
+version: 1
+assertions:
+  - name: gaussian
+    kind: gaussian_ks
+    tol: 0.05
+"""
+
+
+@given(
+    observed=st.floats(0, 0.999, allow_nan=False),
+    margin=st.floats(0, 10, allow_nan=False),
+    limit_side=st.sampled_from(["upper", "lower"]),
+)
+@settings(max_examples=300, deadline=None)
+def test_guard_keeps_every_bound_falsifiable_and_admitting(observed: float, margin: float, limit_side: str) -> None:
+    """Property of the shared guard: a proposal kept is strictly short of the value where its
+    check cannot fail, and still admits the observed value; capped ones say so."""
+    from pytest_weights.authoring import Proposal, guard
+
+    if limit_side == "upper":  # e.g. a KS tol, with D ≤ 1
+        p = Proposal(observed * (1 + margin), observed, "upper")
+        kept, notes = guard({"tol": p}, {"tol": 1.0})
+        q = kept["tol"]
+        assert observed <= q.value < 1.0 and not q.violated_by(q.value)
+    else:  # e.g. a min_kurtosis, with excess kurtosis ≥ −2
+        obs = -2 + observed
+        p = Proposal(obs - margin * 2, obs, "lower")
+        kept, notes = guard({"min_kurtosis": p}, {"min_kurtosis": -2.0})
+        if obs <= -2:
+            assert not kept and notes
+            return
+        q = kept["min_kurtosis"]
+        assert -2.0 < q.value <= obs
+    assert bool(q.capped) == (q.value != p.value) and not notes

@@ -113,6 +113,14 @@ def _header_byte(ckpt: Path, probe: pytest.Pytester) -> None:
     os.utime(ckpt, ns=(st_.st_atime_ns, st_.st_mtime_ns))
 
 
+def _tensor_name_byte(ckpt: Path, probe: pytest.Pytester) -> None:
+    """One byte of the JSON header (a tensor's name) changed, size and mtime kept."""
+    st_ = ckpt.stat()
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data.replace(b'"embed.weight"', b'"embed.weighT"', 1))
+    os.utime(ckpt, ns=(st_.st_atime_ns, st_.st_mtime_ns))
+
+
 def _corrupt_record(ckpt: Path, probe: pytest.Pytester) -> None:
     for record in (probe.path / "cache").rglob("pytest-weights-outcomes/*.json"):
         record.write_text('{"format": 1, "key": ')
@@ -120,7 +128,10 @@ def _corrupt_record(ckpt: Path, probe: pytest.Pytester) -> None:
 
 def _tampered_record(ckpt: Path, probe: pytest.Pytester) -> None:
     for record in (probe.path / "cache").rglob("pytest-weights-outcomes/*.json"):
-        doc = json.loads(record.read_text())
+        try:
+            doc = json.loads(record.read_text())
+        except ValueError:
+            continue  # a record of an earlier key, corrupted above
         doc["key"]["paths"] = {}  # a record claiming another key is not this run's
         record.write_text(json.dumps(doc))
 
@@ -133,11 +144,12 @@ def _missing_record(ckpt: Path, probe: pytest.Pytester) -> None:
 def test_a_changed_checkpoint_or_a_broken_record_runs_the_real_pass(probe, tmp_path):
     ckpt = broken(tmp_path / "m.safetensors")
     Run(probe, "--checkpoint", str(ckpt))
-    for change in (_touch, _header_byte, _corrupt_record, _tampered_record, _missing_record):
+    changes = (_touch, _header_byte, _tensor_name_byte, _corrupt_record, _tampered_record, _missing_record)
+    for change in changes:
         change(ckpt, probe)
         after = Run(probe, "--checkpoint", str(ckpt))  # the real pass, which records again
         assert after.torch and not after.replayed, change.__name__
-        if change is _header_byte:  # other bytes: outcomes as a pass without any cache finds them
+        if change in (_header_byte, _tensor_name_byte):  # other bytes: outcomes as found without any cache
             assert_same(after, Run(probe, "--checkpoint", str(ckpt), "--weights-no-cache"))
     again = Run(probe, "--checkpoint", str(ckpt))
     assert again.replayed and not again.torch
@@ -182,7 +194,9 @@ def test_deselection_and_collect_only_work_on_replayed_items(probe, tmp_path):
     one = Run(probe, "--checkpoint", str(ckpt), "-k", "finite")
     assert one.replayed and not one.torch
     assert one.outcomes == {"passed": 1, "deselected": 4}
-    listed = probe.runpytest_subprocess("-o", f"cache_dir={probe.path / 'cache'}", "--co", "-q", "--checkpoint", str(ckpt))
+    listed = probe.runpytest_subprocess(
+        "-o", f"cache_dir={probe.path / 'cache'}", "--co", "-q", "--checkpoint", str(ckpt)
+    )
     listed.stdout.fnmatch_lines(["default.weights.yaml::finite", "*5 tests collected*"])
 
 
@@ -247,3 +261,41 @@ def test_store_ignores_missing_corrupt_foreign_and_other_format_records(tmp_path
     assert store.load(key) is None
     record.write_text(json.dumps({**doc, "files": []}))
     assert store.load(key) is None
+
+
+# ---------------------------------------------------------------- pytest-weights check / inspect
+
+CLI = """\
+import sys
+from pytest_weights.cli import main
+status = main(sys.argv[1:])
+sys.stderr.write("torch imported" if "torch" in sys.modules else "")
+sys.exit(status)
+"""
+
+
+def cli(cwd: Path, *argv: str) -> tuple[int, str, bool]:
+    """``pytest-weights ARGV`` in a fresh interpreter: exit status, stdout, whether torch was imported."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", CLI, *argv], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return run.returncode, run.stdout, "torch imported" in run.stderr
+
+
+def test_a_repeated_check_or_inspect_prints_its_stored_output_without_torch(tmp_path):
+    ckpt = broken(tmp_path / "m.safetensors")
+    for argv in (["check", str(ckpt)], ["inspect", str(ckpt), "--stats", "std,weibull_k", "--json"]):
+        first = cli(tmp_path, *argv)
+        assert first[2] and first[0] == (1 if argv[0] == "check" else 0)
+        again = cli(tmp_path, *argv)
+        assert again == (*first[:2], False)  # the same status and output, no torch
+        assert cli(tmp_path, *argv, "--no-cache") == (*first[:2], True)
+    _touch(ckpt, None)  # type: ignore[arg-type]
+    assert cli(tmp_path, "check", str(ckpt))[2]  # a changed checkpoint: judged again
+    spec = tmp_path / "s.weights.yaml"
+    spec.write_text(SPEC.format(lo=0.001))
+    assert cli(tmp_path, "check", str(ckpt), "--spec", str(spec))[:1] == (0,)
+    spec.write_text(SPEC.format(lo=0.5))
+    status, _, torch = cli(tmp_path, "check", str(ckpt), "--spec", str(spec))
+    assert (status, torch) == (1, True)  # an edited spec: judged again

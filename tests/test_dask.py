@@ -22,9 +22,12 @@ import torch
 from conftest import save, transformer_like
 
 pytest.importorskip("distributed")
+from distributed import get_task_stream
 
 from pytest_weights import check
+from pytest_weights.cache import StatCache
 from pytest_weights.executors import dask as dask_executor
+from pytest_weights.executors.tasks import opened
 from pytest_weights.readers import open_checkpoint
 from pytest_weights.readers.memory import StateDictCheckpoint
 from pytest_weights.runner import Checker
@@ -81,9 +84,8 @@ def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             client.wait_for_workers(2, timeout=60)
         yield address
     finally:
-        with contextlib.suppress(Exception):
-            with Client(address, timeout=10) as client:
-                client.shutdown()  # the scheduler and its workers close
+        with contextlib.suppress(Exception), Client(address, timeout=10) as client:
+            client.shutdown()  # the scheduler and its workers close
         for p in reversed(procs):
             p.terminate()
         for p in procs:
@@ -156,8 +158,10 @@ def run_json(pytester: pytest.Pytester, *args: str) -> dict:
     """``--weights-json`` of a real pytest run (the pass's results; no cache)."""
     out = pytester.path / f"results-{time.monotonic_ns()}.json"
     result = pytester.runpytest("-p", "no:cacheprovider", "--weights-no-cache", "--weights-json", str(out), *args)
-    assert "INTERNALERROR" not in result.stdout.str()
-    assert result.ret in (0, 1), result.stdout.str()
+    text = result.stdout.str()
+    assert "INTERNALERROR" not in text
+    assert result.ret in (0, 1), text
+    assert ("--weights-scheduler" in args) == (" on cpu, Dask " in text), text  # the summary says where it ran
     return json.loads(out.read_text())
 
 
@@ -176,19 +180,18 @@ def test_sharded_checkpoint_values_bit_for_bit_on_real_cluster(
         ckpt = open_checkpoint(sharded_dir)
         checker = Checker("cpu", scheduler=sched)
         try:
-            checker.prepare((ckpt, a) for a in specs)
+            with contextlib.ExitStack() as stack:
+                if sched is not None:
+                    stream = stack.enter_context(get_task_stream(client=checker.executor().client))
+                checker.prepare((ckpt, a) for a in specs)
             assert not checker.errors, checker.errors
-            stores.append({k: v for k, v in checker.store.items()})
+            stores.append(dict(checker.store.items()))
             if sched is not None:
-                executor = checker.executor()
-                n_tensors = len(stores[0])
-                assert executor.tasks > n_tensors  # large tensors went out as several slice tasks
-                from pytest_weights.executors.tasks import opened
-
-                locations = executor.client.run(opened)
-                assert len(locations) == 2 and all(
-                    str(sharded_dir / "model.safetensors.index.json") in v for v in locations.values()
-                )
+                ran = {t["key"].split("-")[0] for t in stream.data}
+                assert ran == {"reduce_batch", "reduce_slices", "fold", "reduce_rows"}, ran  # large tensors split
+                locations = checker.executor().client.run(opened)
+                index = str((sharded_dir / "model.safetensors.index.json").resolve())
+                assert len(locations) == 2 and all(index in v for v in locations.values())  # both workers read
         finally:
             checker.close()
             ckpt.close()
@@ -243,6 +246,37 @@ def test_check_with_scheduler(scheduler: str, tmp_path: Path) -> None:
     checker.prepare((StateDictCheckpoint(weights), a) for a in load_spec("default").assertions)
     assert checker._executor is None  # never connected: nothing to send to the cluster
     checker.close()
+
+
+def test_progress_as_tasks_complete(scheduler: str, tmp_path: Path) -> None:
+    path = save(tmp_path / "m.safetensors", transformer_like(layers=3, seed=4))
+    seen: list[tuple[int, int, bool]] = []
+    checker = Checker(
+        "cpu", progress=lambda p: seen.append((p.tensors_done, p.bytes_done, p.finished)), scheduler=scheduler
+    )
+    try:
+        with open_checkpoint(path) as ckpt:
+            checker.prepare((ckpt, a) for a in load_spec("default").assertions)
+    finally:
+        checker.close()
+    done = [d for d, _, _ in seen]
+    assert done == sorted(done) and len(seen) > 5 and seen[-1][2] and seen[-1][0] == checker.passes[0].tensors_total
+
+
+def test_cache_stays_on_the_client(scheduler: str, tmp_path: Path) -> None:
+    """Cached statistics are loaded on the client: a re-run reads nothing and never connects."""
+    path = save(tmp_path / "m.safetensors", transformer_like(layers=2, seed=3))
+    specs = load_spec("default").assertions
+    stores = []
+    for _ in range(2):
+        checker = Checker("cpu", cache=StatCache(tmp_path / "cache"), scheduler=scheduler)
+        with open_checkpoint(path) as ckpt:
+            checker.prepare((ckpt, a) for a in specs)
+        stores.append(dict(checker.store.items()))
+        connected = checker._executor is not None
+        checker.close()
+    assert connected is False and checker.cache.hits > 0
+    assert same(stores[0], stores[1])
 
 
 # ---------------------------------------------------------------------------- failures

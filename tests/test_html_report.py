@@ -244,7 +244,7 @@ def test_sibling_plot_data_are_the_values_the_check_judged(broken):
     median ×/÷ max_ratio: the same as numpy float64 on the checkpoint's tensors."""
     path, results, _ = broken
     r = next(r for r in results if r["kind"] == "sibling_consistency")
-    (lines,) = [p for p in r["plot"] if p["shape"] == "lines"]
+    (lines,) = [p for p in r["plot"] if p["panel"] == "lines"]
     (line,) = lines["lines"]
     names = [f"model.layers.{i}.attn.o.weight" for i in range(6)]
     with open_checkpoint(path) as ckpt:
@@ -278,7 +278,7 @@ def test_a_plot_that_cannot_be_made_becomes_a_note(broken, kinds):
     path, results, _ = broken
 
     def renamed(panel: dict) -> dict:
-        return dict(panel, tensor="no.such.weight") if panel["shape"] == "histogram" else panel
+        return dict(panel, tensor="no.such.weight") if panel["panel"] == "histogram" else panel
 
     gone = [
         dict(
@@ -340,8 +340,14 @@ def test_delta_views_are_re_read_from_both_checkpoints(tmp_path, mpl):
     )
     results = as_json(pytest_weights.check(ft_path, spec, device="cpu", reference=base_path).results)
     assert results[0]["checkpoint"] == "Δ(ft.safetensors − base.safetensors)" and not results[0]["passed"]
+    # the record says which files the label names (no label parsing): W and W_ref
+    assert results[0]["source"] == {"view": "delta", "paths": [str(ft_path), str(base_path)]}
     page = Page(render_html(results, [str(ft_path), str(base_path)]))
     (section,) = page.sections.values()
+    assert section["svg"] == 1, section["notes"]
+    # an older record (no source) is still drawn from its label
+    old = [{k: v for k, v in r.items() if k != "source"} for r in results]
+    (section,) = Page(render_html(old, [str(ft_path), str(base_path)])).sections.values()
     assert section["svg"] == 1, section["notes"]
 
 

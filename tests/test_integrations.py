@@ -327,3 +327,52 @@ def test_missing_framework_names_the_extra(monkeypatch, module, blocked, extra):
         monkeypatch.setitem(sys.modules, b, None)  # import of b raises ImportError
     with pytest.raises(ImportError, match=rf"pip install 'pytest-weights\[{extra}\]'"):
         importlib.import_module(name)
+
+
+# ------------------------------------------------------------------ the shared core
+
+
+def core_with(on_failure: str, **attrs):
+    """A GateCallbackCore on the bundled finite check, its class attributes set as an adapter would."""
+    from pytest_weights.integrations.core import GateCallbackCore
+
+    adapter = type("Adapter", (GateCallbackCore,), {"stop_flag": "x.should_stop", **attrs})
+    return adapter(parse_spec("assertions:\n  - kind: finite\n"), device="cpu", on_failure=on_failure)
+
+
+@pytest.mark.parametrize(
+    ("on_failure", "level", "words"),
+    [("stop", logging.ERROR, "stopping training at step"), ("warn", logging.WARNING, "goes on")],
+)
+def test_core_checks_keeps_reports_and_logs_a_failure(caplog, on_failure, level, words):
+    core = core_with(on_failure)
+    good = core.check({"w": torch.ones(4, 4)}, step=1)
+    bad = core.check({"w": torch.tensor([[1.0, math.nan]])}, step=3)
+    assert good.passed and not bad.passed and set(core.reports) == {1, 3}
+    with caplog.at_level(logging.INFO, logger=GATE_LOGGER):
+        core.fail(3, bad)
+        core.fail(4, bad)
+    assert core.failed_step == 3 and core.stops is (on_failure == "stop")
+    assert [r.levelno for r in caplog.records if words in r.getMessage()] == [level, level]
+    assert on_failure != "stop" or "stopping training at step 3 (x.should_stop)" in caplog.text
+
+
+def test_core_raise_here_and_elsewhere(caplog):
+    core = core_with("raise")
+    bad = core.check({"w": torch.tensor([math.inf])}, step=2)
+    good = core.check({"w": torch.ones(2)}, step=5)
+    with pytest.raises(WeightsGateError):
+        core.fail(2, bad)
+    with caplog.at_level(logging.INFO, logger=GATE_LOGGER):
+        core.fail(5, None)  # found on another process (Hugging Face: only process zero checks)
+        core.fail(5, good)  # this process's replica passed, another's failed
+    assert caplog.text.count("a failure on another process stops training at step 5") == 2
+    everywhere = core_with("raise", raise_everywhere=True)  # Lightning: every process leaves together
+    with pytest.raises(WeightsGateError):
+        everywhere.fail(5, good)
+    assert core.failed_step == 2 and everywhere.failed_step == 5
+
+
+def test_core_on_failure_is_checked():
+    with pytest.raises(ValueError, match="on_failure must be one of 'stop', 'raise', 'warn'"):
+        core_with("ignore")

@@ -108,3 +108,20 @@ def _same(a, b) -> bool:
     if isinstance(a, tuple):
         return all(_same(x, y) for x, y in zip(a, b, strict=True))
     return a == b or (a != a and b != b)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_16_bit_slices_are_widened_before_any_arithmetic(dtype):
+    """Flat statistics see 16-bit slices in their storage dtype: every kernel computes on the
+    exactly widened float32 values, as on a float32 copy of the tensor."""
+    t = (torch.randn(700, 300, generator=torch.Generator().manual_seed(9)) * 0.05).to(dtype)
+    stats = [Shape(), OutlierFraction(2.5), LogAbsHistogram(), WeibullMLE()]
+    narrow = reduce_tensor(t, stats, slice_elements=50_000)
+    wide = reduce_tensor(t.float(), stats, slice_elements=50_000)
+    assert torch.equal(narrow[LogAbsHistogram()].counts, wide[LogAbsHistogram()].counts)
+    assert narrow[LogAbsHistogram()][1:] == wide[LogAbsHistogram()][1:]
+    n = t.numel()
+    for name, a, b in zip(narrow[Shape()]._fields, narrow[Shape()], wide[Shape()], strict=True):
+        assert a == pytest.approx(b, rel=1e-5, abs=2.5 / n), name  # mean/std: exact vs float32 sums
+    assert narrow[OutlierFraction(2.5)] == pytest.approx(wide[OutlierFraction(2.5)], abs=2.5 / n)
+    assert narrow[WeibullMLE()].k == pytest.approx(wide[WeibullMLE()].k, rel=1e-6)

@@ -30,7 +30,7 @@ KINDS = textwrap.dedent(
     from dataclasses import dataclass
 
     from pytest_weights.assertions import Assertion, register
-    from pytest_weights.assertions.base import fmt, per_tensor
+    from pytest_weights.assertions.base import Suggestion, fmt, per_tensor
     from pytest_weights.assertions.proposal import upper
     from pytest_weights.assertions.series import Trajectory
     from pytest_weights.stats import Moments
@@ -63,6 +63,10 @@ KINDS = textwrap.dedent(
                 tensors, read, lambda v: v - self.limit if not v <= self.limit else None,
                 f"max |w| ≤ {fmt(self.limit)}", statistic="max |w|", bounds=(None, self.limit),
             )
+
+        @classmethod
+        def suggest(cls, level, count):
+            return (Suggestion("abs-max", rank=40),) if level == "role" else ()
 
         def propose(self, tensors, margin):
             top = max(self.evaluate(tensors).observed.values())
@@ -147,7 +151,8 @@ def test_validation_schema_and_docs(kinds) -> None:
 
 def test_regen_proposes_from_the_kind_and_leaves_the_rest(kinds, tmp_path: Path) -> None:
     from pytest_weights import check
-    from pytest_weights.authoring import regen_spec
+    from pytest_weights.authoring import init_spec, regen_spec
+    from pytest_weights.spec import parse_spec
 
     ckpt = save(tmp_path / "m.safetensors", transformer_like())
     spec = tmp_path / "p.weights.yaml"
@@ -159,6 +164,12 @@ def test_regen_proposes_from_the_kind_and_leaves_the_rest(kinds, tmp_path: Path)
     text = spec.read_text()
     assert text.splitlines()[:5] == SPEC.splitlines()[:5]  # the passing entry is byte-identical
     assert check(ckpt, spec, device="cpu").passed
+    # init asks every kind what it adds to a baseline: one abs_max entry per role, with its number
+    text = init_spec(ckpt)
+    generated = parse_spec(text).assertions
+    mine = [a for a in generated if a.assertion.kind == "abs_max"]
+    assert mine and all(a.name.endswith("-abs-max") for a in mine)
+    assert "observed max |w|" in text and check(ckpt, parse_spec(text), device="cpu").passed
 
 
 def test_gate_defers_the_end_of_run_kind(kinds) -> None:
@@ -191,7 +202,9 @@ def test_plugin_run_validates_reports_and_regenerates(pytester: pytest.Pytester)
     spec = pytester.path / "p.weights.yaml"
     spec.write_text(SPEC + "  - name: typo\n    kind: abs_max\n    limt: 1.0\n")
     args = ("-p", "no:randomly", "p.weights.yaml", "--checkpoint", str(ckpt), "--weights-no-cache")
-    run = pytester.runpytest_subprocess(*args, "--weights-json=out.json", "--weights-report=out.html")
+    run = pytester.runpytest_subprocess(
+        *args, "--weights-json=out.json", "--weights-report=out.html", "--junitxml=j.xml"
+    )
     run.assert_outcomes(passed=1, failed=1, errors=1)
     run.stdout.fnmatch_lines(["*p.weights.yaml:11*unknown parameter 'limt'*did you mean 'limit'*"])
     doc = json.loads((pytester.path / "out.json").read_text())
@@ -200,7 +213,10 @@ def test_plugin_run_validates_reports_and_regenerates(pytester: pytest.Pytester)
     assert tight["spec"]["line"] == 6 and tight["spec"]["file"].endswith("p.weights.yaml")
     row = tight["deviations"][0]
     assert row["value"] > 0.01 and row["bounds"] == [None, 0.01] and row["statistic"] == "max |w|"
-    assert [p["shape"] for p in tight["plot"]] == ["histogram", "points"]
+    assert [p["panel"] for p in tight["plot"]] == ["histogram", "points"]
+    junit = (pytester.path / "j.xml").read_text()  # JUnit properties: the same numbers
+    assert f'<property name="worst_value" value="{row["value"]}"' in junit
+    assert '<property name="statistic" value="max |w|"' in junit and '<property name="worst_max" value="0.01"' in junit
     page = (pytester.path / "out.html").read_text()
     assert page.count('<svg class="plot"') == 1 and "max |w| of every checked tensor" in page
 
@@ -216,7 +232,7 @@ def test_no_kind_name_outside_the_kinds() -> None:
     """The modules that used to branch on kind names (reports, gate, verdict, regen) name none."""
     root = Path(__file__).resolve().parents[1] / "pytest_weights"
     files = ["html_report.py", "gate.py", "verdict.py", "report.py", "plugin/reports.py", "plugin/items.py"]
-    files += [f"authoring/{m}.py" for m in ("policy", "regen", "yamledit", "presets", "__init__")]
+    files += [f"authoring/{m}.py" for m in ("policy", "init", "regen", "yamledit", "presets", "__init__")]
     for name in files:
         text = (root / name).read_text(encoding="utf-8")
         named = [k for k in REGISTRY if f'"{k}"' in text or f"'{k}'" in text]

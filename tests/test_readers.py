@@ -576,3 +576,23 @@ def test_reading_from_two_threads_opens_one_file_descriptor(tmp_path):
             list(pool.map(ckpt.read, [i.name for i in ckpt.tensors()]))
         ckpt.close()
     assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_every_reader_names_a_missing_tensor_in_one_line_from_the_base(tmp_path):
+    """The name lookup and its error live in the reader base: the same message whatever the format."""
+    from pytest_weights.readers.memory import StateDictCheckpoint
+
+    sd = _model_state()
+    save_file(sd, tmp_path / "m.safetensors")
+    torch.save(sd, tmp_path / "m.pt")
+    np.savez(tmp_path / "m.npz", **{k: v.float().numpy() for k, v in sd.items()})
+    (tmp_path / "sharded").mkdir()
+    index, _ = _write_sharded(tmp_path / "sharded", sd)
+    paths = [tmp_path / "m.safetensors", tmp_path / "m.pt", tmp_path / "m.npz", index]
+    for ckpt in [*(open_checkpoint(p) for p in paths), StateDictCheckpoint(sd)]:
+        with pytest.raises(CheckpointError) as info:
+            ckpt.read("no.such.tensor")
+        assert str(info.value) == f"{ckpt.where()}: no tensor named 'no.such.tensor'"
+        assert info.value.__cause__ is None and (info.value.__context__ is None or info.value.__suppress_context__)
+        ckpt.close()
+    assert StateDictCheckpoint(sd).where() == StateDictCheckpoint(sd).label

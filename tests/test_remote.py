@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import save, transformer_like
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from pytest_weights import check
@@ -35,7 +37,8 @@ pytest_plugins = ["pytester"]
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves a directory; honours single ``bytes=a-b`` ranges; 403 under ``/forbidden/``; counts bytes served."""
+    """Serves a directory; honours single ``bytes=a-b`` ranges (not under ``/norange/``); 403 under
+    ``/forbidden/``; counts bytes served."""
 
     served = 0
     lock = threading.Lock()
@@ -56,7 +59,7 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         size = os.path.getsize(path)
         f = open(path, "rb")  # noqa: SIM115 - closed by the base class after copyfile
         m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
-        if m:
+        if m and not self.path.startswith("/norange/"):
             begin, end = int(m[1]), min(int(m[2]) if m[2] else size - 1, size - 1)
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {begin}-{end}/{size}")
@@ -253,9 +256,14 @@ def test_a_legacy_pickle_is_downloaded_and_said_so(http_root, capsys):
 # -- results equal the local ones, through the plugin and the CLI -------------------------------------------------
 
 
-def _results(path: Path) -> list[dict]:
+def _without_source(result: dict) -> dict:
+    """A result without where its checkpoint was read from (a path here, the URL there)."""
+    return {k: v for k, v in result.items() if k != "source"}
+
+
+def _results(path: Path) -> list[str]:
     doc = json.loads(path.read_text())
-    return sorted((json.dumps(r, sort_keys=True) for r in doc["results"]), key=str)
+    return sorted(json.dumps(_without_source(r), sort_keys=True) for r in doc["results"])
 
 
 @pytest.mark.parametrize("where", ["s3", "http"])
@@ -300,7 +308,7 @@ def test_cli_check_by_url_equals_local(s3, tmp_path, capsys):
         out = tmp_path / f"c{i}.json"
         assert cli_main(["check", target, "--no-cache", "--json", str(out)]) == 0
         outs.append(json.loads(out.read_text()))
-    assert outs[0]["results"] == outs[1]["results"]
+    assert [_without_source(r) for r in outs[0]["results"]] == [_without_source(r) for r in outs[1]["results"]]
     assert SECRET not in capsys.readouterr().out
 
 
@@ -469,3 +477,56 @@ def test_a_remote_pickle_asking_for_a_global_is_refused_and_nothing_runs(http_ro
     message = _error(f"{base}/evil.pt")
     assert "refused: not a plain tensor checkpoint (weights_only)" in message
     assert "PWNED" not in capfd.readouterr().out
+
+
+def test_a_large_tensor_is_fetched_as_concurrent_chunks_and_reassembled_in_order(http_root):
+    from pytest_weights.readers.source import CHUNK_BYTES
+
+    root, base = http_root
+    big = torch.arange(5_000_000, dtype=torch.float32)  # 20 MB: three 8 MiB chunks
+    save(root / "chunks.safetensors", {"big": big, "small": torch.ones(3)})
+    with open_checkpoint(f"{base}/chunks.safetensors") as ckpt:
+        before = ckpt.source.requests
+        assert torch.equal(ckpt.read("big"), big)
+        assert ckpt.source.requests - before == -(-big.nbytes // CHUNK_BYTES)
+
+
+def test_a_server_that_ignores_range_requests_is_refused_in_one_line(http_root):
+    root, base = http_root
+    save(root / "norange" / "m.safetensors", {"w": torch.randn(256, 256)})  # larger than the header probe
+    message = _error(f"{base}/norange/m.safetensors")
+    assert "the server ignores Range requests" in message and message.startswith("http://***@")
+
+
+_SAFE = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~"
+_FRAME = "https://user:@host.example/path/m.safetensors?X-Amz-Signature=&token=&versionId=v3 cannot open"
+
+
+@given(
+    password=st.text(alphabet=_SAFE, min_size=6, max_size=40),
+    signature=st.text(alphabet=_SAFE, min_size=6, max_size=80),
+    token=st.text(alphabet=_SAFE + "/+=%", min_size=6, max_size=80),
+)
+@settings(max_examples=200, deadline=None)
+def test_no_secret_survives_redaction_or_scrubbing(password, signature, token):
+    from urllib.parse import quote
+
+    from pytest_weights.readers.source import scrub
+
+    for secret in (password, signature, token):
+        assume(secret not in _FRAME and quote(secret, safe="") not in _FRAME)
+    url = f"https://user:{password}@host.example/path/m.safetensors?X-Amz-Signature={signature}&token={quote(token)}"
+    url += "&versionId=v3"
+    shown = redact(url)
+    assert shown == "https://***@host.example/path/m.safetensors?X-Amz-Signature=***&token=***&versionId=v3"
+    message = scrub(f"ClientResponseError: 403, message='Forbidden', url='{url}' (token {token})", url)
+    for secret in (password, signature, token, quote(token)):
+        assert secret not in shown and secret not in message and secret not in str(RemotePath(url))
+
+
+def test_an_unknown_scheme_or_a_missing_filesystem_package_is_one_line():
+    import importlib.util
+
+    assert _error("foo://x/m.safetensors") == "foo://x/m.safetensors: unknown URL scheme 'foo'"
+    if importlib.util.find_spec("gcsfs") is None:
+        assert _error("gs://b/m.safetensors").endswith(": reading gs:// URLs needs gcsfs: pip install gcsfs")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import save
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pytest_weights.assertions.series import Series, show, sparkline
 
@@ -115,3 +117,35 @@ assertions:
     out = result.stdout.str()
     assert "model.layers.2.mlp.weight" in out and "bifurcates at step 200" in out
     assert "model.layers.*.mlp.weight" in out  # the split role
+
+
+# ---------------------------------------------------------------------------- per-step verdicts
+
+
+def _kinds():
+    from pytest_weights.assertions.drift import Drift
+    from pytest_weights.assertions.final_range import FinalRange
+    from pytest_weights.assertions.overshoot import Overshoot
+    from pytest_weights.assertions.saturates import Saturates
+
+    return [
+        Drift(stat="std", max_rel=0.1),
+        Saturates(stat="std", last=3, tol=0.05),
+        FinalRange(stat="std", min=0.5, max=1.5),
+        Overshoot(stat="std", min_relaxation=0.05, max_relaxation=0.3),
+    ]
+
+
+@given(
+    values=st.lists(st.floats(0.01, 10, allow_nan=False), min_size=3, max_size=8),
+    k=st.integers(0, 3),
+)
+@settings(max_examples=400, deadline=None)
+def test_per_step_verdicts_agree_with_the_kind(values: list[float], k: int) -> None:
+    """The per-step band a run kind records (``min``/``max``/``failing``, drawn by the report) says
+    a step fails exactly when the kind's own verdict on the series fails."""
+    kind = _kinds()[k]
+    ser = Series("s", tuple(range(0, 100 * len(values), 100)), tuple(values))
+    lo, hi = kind.band(ser)
+    failing = [not ((a is None or v >= a) and (b is None or v <= b)) for v, a, b in zip(values, lo, hi, strict=True)]
+    assert any(failing) == (kind.judge(ser) is not None)

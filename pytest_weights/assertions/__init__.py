@@ -1,6 +1,7 @@
 """Assertion kinds. Every module in this package registers its kinds on import.
 
-To add a kind, add one module here with a ``@register``-ed dataclass (and its tests).
+To add a kind, add one module here (or anywhere: a project's module or ``conftest.py``) with a
+``@register``-ed dataclass (and its tests); see :mod:`.base` for what a kind says about itself.
 """
 
 from __future__ import annotations

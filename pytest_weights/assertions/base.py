@@ -149,6 +149,22 @@ class Outcome:
     detail: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
+@dataclass(frozen=True)
+class Suggestion:
+    """An entry a kind offers for a baseline spec written by ``init`` (see :meth:`Assertion.suggest`)."""
+
+    #: The entry's name: at the "role" and "embedding" levels a suffix (``<role>-<name>``).
+    name: str
+    #: The fixed parameters (not baseline numbers), e.g. ``{"stat": "std"}``.
+    params: Mapping[str, Any] = field(default_factory=dict)
+    #: The proposed parameters written (None: every one proposed).
+    keep: tuple[str, ...] | None = None
+    #: Order within its block of the spec.
+    rank: int = 50
+    #: A comment on the entry's name line.
+    comment: str = ""
+
+
 class Assertion(ABC):
     """Base of all assertion kinds (subclasses are frozen dataclasses)."""
 
@@ -259,6 +275,25 @@ class Assertion(ABC):
         proposed, notes = self.propose(tensors, margin)
         kept, capped = guard(proposed, self.cannot_fail_at)
         return kept, [*notes, *capped]
+
+    # -- generated specs (init) -----------------------------------------------------------
+
+    @classmethod
+    def suggest(cls, level: str, count: int) -> tuple[Suggestion, ...]:
+        """The entries of this kind ``init`` tries for a baseline spec, at ``level``: "floats"
+        (every float tensor, ``count`` of them), "matrices" (every matrix checked for its
+        distribution, across roles), "role" (one role's matrices) or "embedding" (an embedding
+        role). Each is written when :meth:`init_accepts` holds on the profiled tensors."""
+        return ()
+
+    def init_tensors(self, tensors: Sequence[TensorView]) -> Sequence[TensorView]:
+        """The tensors a generated entry covers (a kind may leave some out, e.g. constant roles
+        from a ratio check: ``init`` then excludes their roles in the entry's ``select``)."""
+        return tensors
+
+    def init_accepts(self, tensors: Sequence[TensorView], proposals: Mapping[str, Proposal]) -> bool:
+        """Whether a generated entry is written, given its proposals (default: any was made)."""
+        return bool(proposals)
 
     # -- failure plots ------------------------------------------------------------------
 

@@ -11,10 +11,13 @@ import numpy as np
 
 from ..stats import Statistic
 from ..stats.scalars import SCALARS
-from .base import Assertion, Deviation, Outcome, ParamError, TensorView, fmt, register, unknown_statistic
+from .base import Assertion, Deviation, Outcome, ParamError, Suggestion, TensorView, fmt, register, unknown_statistic
 from .groups import by_role, slope, spearman
 from .plot import Line, Lines, Panel
 from .proposal import Proposal, lower, span, upper
+
+#: ``init`` asserts a depth trend where Spearman |ρ| reaches this (over ``min_layers`` depths).
+TREND_MIN_RHO = 0.8
 
 
 @register
@@ -160,3 +163,16 @@ class DepthTrend(Assertion):
         )
         title = f"expected: {self.describe()}; failing roles in colour"
         return (Lines(title, "depth (layer index)", f"{self.stat} (mean over the layer)", lines),)
+
+    @classmethod
+    def suggest(cls, level: str, count: int) -> tuple[Suggestion, ...]:
+        if level != "role":
+            return ()
+        return tuple(Suggestion(f"std-{d}", {"stat": "std", "direction": d}, rank=30) for d in ("grows", "shrinks"))
+
+    def init_accepts(self, tensors: Sequence[TensorView], proposals: Mapping[str, Proposal]) -> bool:
+        """A trend goes into a baseline where Spearman |ρ| ≥ :data:`TREND_MIN_RHO` in its direction."""
+        rhos = [v["rho"] for v in self.evaluate(tensors).observed.values()]
+        sign = -1 if self.direction == "shrinks" else 1
+        held = bool(rhos) and all(math.isfinite(r) and sign * r >= TREND_MIN_RHO for r in rhos)
+        return held and "min_rho" in proposals

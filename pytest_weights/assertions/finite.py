@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..stats import Moments, Statistic
-from .base import NONFINITE, Assertion, Deviation, Outcome, TensorView, register
+from .base import NONFINITE, Assertion, Deviation, Outcome, Suggestion, TensorView, register
+from .proposal import Proposal
 
 
 @register
@@ -49,3 +50,12 @@ class Finite(Assertion):
         n = len(tensors)
         summary = f"{len(rows)} of {n} tensors hold NaN or Inf" if rows else f"all {n} tensors finite"
         return Outcome(not rows, summary, tuple(rows), n, observed=observed, statistic=NONFINITE, bounds=(0, 0))
+
+    @classmethod
+    def suggest(cls, level: str, count: int) -> tuple[Suggestion, ...]:
+        if level != "floats":
+            return ()
+        return (Suggestion("finite", rank=0, comment=f"every float tensor ({count})"),)
+
+    def init_accepts(self, tensors: Sequence[TensorView], proposals: Mapping[str, Proposal]) -> bool:
+        return True  # nothing to propose: finiteness always belongs in a baseline

@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..stats import KSNormal, Statistic
-from .base import Assertion, Deviation, Outcome, TensorView, fmt, register
+from .base import Assertion, Deviation, Outcome, Suggestion, TensorView, fmt, register
 from .proposal import KS_TOL_FLOOR, Proposal, finite, upper
+
+#: A role whose KS distance exceeds this (a constant matrix has D = 1) gets no KS baseline from ``init``.
+MAX_BASELINE_KS = 0.5
 
 
 @register
@@ -80,3 +83,11 @@ class GaussianKS(Assertion):
             return {}, ["no finite KS distance"]
         top = max(vals)
         return {"tol": upper(top * (1 + margin), top, f"observed max D {fmt(top)}", KS_TOL_FLOOR)}, []
+
+    @classmethod
+    def suggest(cls, level: str, count: int) -> tuple[Suggestion, ...]:
+        return (Suggestion("gaussian", rank=10),) if level == "role" else ()
+
+    def init_accepts(self, tensors: Sequence[TensorView], proposals: Mapping[str, Proposal]) -> bool:
+        # a role with a constant or far-from-normal matrix gets no KS baseline
+        return "tol" in proposals and proposals["tol"].observed <= MAX_BASELINE_KS

@@ -3,13 +3,13 @@
 Three generic shapes, rendered by :mod:`pytest_weights.html_report` without knowing the kind:
 
 - :class:`Histogram`: one tensor's values (re-read from its checkpoint) with a fitted
-  distribution (``normal``: the normal of its mean and std; ``weibull``: |w| with Weibull(k, λ)
+  distribution (``Normal``: the normal of its mean and std; ``Weibull``: |w| with Weibull(k, λ)
   and its probability plot);
 - :class:`Points`: one number per subject against a band (failing subjects marked);
 - :class:`Lines`: series (x, y) with per-point bands and per-point verdicts — a statistic
   against depth, against the step of a run, or siblings against depth around their median.
 
-Each has ``to_dict()`` (with ``shape``), as stored in the JSON report's ``plot`` list.
+Each has ``to_dict()`` (with ``panel``: its shape), as stored in the JSON report's ``plot`` list.
 """
 
 from __future__ import annotations
@@ -39,12 +39,12 @@ class Histogram:
     """The values of ``tensor`` with a fitted distribution (``params``: ``k``, ``lambda`` for Weibull)."""
 
     tensor: str
-    fit: Literal["normal", "weibull"] = "normal"
+    fit: Literal["Normal", "Weibull"] = "Normal"
     params: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "shape": "histogram",
+            "panel": "histogram",
             "tensor": self.tensor,
             "fit": self.fit,
             "params": {k: _num(v) for k, v in self.params.items()},
@@ -62,7 +62,7 @@ class Points:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "shape": "points",
+            "panel": "points",
             "label": self.label,
             "values": {k: _num(v) for k, v in self.values.items()},
             "band": _bounds(self.band),
@@ -73,7 +73,8 @@ class Points:
 @dataclass(frozen=True)
 class Line:
     """One series: ``y`` against ``x``; ``lo``/``hi`` the allowed band at each point (None: open);
-    ``bad`` the points that fail; ``highlight`` a failing series (drawn in colour)."""
+    ``bad`` the points that fail; ``highlight`` a failing series (drawn in colour); ``fit`` a
+    fitted curve over the series."""
 
     label: str
     x: Sequence[float]
@@ -82,6 +83,8 @@ class Line:
     hi: Sequence[float | None] | None = None
     bad: Sequence[bool] = ()
     highlight: bool = False
+    #: True for a fitted curve drawn over the series (dashed; e.g. a least-squares trend).
+    fit: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +95,7 @@ class Line:
             "hi": [_num(v) for v in self.hi] if self.hi is not None else None,
             "bad": [bool(b) for b in self.bad],
             "highlight": self.highlight,
+            "fit": self.fit,
         }
 
 
@@ -107,7 +111,7 @@ class Lines:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "shape": "lines",
+            "panel": "lines",
             "title": self.title,
             "xlabel": self.xlabel,
             "ylabel": self.ylabel,

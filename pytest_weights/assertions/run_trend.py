@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Literal
 
-from .base import fmt, register
-from .groups import spearman
+from .base import Outcome, fmt, register
+from .groups import slope, spearman
+from .plot import Line, Panel
 from .series import Series, Trajectory
 
 
@@ -42,3 +45,21 @@ class RunTrend(Trajectory):
         target = self.min_rho if self.direction == "grows" else -self.min_rho
         ok = rho >= target if self.direction == "grows" else rho <= target
         return None if ok else (f"ρ={fmt(rho)}", abs(rho - target))
+
+    def plot_data(self, outcome: Outcome) -> tuple[Panel, ...]:
+        """Each failing series with its least-squares trend over the judged window."""
+        panels = []
+        for panel in super().plot_data(outcome):
+            (line,) = panel.lines
+            pts = [(x, y) for x, y in zip(line.x, line.y, strict=True) if self._in_window(x) and math.isfinite(y)]
+            if len(pts) >= 2:
+                xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+                b = slope(xs, ys)
+                a = sum(ys) / len(ys) - b * sum(xs) / len(xs)
+                trend = Line("least-squares trend", xs, [a + b * x for x in xs], fit=True)
+                panel = dataclasses.replace(panel, lines=(line, trend))
+            panels.append(panel)
+        return tuple(panels)
+
+    def _in_window(self, step: float) -> bool:
+        return (self.from_step is None or step >= self.from_step) and (self.to_step is None or step <= self.to_step)

@@ -11,7 +11,7 @@ from typing import ClassVar
 from ..stats import Moments, Statistic
 from .base import Assertion, Deviation, Outcome, TensorView, fmt, register
 from .groups import peers_problem, too_few
-from .proposal import Proposal, finite, lower, upper
+from .proposal import Proposal, lower, upper
 
 
 def fan_in(shape: tuple[int, ...]) -> int:
@@ -65,16 +65,22 @@ class ScaleConsistency(Assertion):
     def describe(self) -> str:
         return f"std·√fan_in within ×{fmt(self.min_ratio)}–×{fmt(self.max_ratio)} of the model median"
 
+    def ratios(self, tensors: Sequence[TensorView]) -> tuple[dict[str, float], float, dict[str, float]]:
+        """Each tensor's std·√fan_in, their median and each ratio to it (NaN without a positive
+        median): the one place the ratio is computed (verdict and proposal)."""
+        values = {t.name: scale(t) for t in tensors}
+        finite = [v for v in values.values() if math.isfinite(v)]
+        med = median(finite) if finite else math.nan
+        return values, med, {n: v / med if med > 0 else math.nan for n, v in values.items()}
+
     def evaluate(self, tensors: Sequence[TensorView]) -> Outcome:
         skip = too_few(tensors, self.min_tensors)
         if skip is not None:
             return skip
-        values = {t.name: scale(t) for t in tensors}
-        finite = [v for v in values.values() if math.isfinite(v)]
-        med = median(finite) if finite else math.nan
+        values, med, ratios = self.ratios(tensors)
         rows = []
         for name, v in values.items():
-            ratio = v / med if med > 0 else math.nan
+            ratio = ratios[name]
             if not self.min_ratio <= ratio <= self.max_ratio:  # NaN fails too
                 score = abs(math.log(ratio)) if 0 < ratio < math.inf else math.inf
                 rows.append(
@@ -100,14 +106,14 @@ class ScaleConsistency(Assertion):
         return Outcome(True, f"all {n} tensors: {what}", (), n, observed=values, **numbers)
 
     def propose(self, tensors: Sequence[TensorView], margin: float) -> tuple[dict[str, Proposal], list[str]]:
-        outcome = self.evaluate(tensors)
-        if outcome.skipped:
-            return {}, [outcome.summary]
-        values = finite(outcome.observed.values())
-        med = median(values) if values else math.nan
-        if not (med > 0 and min(values) > 0):
+        skip = too_few(tensors, self.min_tensors)
+        if skip is not None:
+            return {}, [skip.summary]
+        values, med, ratios = self.ratios(tensors)
+        held = [ratios[n] for n, v in values.items() if math.isfinite(v)]
+        if not (med > 0 and min(held) > 0):
             return {}, ["a matrix with std 0 (or no finite scale): no ratio bound holds"]
-        lo, hi = min(values) / med, max(values) / med
+        lo, hi = min(held), max(held)
         return {
             "min_ratio": lower(lo / (1 + margin), lo, f"observed min ratio {fmt(lo)}"),
             "max_ratio": upper(max(hi * (1 + margin), 1.01), hi, f"observed max ratio {fmt(hi)}"),

@@ -91,15 +91,17 @@ class Trajectory(Assertion):
         all_series = self.series(steps, views)
         if not all_series:
             return Outcome(False, "no selected tensor is present in every checkpoint of the run")
-        rows, observed, bands = [], {}, {}
+        rows, observed = [], {}
         for ser in all_series:
-            observed[ser.subject] = {"steps": list(ser.steps), "values": list(ser.values)}
-            lo, hi = bands[ser.subject] = self.band(ser)
+            lo, hi = self.band(ser)
+            failing = [not _within(v, a, b) for v, a, b in zip(ser.values, lo, hi, strict=True)]
+            observed[ser.subject] = {
+                "steps": list(ser.steps), "values": list(ser.values), "min": lo, "max": hi, "failing": failing,
+            }  # fmt: skip
             problem = self.judge(ser)
             if problem is not None:
                 observed_text, score = problem
-                bad = [i for i, v in enumerate(ser.values) if not _within(v, lo[i], hi[i])]
-                at = bad[0] if bad else None
+                at = failing.index(True) if any(failing) else None
                 numbers = (ser.values[at], (lo[at], hi[at]), self.stat, ser.steps[at]) if at is not None else ()
                 text = show(ser.steps, ser.values)
                 rows.append(Deviation(ser.subject, observed_text, self.expected(), text, score, None, *numbers))
@@ -107,12 +109,13 @@ class Trajectory(Assertion):
         what = f"{self.stat} {self.expected()}"
         n = len(all_series)
         summary = f"{len(rows)} of {n} series: {what} does not hold" if rows else f"all {n} series: {what}"
-        return Outcome(not rows, summary, tuple(rows), n, observed=observed, statistic=self.stat, detail=bands)
+        return Outcome(not rows, summary, tuple(rows), n, observed=observed, statistic=self.stat)
 
     def band(self, series: Series) -> tuple[list[float | None], list[float | None]]:
         """The allowed (lo, hi) at each step (None: that side open, or the step not judged): a
-        step outside it is a failing step. Kinds judging the shape of the whole series (a trend)
-        leave every step open."""
+        step outside it is a failing step (``observed[subject]`` records ``min``, ``max`` and
+        ``failing`` per step). Kinds judging the shape of the whole series (a trend) leave every
+        step open."""
         return [None] * len(series.values), [None] * len(series.values)
 
     def plot_data(self, outcome: Outcome) -> tuple[Panel, ...]:
@@ -120,11 +123,9 @@ class Trajectory(Assertion):
         failing = [d for d in outcome.deviations if isinstance(outcome.observed.get(d.subject), Mapping)]
         for k, d in enumerate(failing[:3]):
             ser = outcome.observed[d.subject]
-            lo, hi = outcome.detail.get(d.subject, (None, None))
-            bad = [not _within(v, a, b) for v, a, b in zip(ser["values"], lo, hi, strict=True)] if lo else []
-            line = Line(self.stat, ser["steps"], ser["values"], lo, hi, bad, highlight=True)
-            more = f" ({len(failing) - 3} more failing series not drawn)" if k == 2 and len(failing) > 3 else ""
-            panels.append(Lines(f"{d.subject}: {self.expected()}{more}", "step", self.stat, (line,)))
+            line = Line(self.stat, ser["steps"], ser["values"], ser["min"], ser["max"], ser["failing"], highlight=True)
+            more = f"\n({len(failing) - 3} more failing series not drawn)" if k == 2 and len(failing) > 3 else ""
+            panels.append(Lines(f"{d.subject}\n{self.expected()}{more}", "step", self.stat, (line,)))
         return tuple(panels)
 
     def expected(self) -> str:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import median
 
 from ..stats import Statistic
 from ..stats.scalars import SCALARS
-from .base import Assertion, Deviation, Outcome, ParamError, TensorView, fmt, register, unknown_statistic
+from .base import Assertion, Deviation, Outcome, ParamError, Suggestion, TensorView, fmt, register, unknown_statistic
 from .groups import by_role
 from .plot import Histogram, Line, Lines, Panel, worst_subject
 from .proposal import Proposal, round_bound
@@ -157,6 +157,19 @@ class SiblingConsistency(Assertion):
         if worst is not None:
             panels.append(Histogram(worst))
         return tuple(panels)
+
+    @classmethod
+    def suggest(cls, level: str, count: int) -> tuple[Suggestion, ...]:
+        return (Suggestion("consistent-with-siblings", {"stat": "std"}, rank=10),) if level == "matrices" else ()
+
+    def init_tensors(self, tensors: Sequence[TensorView]) -> Sequence[TensorView]:
+        """Ratios need a positive statistic: roles holding a constant matrix are left out."""
+        s = SCALARS[self.stat]
+        flat = {t.role for t in tensors if not s.read(t[s.statistic]) > 0}
+        return [t for t in tensors if t.role not in flat]
+
+    def init_accepts(self, tensors: Sequence[TensorView], proposals: Mapping[str, Proposal]) -> bool:
+        return "max_ratio" in proposals
 
 
 @dataclass(frozen=True)

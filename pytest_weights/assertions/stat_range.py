@@ -8,7 +8,17 @@ from dataclasses import dataclass
 
 from ..stats import Statistic
 from ..stats.scalars import SCALARS
-from .base import Assertion, Outcome, ParamError, TensorView, interval, per_tensor, register, unknown_statistic
+from .base import (
+    Assertion,
+    Outcome,
+    ParamError,
+    Suggestion,
+    TensorView,
+    interval,
+    per_tensor,
+    register,
+    unknown_statistic,
+)
 from .proposal import Proposal, band
 
 
@@ -65,3 +75,7 @@ class StatRange(Assertion):
 
     def propose(self, tensors: Sequence[TensorView], margin: float) -> tuple[dict[str, Proposal], list[str]]:
         return band(self.stat, self.evaluate(tensors).observed, margin, "min", "max", self.stat)
+
+    @classmethod
+    def suggest(cls, level: str, count: int) -> tuple[Suggestion, ...]:
+        return (Suggestion("std", {"stat": "std"}, rank=0),) if level in ("role", "embedding") else ()

@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 
 from ..stats import Statistic
 from ..stats.weibull import CLASSES, WeibullFit, WeibullResult, weibull_class
-from .base import Assertion, Deviation, Outcome, TensorView, fmt, interval, register
+from .base import Assertion, Deviation, Outcome, Suggestion, TensorView, fmt, interval, register
 from .plot import Histogram, Panel, Points, worst_subject
 from .proposal import Proposal, band, finite, widen
 
@@ -142,9 +142,17 @@ class Weibull(Assertion):
         ks = {n: v["k"] for n, v in outcome.observed.items() if isinstance(v, Mapping)}
         failing = tuple(d.subject for d in outcome.deviations)
         return (
-            Histogram(worst, "weibull", params),
+            Histogram(worst, "Weibull", params),
             Points("Weibull k", ks, (self.k_min, self.k_max), failing),
         )
+
+    @classmethod
+    def suggest(cls, level: str, count: int) -> tuple[Suggestion, ...]:
+        return (Suggestion("weibull", keep=("k_min", "k_max"), rank=20),) if level == "role" else ()
+
+    def init_accepts(self, tensors: Sequence[TensorView], proposals: Mapping[str, Proposal]) -> bool:
+        stat = WeibullFit(self.protocol)
+        return {"k_min", "k_max"} <= proposals.keys() and all(t[stat].ok for t in tensors)
 
 
 _BANDS = {

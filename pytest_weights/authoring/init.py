@@ -11,26 +11,24 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
 from ..assertions import REGISTRY, Assertion
-from ..assertions.base import TensorView, views
+from ..assertions.base import Suggestion, TensorView, views
 from ..errors import WeightsError
 from ..readers import TensorInfo, open_checkpoint
 from ..selection import Selection
 from ..spec import parse_spec
-from ..stats import KSNormal, Moments
-from ..stats.weibull import WeibullFit
+from ..stats import Moments
+from ..stats.base import Statistic
 from .policy import (
     DEFAULT_MARGIN,
     KS_TOL_FLOOR,
-    MAX_BASELINE_KS,
     MIN_NUMEL,
     TREND_MIN_LAYERS,
     TREND_MIN_RHO,
@@ -152,9 +150,7 @@ def init_spec(
         embeddings = [
             i for i in matrices if i.name not in in_dist and any(fnmatchcase(i.name, g) for g in EMBEDDING_GLOBS)
         ]
-        wanted = {i.name: [Moments()] for i in floats}
-        for i in dist:
-            wanted[i.name] = [Moments(), KSNormal(), WeibullFit("mid_80")]
+        wanted = _statistics({"floats": floats, "matrices": dist, "role": dist, "embedding": embeddings})
         store = StatStore()
         cid = ckpt.identity()
         cache = StatCache(cache_dir) if cache_dir is not None else None
@@ -253,6 +249,25 @@ def _short_names(roles: Sequence[str], chosen: Preset, plain: Selection) -> dict
     return out
 
 
+def suggestions(level: str, count: int) -> list[tuple[type[Assertion], Suggestion]]:
+    """Every registered kind's entries for ``level`` (see :meth:`Assertion.suggest`), in rank order."""
+    found = [(cls, s) for cls in REGISTRY.values() for s in cls.suggest(level, count)]
+    return sorted(found, key=lambda cs: cs[1].rank)
+
+
+def _statistics(levels: Mapping[str, Sequence[TensorInfo]]) -> dict[str, list[Statistic]]:
+    """What the suggested entries need of each tensor (moments of every one), for the one pass."""
+    wanted: dict[str, dict[Statistic, None]] = {}
+    for level, infos in levels.items():
+        for i in infos:
+            wanted.setdefault(i.name, {Moments(): None})
+        for cls, s in suggestions(level, len(infos)):
+            needed = cls(**s.params).required_statistics()  # type: ignore[call-arg]
+            for i in infos:
+                wanted[i.name].update(dict.fromkeys(needed))
+    return {name: list(stats) for name, stats in wanted.items()}
+
+
 def _plan(
     floats: list[TensorInfo],
     dist: list[TensorInfo],
@@ -265,27 +280,19 @@ def _plan(
 ) -> tuple[list[tuple[str, list[_Entry]]], list[str]]:
     """Entries grouped in blocks (a comment line, entries), and the header's role table."""
     plain = Selection()
-    cls = REGISTRY
 
-    def entry(name: str, kind: str, fixed: dict[str, Any], own: list[TensorInfo], select: dict | None) -> _Entry:
-        assertion = cls[kind](**fixed)  # type: ignore[call-arg]
-        effective = base
-        if select is not None:
-            effective = Selection(
-                include=tuple(select.get("include", base.include)),
-                exclude=tuple(select.get("exclude", base.exclude)),
-                min_ndim=select.get("min_ndim", base.min_ndim),
-                min_numel=select.get("min_numel", base.min_numel),
-            )
-        views = _views(store, cid, own, effective)
-        e = _Entry(name, kind, fixed, select, assertion, own)
-        e.proposals, _ = propose(assertion, views, margin)
-        return e
+    def entries(level: str, prefix: str, own: list[TensorInfo], select: dict | None) -> list[_Entry]:
+        out = []
+        for cls, s in suggestions(level, len(own)):
+            e = _entry(cls, s, f"{prefix}-{s.name}" if prefix else s.name, own, select, base, store, cid, margin)
+            if e is not None:
+                out.append(e)
+        return out
 
     blocks: list[tuple[str, list[_Entry]]] = []
-    finite = entry("finite", "finite", {}, floats, {"exclude": [], "min_ndim": 0, "min_numel": 1})
-    finite.comment = f"every float tensor ({len(floats)})"
-    top = [finite]
+    top = entries("floats", "", floats, {"exclude": [], "min_ndim": 0, "min_numel": 1})
+    top += entries("matrices", "", dist, None)
+    blocks.append(("", top))
     groups: dict[str, list[TensorInfo]] = {}
     for i in dist:
         groups.setdefault(plain.role(i.name), []).append(i)
@@ -293,14 +300,6 @@ def _plan(
     for i in embeddings:
         emb_groups.setdefault(plain.role(i.name), []).append(i)
     shorts = _short_names([*groups, *emb_groups], chosen, plain)
-    # sibling ratios need a positive std: roles holding a constant matrix are left out of that check
-    flat = [r for r, g in groups.items() if any(not store.get(cid, i.name)[Moments()].std > 0 for i in g)]
-    if any(len(g) >= 3 for r, g in groups.items() if r not in flat):
-        select = {"exclude": [*base.exclude, *(_role_glob(groups[r][0].name, plain) for r in flat)]} if flat else None
-        sib = entry("consistent-with-siblings", "sibling_consistency", {"stat": "std"}, dist, select)
-        if "max_ratio" in sib.proposals:
-            top.append(sib)
-    blocks.append(("", top))
     role_lines = []
     width = max((len(s) for s in shorts.values()), default=0)
     for role, own in groups.items():
@@ -308,36 +307,57 @@ def _plan(
         depths = _depths(plain, own)
         where = f", depths {_ranges(depths)}" if depths else ""
         role_lines.append(f"{short.ljust(width)}  {role}  ({len(own)} × {_shape(own)})")
-        select = _selection_for(own, floats, base, plain)
-        block = [entry(f"{short}-std", "stat_range", {"stat": "std"}, own, select)]
-        ks = entry(f"{short}-gaussian", "gaussian_ks", {}, own, select)
-        if "tol" in ks.proposals and ks.proposals["tol"].observed <= MAX_BASELINE_KS:
-            block.append(ks)  # (a role with a constant or far-from-normal matrix gets no KS baseline)
-        wb = entry(f"{short}-weibull", "weibull", {}, own, select)
-        if {"k_min", "k_max"} <= wb.proposals.keys() and all(
-            store.get(cid, i.name)[WeibullFit("mid_80")].ok for i in own
-        ):
-            wb.proposals = {k: wb.proposals[k] for k in ("k_min", "k_max")}
-            block.append(wb)
-        if len(depths) >= TREND_MIN_LAYERS:
-            probe = REGISTRY["depth_trend"](stat="std", direction="grows")  # type: ignore[call-arg]
-            rho = probe.evaluate(_views(store, cid, own, plain)).observed.get(role, {}).get("rho", math.nan)
-            if math.isfinite(rho) and abs(rho) >= TREND_MIN_RHO:
-                direction = "grows" if rho > 0 else "shrinks"
-                trend = entry(
-                    f"{short}-std-{direction}", "depth_trend", {"stat": "std", "direction": direction}, own, select
-                )
-                if "min_rho" in trend.proposals:
-                    block.append(trend)
+        block = entries("role", short, own, _selection_for(own, floats, base, plain))
         blocks.append((f"{short}: {role} ({len(own)} × {_shape(own)}{where})", block))
     for role, own in emb_groups.items():
         short = shorts[role]
         role_lines.append(f"{short.ljust(width)}  {role}  ({len(own)} × {_shape(own)}; std band only)")
         select = _selection_for(own, floats, Selection(exclude=(), min_ndim=2, min_numel=MIN_NUMEL), plain)
         select.setdefault("exclude", [])
-        block = [entry(f"{short}-std", "stat_range", {"stat": "std"}, own, select)]
+        block = entries("embedding", short, own, select)
         blocks.append((f"{short}: {role} ({len(own)} × {_shape(own)}; embedding: std band only)", block))
     return blocks, role_lines
+
+
+def _entry(
+    cls: type[Assertion],
+    s: Suggestion,
+    name: str,
+    own: list[TensorInfo],
+    select: dict | None,
+    base: Selection,
+    store: Any,
+    cid: str,
+    margin: float,
+) -> _Entry | None:
+    """The entry ``s`` of kind ``cls`` over ``own``, with its proposals; None when the kind does
+    not accept it on these values. Tensors the kind leaves out have their roles excluded."""
+    assertion = cls(**s.params)  # type: ignore[call-arg]
+    effective = _merged(base, select)
+    views = _views(store, cid, own, effective)
+    covered = list(assertion.init_tensors(views))
+    if len(covered) < len(views):
+        kept = {t.name for t in covered}
+        dropped = list(dict.fromkeys(_role_glob(t.name, Selection()) for t in views if t.name not in kept))
+        select = {**(select or {}), "exclude": [*(select or {}).get("exclude", base.exclude), *dropped]}
+        views = covered
+    proposals, _ = propose(assertion, views, margin)
+    if s.keep is not None:
+        proposals = {k: proposals[k] for k in s.keep if k in proposals}
+    if not assertion.init_accepts(views, proposals):
+        return None
+    return _Entry(name, cls.kind, dict(s.params), select, assertion, own, s.comment, proposals)
+
+
+def _merged(base: Selection, select: dict | None) -> Selection:
+    if select is None:
+        return base
+    return Selection(
+        include=tuple(select.get("include", base.include)),
+        exclude=tuple(select.get("exclude", base.exclude)),
+        min_ndim=select.get("min_ndim", base.min_ndim),
+        min_numel=select.get("min_numel", base.min_numel),
+    )
 
 
 def _render(

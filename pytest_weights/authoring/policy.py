@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 from ..assertions import Assertion
 from ..assertions.base import TensorView
+from ..assertions.depth_trend import TREND_MIN_RHO
+from ..assertions.gaussian_ks import MAX_BASELINE_KS
 from ..assertions.proposal import (
     DIGITS,
     KS_TOL_FLOOR,
@@ -28,11 +30,9 @@ from ..assertions.proposal import (
 #: Matrices smaller than this get no distribution checks (as in the bundled specs).
 MIN_NUMEL = 4096
 DEFAULT_MARGIN = 0.5
-#: Depth trends are asserted where Spearman |ρ| reaches this over at least TREND_MIN_LAYERS depths.
-TREND_MIN_RHO = 0.8
+#: Depth trends are asserted where Spearman |ρ| reaches TREND_MIN_RHO over at least TREND_MIN_LAYERS
+#: depths (the ``depth_trend`` kind's rule for generated specs; its ``min_layers`` default).
 TREND_MIN_LAYERS = 3
-#: A role whose KS distance exceeds this (a constant matrix has D = 1) gets no KS baseline.
-MAX_BASELINE_KS = 0.5
 
 
 def propose(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +90,6 @@ def regen_spec(
     ``checkpoint_path`` may then be an opened :class:`Checkpoint`. A bound the margin would
     widen until its check cannot fail is capped (the change says so).
     """
-    from ..cache import StatCache
-    from ..runner import Checker
     from ..spec import read_spec_text
 
     path = Path(spec_path)
@@ -104,55 +103,75 @@ def regen_spec(
         raise WeightsError(f"margin must be ≥ 0, got {margin}")
     root = yaml.compose(text, Loader=yaml.SafeLoader)
     items = _child(root, "assertions")
-    defaults = _child(root, "defaults")
     if not isinstance(items, yaml.SequenceNode) or len(items.value) != len(spec.entries):  # pragma: no cover
         raise SpecError(label, None, "cannot match the assertions to the YAML text")
-    notes: list[str] = [f"{e.path}:{e.line}: {e.name}: invalid entry, not rewritten" for e in spec.entries
-                        if not isinstance(e, AssertionSpec)]  # fmt: skip
-    edits: list[_Edit] = []
-    pending: list[_Pending] = []
-    wanted = (lambda e: True) if entries is None else (lambda e: e.name in entries)
-    if checker is None:
-        ref = open_checkpoint(reference) if reference is not None else None
-        checker = Checker(device, cache=StatCache(cache_dir) if cache_dir is not None else None, reference=ref)
+    plan = _Plan(text, _child(root, "defaults"), margin, only_failing)
+    plan.notes += [f"{e.path}:{e.line}: {e.name}: invalid entry, not rewritten" for e in spec.entries
+                   if not isinstance(e, AssertionSpec)]  # fmt: skip
+    chosen = [(e, node) for e, node in zip(spec.entries, items.value, strict=True)
+              if isinstance(e, AssertionSpec) and (entries is None or e.name in entries)]  # fmt: skip
+    for e, _ in chosen:
+        if e.assertion.scope == "run":
+            plan.notes.append(f"{e.location}: {e.name}: {e.assertion.kind} judges a training run: not rewritten")
+    checker = checker if checker is not None else _checker(device, cache_dir, reference)
     given = isinstance(checkpoint_path, Checkpoint)
     opened = checkpoint_path if given else open_checkpoint(checkpoint_path)
     with contextlib.nullcontext(opened) if given else opened as ckpt:
-        pairs = [
-            (e, node)
-            for e, node in zip(spec.entries, items.value, strict=True)
-            if isinstance(e, AssertionSpec) and e.assertion.scope == "checkpoint" and wanted(e)
-        ]
-        for e in spec.assertions:
-            if e.assertion.scope == "run" and wanted(e):
-                notes.append(f"{e.location}: {e.name}: {e.assertion.kind} judges a training run: not rewritten")
+        pairs = [(e, node) for e, node in chosen if e.assertion.scope == "checkpoint"]
         checker.prepare((ckpt, e) for e, _ in pairs)
         for e, node in pairs:
-            where = f"{e.location}: {e.name}"
-            try:
-                result = checker.evaluate(ckpt, e)
-            except WeightsError as err:
-                notes.append(f"{where}: {err}")
-                continue
-            if only_failing and result.passed:
-                continue
-            if e.assertion.needs_reference and checker.reference is None:
-                notes.append(f"{where}: {e.assertion.kind} compares against a reference: not rewritten")
-                continue
-            target = checker.target(ckpt, e)
-            proposals, why = propose(e.assertion, _entry_views(checker, target, e), margin)
-            notes += [f"{where}: {n}" for n in why]
-            if not proposals and not why and not result.passed:
-                notes.append(f"{where}: {e.assertion.kind} has no baseline numbers to rewrite")
-            _plan_edits(text, e, node, defaults, proposals, only_failing, edits, pending, notes)
-        new_text = _apply(text, edits)
-        changes = [c.change(label, edits, new_text) for c in pending]
-        result = RegenResult(changes, notes, new_text)
+            plan.entry(checker, ckpt, e, node)
+        new_text = _apply(text, plan.edits)
+        changes = [c.change(label, plan.edits, new_text) for c in plan.pending]
+        result = RegenResult(changes, plan.notes, new_text)
         if changes:
             _check_rewritten(new_text, label, ckpt, checker, result)
     if new_text != text and write:
         path.write_text(new_text, encoding="utf-8")
     return result
+
+
+def _checker(device: str, cache_dir: str | Path | None, reference: str | Path | None) -> Any:
+    from ..cache import StatCache
+    from ..runner import Checker
+
+    ref = open_checkpoint(reference) if reference is not None else None
+    return Checker(device, cache=StatCache(cache_dir) if cache_dir is not None else None, reference=ref)
+
+
+@dataclass
+class _Plan:
+    """The edits planned so far over one spec text, and the notes on what was left alone."""
+
+    text: str
+    defaults: Any
+    margin: float
+    only_failing: bool
+    edits: list[_Edit] = field(default_factory=list)
+    pending: list[_Pending] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def entry(self, checker: Any, ckpt: Checkpoint, e: AssertionSpec, node: Any) -> None:
+        """Plan the rewrite of one entry from its kind's proposals (under the shared guard)."""
+        where = f"{e.location}: {e.name}"
+        try:
+            result = checker.evaluate(ckpt, e)
+        except WeightsError as err:
+            self.notes.append(f"{where}: {err}")
+            return
+        if self.only_failing and result.passed:
+            return
+        if e.assertion.needs_reference and checker.reference is None:
+            self.notes.append(f"{where}: {e.assertion.kind} compares against a reference: not rewritten")
+            return
+        target = checker.target(ckpt, e)
+        proposals, why = propose(e.assertion, _entry_views(checker, target, e), self.margin)
+        self.notes += [f"{where}: {n}" for n in why]
+        if not proposals and not why and not result.passed:
+            self.notes.append(f"{where}: {e.assertion.kind} has no baseline numbers to rewrite")
+        _plan_edits(
+            self.text, e, node, self.defaults, proposals, self.only_failing, self.edits, self.pending, self.notes
+        )
 
 
 def _entry_views(checker: Any, target: Checkpoint, e: AssertionSpec) -> list[TensorView]:

@@ -150,6 +150,8 @@ def _plan_edits(
             gap = max(1, hash_at - (len(new) - len(old)))  # keep the comment's column
             if new != old or comment != tail[hash_at:]:
                 edits.append(_Edit(end, line_end, " " * gap + comment))
+        elif param in changed and p.capped and not tail.strip():  # a capped margin is always said
+            edits.append(_Edit(end, line_end, f"  # {p.capped}"))
     if not added:
         return
     if not isinstance(node, yaml.MappingNode) or not node.value:  # pragma: no cover - the loader refuses these

@@ -49,6 +49,9 @@ class Executor(Protocol):
         """Compute every tensor of ``todo``; ``known(name)``: values already computed for it.
         Raises (marked with the tensor's name) on the first tensor that fails."""
 
+    def describe(self) -> str:
+        """Where it runs, for the summary (e.g. ``Dask local:2 (2 workers)``)."""
+
     def close(self) -> None:
         """Release the executor's resources (a cluster it started)."""
 
@@ -76,7 +79,14 @@ def source_of(checkpoint: Checkpoint) -> str | None:
 
 def make_executor(scheduler: str) -> Executor:
     """The executor for a scheduler address: ``local:N`` (a LocalCluster of N processes) or a Dask address."""
-    from .dask import DaskExecutor  # imports dask.distributed
+    try:
+        from .dask import DaskExecutor  # imports dask.distributed
+    except ImportError as e:
+        from ..errors import WeightsError
+
+        raise WeightsError(
+            f"--weights-scheduler/scheduler= {scheduler!r} needs Dask: pip install 'pytest-weights[distributed]' ({e})"
+        ) from None
 
     return DaskExecutor(scheduler)
 

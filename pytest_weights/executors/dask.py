@@ -1,7 +1,8 @@
 """The statistics pass on a Dask cluster: workers read the tensors, the client merges nothing big.
 
-A tensor of at most :data:`SLICES_PER_TASK` flat slices is one task (:func:`.tasks.reduce_whole`:
-the worker reads it and runs :func:`~pytest_weights.reduce.reduce_tensor`). A larger one is
+Tensors of at most :data:`SLICES_PER_TASK` flat slices go out whole, consecutive ones batched
+into tasks (:func:`.tasks.reduce_batch`: the worker reads each and runs
+:func:`~pytest_weights.reduce.reduce_tensor`). A larger tensor is
 reduced stage by stage, as the local engine does: each stage's flat statistics are split into
 tasks of ``SLICES_PER_TASK`` consecutive slices, each returning one state per slice, folded
 left in slice order by a chain of small tasks (worker to worker, so the fold is exactly the
@@ -28,11 +29,17 @@ from ..readers.base import Checkpoint, TensorInfo
 from ..reduce import SLICE_ELEMENTS
 from ..stats.base import Statistic, closure, stages
 from . import Record, Todo, source_of
-from .tasks import Source, TaskFailure, fold, reduce_rows, reduce_slices, reduce_whole
+from .tasks import Source, TaskFailure, fold, reduce_batch, reduce_rows, reduce_slices
 
 #: Flat slices (of :data:`~pytest_weights.reduce.SLICE_ELEMENTS`) per task: 16 × 4 Mi elements
 #: (128 MiB of bf16) keeps the per-task overhead (a few ms) well under 1 % of the work.
 SLICES_PER_TASK = 16
+#: Tensors that are not split go out in batches (consecutive in storage order) of at most this
+#: many bytes or :data:`BATCH_TENSORS` tensors, and at least ``BATCHES_PER_WORKER`` batches per
+#: worker, so that per-task overhead (a few ms) does not dominate small tensors.
+BATCH_BYTES = 64 * 2**20
+BATCH_TENSORS = 64
+BATCHES_PER_WORKER = 4
 #: Seconds to wait for a scheduler to answer.
 CONNECT_TIMEOUT = 20
 
@@ -93,32 +100,56 @@ class DaskExecutor:
         pending = as_completed()
         owner: dict[str, _Job] = {}
         try:
-            for info, wanted in todo:
-                n_slices = math.ceil(info.numel / step)
-                split = n_slices > self.slices_per_task and "://" not in location  # a remote read is per tensor
-                job = (
-                    _Split(ctx, info, wanted, known(info.name), step)
-                    if split
-                    else _Whole(ctx, info, wanted, known(info.name))
-                )
+            for job in self._jobs(ctx, todo, known, step, "://" not in location):  # a remote read is per tensor
                 self._track(job, job.start(), pending, owner)
-                if job.finished:
-                    record(info, wanted, job.values)
+                for info, wanted, values in job.outcome() if job.finished else ():  # nothing to sweep
+                    record(info, wanted, values)
             for future in pending:
                 job = owner.pop(future.key)
                 if future.status != "finished":
-                    raise _failure(future, job.info.name, str(checkpoint.path))
+                    raise _failure(future, job.name, str(checkpoint.path))
                 self._track(job, job.done(future), pending, owner)
                 if job.finished:
-                    record(job.info, job.wanted, job.values)
+                    for info, wanted, values in job.outcome():
+                        record(info, wanted, values)
         except BaseException:
             self.client.cancel([*pending.futures])
             raise
+
+    def _jobs(self, ctx: _Context, todo: Todo, known: Callable, step: int, splittable: bool) -> list[_Job]:
+        """Large tensors split by slices; the others batched in storage order, in at least
+        :data:`BATCHES_PER_WORKER` tasks per worker (or of at most :data:`BATCH_BYTES`)."""
+        workers = max(1, len(self.client.scheduler_info().get("workers", {})))
+        split = {i.name for i, _ in todo if splittable and math.ceil(i.numel / step) > self.slices_per_task}
+        whole_bytes = sum(i.nbytes for i, _ in todo if i.name not in split)
+        limit = max(1, min(BATCH_BYTES, whole_bytes // (BATCHES_PER_WORKER * workers)))
+        jobs: list[_Job] = []
+        batch: list[tuple[TensorInfo, list[Statistic], Mapping[Statistic, Any]]] = []
+        size = 0
+        for info, wanted in todo:
+            if info.name in split:
+                jobs.append(_Split(ctx, info, wanted, known(info.name), step))
+                continue
+            batch.append((info, wanted, known(info.name)))
+            size += info.nbytes
+            if size >= limit or len(batch) >= BATCH_TENSORS:
+                jobs.append(_Batch(ctx, batch))
+                batch, size = [], 0
+        if batch:
+            jobs.append(_Batch(ctx, batch))
+        return jobs
 
     def _track(self, job: _Job, futures: list[Future], pending: as_completed, owner: dict[str, _Job]) -> None:
         for f in futures:
             owner[f.key] = job
             pending.add(f)
+
+    def describe(self) -> str:
+        try:
+            n = len(self.client.scheduler_info().get("workers", {}))
+        except Exception:  # the scheduler is gone
+            n = 0
+        return f"Dask {self.scheduler} ({n} worker{'s' if n != 1 else ''})"
 
     def close(self) -> None:
         try:
@@ -167,14 +198,13 @@ class _Context:
 
 
 class _Job:
-    """One tensor's work: futures to wait for, then its values."""
+    """Work on tensors: futures to wait for, then their values."""
 
-    def __init__(self, ctx: _Context, info: TensorInfo, wanted: list[Statistic], known: Mapping[Statistic, Any]):
+    def __init__(self, ctx: _Context) -> None:
         self.ctx = ctx
-        self.info = info
-        self.wanted = wanted
-        self.values: dict[Statistic, Any] = dict(known)
         self.finished = False
+        #: The tensor a failure is blamed on when its task cannot say.
+        self.name = ""
 
     def start(self) -> list[Future]:
         raise NotImplementedError
@@ -183,27 +213,32 @@ class _Job:
         """``future`` (one of this job's) finished: the next futures to wait for (none when finished)."""
         raise NotImplementedError
 
+    def outcome(self) -> list[tuple[TensorInfo, list[Statistic], Mapping[Statistic, Any]]]:
+        """(tensor, wanted statistics, values) of each tensor, once finished."""
+        raise NotImplementedError
 
-class _Whole(_Job):
-    """A tensor reduced by one task."""
+
+class _Batch(_Job):
+    """Consecutive tensors reduced whole, one after another, by one task."""
+
+    def __init__(self, ctx: _Context, items: list[tuple[TensorInfo, list[Statistic], Mapping[Statistic, Any]]]):
+        super().__init__(ctx)
+        self.items = items
+        self.name = items[0][0].name if len(items) == 1 else f"{items[0][0].name} … {items[-1][0].name}"
+        self.values: list[dict[Statistic, Any]] = []
 
     def start(self) -> list[Future]:
         c = self.ctx
-        args = (
-            c.src,
-            self.info.name,
-            self.wanted,
-            dict(self.values),
-            c.device,
-            c.chunk_elements,
-            c.threads_for(self.info),
-        )
-        return [c.submit(reduce_whole, *args)]
+        work = [(info.name, wanted, dict(known), c.threads_for(info)) for info, wanted, known in self.items]
+        return [c.submit(reduce_batch, c.src, work, c.device, c.chunk_elements)]
 
     def done(self, future: Future) -> list[Future]:
-        self.values.update(future.result())
+        self.values = future.result()
         self.finished = True
         return []
+
+    def outcome(self) -> list[tuple[TensorInfo, list[Statistic], Mapping[Statistic, Any]]]:
+        return [(info, wanted, v) for (info, wanted, _), v in zip(self.items, self.values, strict=True)]
 
 
 class _Split(_Job):
@@ -212,7 +247,9 @@ class _Split(_Job):
     def __init__(
         self, ctx: _Context, info: TensorInfo, wanted: list[Statistic], known: Mapping[Statistic, Any], step: int
     ):
-        super().__init__(ctx, info, wanted, known)
+        super().__init__(ctx)
+        self.info, self.wanted, self.name = info, wanted, info.name
+        self.values: dict[Statistic, Any] = dict(known)
         self.step = step
         self.stages = stages(closure(list(wanted), known=self.values))
         self.k = -1
@@ -270,6 +307,9 @@ class _Split(_Job):
         )
         self.keep = []
         return self._next_stage()
+
+    def outcome(self) -> list[tuple[TensorInfo, list[Statistic], Mapping[Statistic, Any]]]:
+        return [(self.info, self.wanted, self.values)]
 
     def _finalize(self, states: Mapping[Statistic, Any], rows: Mapping[Statistic, Any]) -> None:
         """The stage's values, in its order: rows statistics from their task, the others finalized here

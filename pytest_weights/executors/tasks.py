@@ -121,6 +121,13 @@ def reduce_whole(
         return {s: values[s] for s in stats}
 
 
+def reduce_batch(
+    src: Source, work: Sequence[tuple[str, Sequence[Statistic], Mapping[Statistic, Any], int]], device: str, chunk: int
+) -> list[dict[Statistic, Any]]:
+    """:func:`reduce_whole` of each (tensor, statistics, known values, threads) of ``work``, in order."""
+    return [reduce_whole(src, name, stats, known, device, chunk, threads) for name, stats, known, threads in work]
+
+
 def reduce_slices(
     src: Source,
     name: str,

@@ -4,7 +4,8 @@ A :class:`GateCallbackCore` owns a :class:`~pytest_weights.gate.WeightsGate` who
 ``on_failure`` is ``"return"``: the callback decides what a failure does. Each adapter
 (:mod:`.huggingface`, :mod:`.lightning`) only maps its framework's hooks to :meth:`check`,
 :meth:`fail` and :meth:`finish`, and says how to stop (``stop_flag``, named in the log) and how
-processes agree (a ``reduce`` that is true when any process failed).
+processes agree (a ``reduce`` that is true when any process failed). The Hugging Face callback
+takes the core's constructor as it is; the Lightning one adds when to check.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from ..gate import WeightsGate, WeightsGateError
+from ..gate import DEFER_KINDS, WeightsGate, WeightsGateError
 from ..report import Report
 from ..spec import Spec
 
@@ -28,46 +29,39 @@ def check_on_failure(value: str) -> str:
 
 
 class GateCallbackCore:
-    """The state and decisions of a gating callback.
+    """The state and decisions of a gating callback (the base of each framework's callback).
 
-    ``spec``, ``device``, ``cache_dir``, ``logger``, ``reference``, ``defer``: as for
-    :class:`~pytest_weights.gate.WeightsGate` (or a ready ``gate``). ``on_failure``: ``"stop"``,
-    ``"raise"`` or ``"warn"``. ``stop_flag``: what the adapter sets to stop (named in the log).
-    ``raise_everywhere``: with ``"raise"``, processes that did not fail raise too (each checks
-    its own replica, so all must leave together); else they stop.
+    ``spec``, ``device``, ``cache_dir``, ``reference``, ``defer``: as for
+    :class:`~pytest_weights.gate.WeightsGate` (or pass a ready ``gate``: its ``on_failure``
+    becomes ``"return"``, the callback acting on failures). ``on_failure``: ``"stop"``,
+    ``"raise"`` or ``"warn"``. ``logger``: a logger or its name.
 
     ``reports`` maps each checked step to its :class:`Report`; ``failed_step`` is the first step
     that failed (None if none did).
     """
 
+    #: What an adapter sets to stop training (named in the log).
+    stop_flag: ClassVar[str] = "should_stop"
+    #: With ``"raise"``, processes that did not fail raise too (each checks its own replica, so all
+    #: must leave together); else they stop.
+    raise_everywhere: ClassVar[bool] = False
+
     def __init__(
         self,
-        spec: str | Path | Spec,
-        *,
-        device: str,
-        on_failure: str,
-        cache_dir: str | Path | None,
-        logger: logging.Logger | str | None,
-        reference: str | Path | None,
-        defer: Collection[str],
-        gate: WeightsGate | None,
-        stop_flag: str,
-        raise_everywhere: bool = False,
+        spec: str | Path | Spec = "default",
+        device: str = "auto",
+        on_failure: str = "stop",
+        cache_dir: str | Path | None = None,
+        logger: logging.Logger | str | None = None,
+        reference: str | Path | None = None,
+        defer: Collection[str] = DEFER_KINDS,
+        gate: WeightsGate | None = None,
     ) -> None:
         self.on_failure = check_on_failure(on_failure)
-        self.gate = gate or WeightsGate(
-            spec,
-            device=device,
-            on_failure="return",
-            cache_dir=cache_dir,
-            logger=logger,
-            reference=reference,
-            defer=defer,
-        )
+        options = {"cache_dir": cache_dir, "logger": logger, "reference": reference, "defer": defer}
+        self.gate = gate or WeightsGate(spec, device=device, on_failure="return", **options)
         self.gate.on_failure = "return"  # the callback decides what a failure does
         self.logger = self.gate.logger
-        self.stop_flag = stop_flag
-        self.raise_everywhere = raise_everywhere
         self.reports: dict[int, Report] = {}
         self.failed_step: int | None = None
 

@@ -20,8 +20,6 @@ Needs ``pip install 'pytest-weights[huggingface]'``.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +33,11 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise missing_extra("transformers", "huggingface", e) from e
 
-from ..gate import DEFER_KINDS, WeightsGate
 from ..report import Report
-from ..spec import Spec
 from .core import GateCallbackCore
 
 
-class WeightsGateCallback(TrainerCallback, GateCallbackCore):
+class WeightsGateCallback(GateCallbackCore, TrainerCallback):
     """A ``TrainerCallback`` that gates training on the health of each saved checkpoint.
 
     ``spec``, ``device``, ``cache_dir``, ``reference``, ``defer``: as for
@@ -53,29 +49,7 @@ class WeightsGateCallback(TrainerCallback, GateCallbackCore):
     ``failed_step`` is the first step that failed (None if none did).
     """
 
-    def __init__(
-        self,
-        spec: str | Path | Spec = "default",
-        device: str = "auto",
-        on_failure: str = "stop",
-        cache_dir: str | Path | None = None,
-        logger: logging.Logger | str | None = None,
-        reference: str | Path | None = None,
-        defer: Collection[str] = DEFER_KINDS,
-        gate: WeightsGate | None = None,
-    ) -> None:
-        GateCallbackCore.__init__(
-            self,
-            spec,
-            device=device,
-            on_failure=on_failure,
-            cache_dir=cache_dir,
-            logger=logger,
-            reference=reference,
-            defer=defer,
-            gate=gate,
-            stop_flag="control.should_training_stop",
-        )
+    stop_flag = "control.should_training_stop"
 
     def checkpoint_dir(self, args: TrainingArguments, state: TrainerState) -> Path:
         """The directory the Trainer saved the checkpoint of this step to."""

@@ -25,8 +25,7 @@ Uses ``lightning.pytorch`` (``pip install 'pytest-weights[lightning]'``), or the
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,23 +39,24 @@ except ImportError as _e:  # pragma: no cover - depends on what is installed
     except ImportError:
         raise missing_extra("lightning", "lightning", _e) from _e
 
-from ..gate import DEFER_KINDS, WeightsGate
 from ..spec import Spec
 from .core import GateCallbackCore
 
 
-class WeightsGateCallback(Callback, GateCallbackCore):
+class WeightsGateCallback(GateCallbackCore, Callback):
     """A Lightning ``Callback`` that gates ``trainer.fit`` on the health of the module's weights.
 
-    ``spec``, ``device``, ``cache_dir``, ``reference``, ``defer``: as for
-    :class:`~pytest_weights.gate.WeightsGate` (or pass a ready ``gate``: its ``on_failure``
-    becomes ``"return"``, the callback acting on failures). ``every_n_steps``,
-    ``on_validation``, ``on_checkpoint``: when to check (see the module docs).
-    ``on_failure``: ``"stop"``, ``"raise"`` or ``"warn"``. ``logger``: a logger or its name.
+    ``every_n_steps``, ``on_validation``, ``on_checkpoint``: when to check (see the module docs).
+    ``spec``, ``on_failure`` (``"stop"``, ``"raise"`` or ``"warn"``), ``device`` and the keyword
+    ``options`` ``cache_dir``, ``logger``, ``reference``, ``defer``, ``gate``: as for
+    :class:`~pytest_weights.integrations.core.GateCallbackCore`.
 
     ``reports`` maps each checked step to its :class:`Report`; ``failed_step`` is the first
     step that failed (None if none did).
     """
+
+    stop_flag = "trainer.should_stop"
+    raise_everywhere = True  # every process checks its replica: all leave together
 
     def __init__(
         self,
@@ -66,27 +66,11 @@ class WeightsGateCallback(Callback, GateCallbackCore):
         on_checkpoint: bool = True,
         on_failure: str = "stop",
         device: str = "auto",
-        cache_dir: str | Path | None = None,
-        logger: logging.Logger | str | None = None,
-        reference: str | Path | None = None,
-        defer: Collection[str] = DEFER_KINDS,
-        gate: WeightsGate | None = None,
+        **options: Any,
     ) -> None:
         if every_n_steps is not None and every_n_steps < 1:
             raise ValueError(f"every_n_steps must be ≥ 1 or None, got {every_n_steps}")
-        GateCallbackCore.__init__(
-            self,
-            spec,
-            device=device,
-            on_failure=on_failure,
-            cache_dir=cache_dir,
-            logger=logger,
-            reference=reference,
-            defer=defer,
-            gate=gate,
-            stop_flag="trainer.should_stop",
-            raise_everywhere=True,  # every process checks its replica: all leave together
-        )
+        super().__init__(spec, device, on_failure, **options)
         self.every_n_steps = every_n_steps
         self.on_validation = on_validation
         self.on_checkpoint = on_checkpoint

@@ -100,6 +100,8 @@ class WeightsItem(pytest.Item):
             session.prepare(self.session.items)
             run = [(step, session.checkpoint(path)) for step, path in session.runs[self.run_path]]
             self.result = session.checker.judge_run(run, self.spec, self.run_path.name)
+            if self.config.option.weights_regen:
+                session.regen_item(self)  # remembered: the summary says why it is not rewritten
         else:
             if self.checkpoint_path is None:
                 pytest.skip("no checkpoint given: run with --checkpoint PATH")
@@ -130,6 +132,7 @@ class WeightsItem(pytest.Item):
         if self.checkpoint_path in session.steps:
             self.user_properties.append(("step", session.steps[self.checkpoint_path]))
         self.user_properties.append(("summary", self.result.summary))
+        self.user_properties += junit_numbers(self.result)
         if self.result.skipped:  # reported at the spec line (-rs), not at this one
             raise pytest.skip.Exception(self.result.summary, _use_item_location=True)
         if not self.result.passed:
@@ -153,6 +156,22 @@ class WeightsItem(pytest.Item):
 
     def reportinfo(self):
         return self.path, self.spec.line - 1, f"{self.spec.name} [{self.spec.assertion.kind}]"
+
+
+def junit_numbers(result: AssertionResult) -> list[tuple[str, object]]:
+    """The result's numbers as JUnit properties (the same as the JSON report's): what was
+    judged, the interval, how many rows deviate and the worst one's value and bounds."""
+    props: list[tuple[str, object]] = [("checked", result.checked), ("deviations", len(result.deviations))]
+    if result.statistic:
+        props.append(("statistic", result.statistic))
+    if result.deviations:
+        worst = result.deviations[0]
+        props.append(("worst", worst.subject))
+        if worst.value is not None:
+            props.append(("worst_value", worst.value))
+        if worst.bounds is not None:
+            props += [("worst_min", worst.bounds[0]), ("worst_max", worst.bounds[1])]
+    return props
 
 
 class SpecErrorItem(pytest.Item):

@@ -187,12 +187,11 @@ class ReplayItem(pytest.Item):
         self.result: _Result | None = None
 
     def setup(self) -> None:
+        self.config.stash[REPLAY_KEY].replayed += 1
         if self.data.get("setup") is not None:
             pytest.fail(self.data["setup"], pytrace=False)
 
     def runtest(self) -> None:
-        replay: Replay = self.config.stash[REPLAY_KEY]
-        replay.replayed += 1
         call = self.data["call"]
         self.user_properties.extend(tuple(p) for p in call["properties"])
         if call.get("result") is not None:

@@ -253,7 +253,7 @@ class WeightsSession:
             if p.tensors_total
         ]
         hits = cache.hits if cache is not None else 0
-        return PassSummary([str(self.checker.device)], passes, hits, self.notes(), self.left_out())
+        return PassSummary([self.checker.runs_on()], passes, hits, self.notes(), self.left_out())
 
     def notes(self) -> list[str]:
         """Problems of the pass and unreadable checkpoints: one line each."""

@@ -1,7 +1,13 @@
 """Checkpoint readers: ``open_checkpoint(path)`` picks the format from the path.
 
 Each format is one module with a ``Checkpoint`` subclass; :data:`FORMATS` lists them in
-the order they are tried, each as (name, ``detect(path) -> bool``, ``open(path)``).
+the order they are tried, each as (name, ``detect(path) -> bool``, ``open(path)``). The base
+class (:mod:`.base`) owns what every reader shares: finding a tensor by name
+(:meth:`Checkpoint.lookup`, the ``no tensor named …`` error) and turning a failed read into a
+one-line ``cannot read tensor …`` error (:meth:`Checkpoint.reading`).
+
+A URL (``s3://``, ``gs://``, ``http(s)://`` …) is opened by :mod:`.remote` over the byte
+sources of :mod:`.source` (fsspec, imported only then).
 """
 
 from __future__ import annotations

@@ -57,6 +57,8 @@ _SECRET_ENV = (
 )
 #: Bytes hashed at each end of a remote file that has no ETag or version (as local file identities do).
 _IDENTITY_SPAN = 64 * 1024
+#: A range larger than twice this is fetched as concurrent requests of this size.
+CHUNK_BYTES = 8 << 20
 #: Block size and block count of a :class:`RangeFile`'s cache.
 BLOCK_BYTES = 64 * 1024
 CACHE_BLOCKS = 16
@@ -392,6 +394,24 @@ class LocalFile:
                 self._fd = None
 
 
+class Totals:
+    """Bytes and range requests fetched by every :class:`RemoteFile` of this process (benchmarks, summaries)."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.requests = 0
+        self._lock = threading.Lock()
+
+    def add(self, nbytes: int, requests: int = 1) -> None:
+        with self._lock:
+            self.bytes += nbytes
+            self.requests += requests
+
+
+#: What this process fetched by URL so far.
+TOTALS = Totals()
+
+
 class RemoteFile:
     """A remote file read by exact byte ranges (``cat_file``), nothing cached; counts bytes and requests."""
 
@@ -406,27 +426,47 @@ class RemoteFile:
 
     def read(self, offset: int, nbytes: int) -> bytes:
         """Exactly ``nbytes`` bytes from ``offset``; CheckpointError when the file is shorter or unreachable."""
+        parts = self._fetch(offset, nbytes)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def tensor(self, offset: int, nbytes: int, dtype: torch.dtype) -> torch.Tensor:
+        """The bytes as a 1-D tensor of ``dtype`` over a private buffer (copied once from the responses)."""
+        buf = bytearray(nbytes)
+        at = 0
+        for part in self._fetch(offset, nbytes):
+            buf[at : at + len(part)] = part
+            at += len(part)
+        return torch.frombuffer(buf, dtype=torch.uint8).view(dtype)
+
+    def _fetch(self, offset: int, nbytes: int) -> list[bytes]:
+        """The range as one response, or (when larger than 2 × :data:`CHUNK_BYTES`) chunks fetched concurrently:
+        one connection rarely fills the link. Each response must hold exactly the bytes asked for."""
         if nbytes <= 0:
-            return b""
+            return [b""]
         if offset + nbytes > self.size:
             raise CheckpointError(
                 self.path, f"truncated: needs bytes {offset}..{offset + nbytes} but the file has {self.size}"
             )
+        starts = [offset] if nbytes <= 2 * CHUNK_BYTES else list(range(offset, offset + nbytes, CHUNK_BYTES))
+        ends = [*starts[1:], offset + nbytes]
         with self.path.errors(f"cannot read bytes {offset}..{offset + nbytes}"):
-            data = self._fs.cat_file(self._fspath, start=offset, end=offset + nbytes)
+            if len(starts) == 1:
+                parts = [self._fs.cat_file(self._fspath, start=offset, end=offset + nbytes)]
+            else:
+                parts = self._fs.cat_ranges([self._fspath] * len(starts), starts, ends, on_error="raise")
+        got = sum(len(p) for p in parts)
         with self._lock:
-            self.bytes_fetched += len(data)
-            self.requests += 1
-        if len(data) != nbytes:
-            raise CheckpointError(
-                self.path,
-                f"asked for bytes {offset}..{offset + nbytes}, got {len(data)} bytes "
-                "(truncated, or the server ignores Range requests)",
-            )
-        return data
-
-    def tensor(self, offset: int, nbytes: int, dtype: torch.dtype) -> torch.Tensor:
-        return torch.frombuffer(bytearray(self.read(offset, nbytes)), dtype=torch.uint8).view(dtype)
+            self.bytes_fetched += got
+            self.requests += len(parts)
+        TOTALS.add(got, len(parts))
+        for begin, end, part in zip(starts, ends, parts, strict=True):
+            if len(part) != end - begin:
+                raise CheckpointError(
+                    self.path,
+                    f"asked for bytes {begin}..{end}, got {len(part)} bytes "
+                    "(truncated, or the server ignores Range requests)",
+                )
+        return parts
 
     def close(self) -> None:
         pass

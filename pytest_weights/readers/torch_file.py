@@ -472,6 +472,8 @@ class RemoteTorchFile(TorchFile):
                 raise CheckpointError(self.path, f"tensor {name!r} reaches past its storage")
             raw = self._storage_bytes(name, storage, begin, end)
             flat = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(t.dtype)
+            if t.is_contiguous():  # the buffer is the tensor, already a private copy
+                return flat.view(t.shape)
             return flat.as_strided(t.shape, t.stride()).clone(memory_format=torch.contiguous_format)
 
     def _storage_bytes(self, name: str, storage: torch.UntypedStorage, begin: int, end: int) -> bytes:

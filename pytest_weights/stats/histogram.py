@@ -1,6 +1,6 @@
 """The value histogram: every value of a tensor counted on a fine, data-independent grid.
 
-One ``bincount`` over a bit-pattern key per value (:func:`.kernels.keys`, written in the
+One count over a bit-pattern key per value (:func:`.kernels.keys`, written in the
 fused sweep by :class:`.kernels.KeyCounts`, shared with :class:`.moments.Moments`); counts add
 across slices, chunks and machines, so the result is the same for any split, thread
 count or device.
@@ -27,6 +27,9 @@ import torch
 
 from . import kernels
 from .base import Deps, Statistic
+
+#: A block's (or merged blocks') counts: dtype, the occupied keys (sorted), their counts.
+_Counts = tuple[torch.dtype, torch.Tensor, torch.Tensor]
 
 
 class HistogramResult(NamedTuple):
@@ -56,31 +59,31 @@ class ValueHistogram(Statistic):
     def tile_kernels(self, dtype: torch.dtype, deps: Deps) -> tuple[kernels.Kernel, ...]:
         return (kernels.KeyCounts(),)
 
-    def reduce(
-        self, block: torch.Tensor, deps: Deps, swept: kernels.BlockKernels | None = None
-    ) -> tuple[torch.dtype, torch.Tensor]:
+    def reduce(self, block: torch.Tensor, deps: Deps, swept: kernels.BlockKernels | None = None) -> _Counts:
         swept = swept or kernels.sweep(block, self.tile_kernels(block.dtype, deps))
-        return block.dtype, swept[kernels.KeyCounts()]  # Moments only reads it, before any merge
+        counts = swept[kernels.KeyCounts()]  # a per-thread buffer: keep the occupied keys only
+        occupied = counts.nonzero().squeeze(1)
+        return block.dtype, occupied, counts[occupied]
 
-    def merge(self, a: tuple[torch.dtype, torch.Tensor], b: tuple[torch.dtype, torch.Tensor]):
-        (dtype, x), (_, y) = a, b
-        if len(x) < len(y):
-            x, y = y, x
-        x[: len(y)] += y  # in place: states are owned by whoever merges them
-        return dtype, x
+    def merge(self, a: _Counts, b: _Counts) -> _Counts:
+        (dtype, ka, ca), (_, kb, cb) = a, b
+        if not len(kb) or not len(ka):
+            return a if len(ka) else b
+        keys, inverse = torch.unique(torch.cat([ka, kb]), sorted=True, return_inverse=True)
+        counts = torch.zeros(len(keys), dtype=ca.dtype, device=ca.device).scatter_add_(0, inverse, torch.cat([ca, cb]))
+        return dtype, keys, counts
 
-    def finalize(self, state: tuple[torch.dtype, torch.Tensor] | None, deps: Deps) -> HistogramResult:
+    def finalize(self, state: _Counts | None, deps: Deps) -> HistogramResult:
         if state is None:
             empty = torch.zeros(0, dtype=torch.float64)
             return HistogramResult(empty, empty, torch.zeros(0, dtype=torch.int64), 0, True)
-        dtype, counts = state
-        counts = counts.cpu()
-        occupied = counts.nonzero().squeeze(1)  # sorted keys
+        dtype, occupied, counts = (x.cpu() if isinstance(x, torch.Tensor) else x for x in state)  # sorted keys
         half, finite = 1 << (kernels.key_bits(dtype) - 1), kernels.finite_magnitudes(dtype)
         at = torch.searchsorted(occupied, torch.tensor([finite, half, half + finite])).tolist()
-        neg = occupied[at[1] : at[2]].flip(0)  # v < 0 in value order: largest magnitude first
-        k = torch.cat([neg, occupied[: at[0]]])  # NaN/Inf keys (magnitudes ≥ finite) left out
-        c, value, m = counts[k], kernels.key_values(dtype, k), len(neg)
+        neg = torch.arange(at[1], at[2]).flip(0)  # v < 0 in value order: largest magnitude first
+        pos = torch.cat([neg, torch.arange(at[0])])  # NaN/Inf keys (magnitudes ≥ finite) left out
+        k = occupied[pos]
+        c, value, m = counts[pos], kernels.key_values(dtype, k), len(neg)
         exact = kernels.exact_dtype(dtype)
         if exact:
             lo = hi = value

@@ -193,9 +193,15 @@ class PowerSums(Kernel):
 
 @dataclass(frozen=True)
 class KeyCounts(Kernel):
-    """:func:`key_counts` of a block: float32 keys written tile by tile (while the tile is in
-    cache) into one per-thread buffer, counted by one ``bincount`` at the end; 16/8-bit and
-    float64 blocks are keyed whole at the end (a widening copy, or a rounding to float32)."""
+    """The count of every key of a block (int64, one entry per possible key).
+
+    float32 keys are written tile by tile (while the tile is in cache) into one per-thread
+    buffer; 16/8-bit and float64 blocks are keyed whole at the end (a widening copy, or a
+    rounding to float32). The counts go into a per-thread buffer too (``index_add_`` into a
+    zeroed buffer, not a fresh ``bincount`` output: a new 4 MB array per slice is page-faulted
+    in, and handed back, each time), so the result is valid until this thread's next sweep:
+    a statistic keeps what it needs of it (:class:`~.histogram.ValueHistogram`: the occupied keys).
+    """
 
     def start(self, x: torch.Tensor) -> torch.Tensor | None:
         if x.dtype != torch.float32:
@@ -208,9 +214,9 @@ class KeyCounts(Kernel):
         return acc
 
     def finish(self, acc: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-        if acc is None:
-            return key_counts(x)
-        return torch.bincount(acc)
+        k = keys(x) if acc is None else acc
+        counts = scratch("key_counts", 1 << key_bits(x.dtype), torch.int64, x.device).zero_()
+        return counts.index_add_(0, k, torch.ones(1, dtype=torch.int64, device=x.device).expand(k.numel()))
 
 
 # ---------------------------------------------------------------- value-histogram keys
@@ -266,10 +272,9 @@ def _float32_keys(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 
 
 def key_counts(x: torch.Tensor) -> torch.Tensor:
-    """Counts of the keys of a slice (int64, on x's device; as long as the largest key + 1,
-    or every possible key for 16- and 8-bit slices)."""
-    exact = exact_dtype(x.dtype)
-    return torch.bincount(keys(x), minlength=1 << key_bits(x.dtype) if exact else 0)
+    """Counts of the keys of a slice (int64, on x's device; one entry per possible key), in a
+    fresh array (:class:`KeyCounts` is the same in the fused sweep, in a reused one)."""
+    return torch.bincount(keys(x), minlength=1 << key_bits(x.dtype))
 
 
 @functools.lru_cache(maxsize=8)

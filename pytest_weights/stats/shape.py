@@ -1,7 +1,10 @@
 """Shape of a weight distribution (paper A) and Sarle's bimodality coefficient (paper C).
 
 :class:`Shape` standardises with the tensor's own mean and population std (from
-:class:`~.moments.Moments`), z = (w − mean)/std, and computes in one sweep:
+:class:`~.moments.Moments`), z = (w − mean)/std, and computes in the sweep after the
+moments' (:class:`ShapeMasses`: the masses, outlier counts and |z| histogram, in the fused
+tiles of :mod:`.kernels`, sharing |z| with :class:`OutlierFraction`; :class:`RowStructure`:
+the structure terms, on groups of whole rows of about a tile, in reused buffers):
 
 * exact masses: |z| < 0.1 (``near_zero``; a Gaussian has 0.0797), |z| < ``eps``
   (``near_eps``), 0.1 ≤ |z| < 0.2 (``shell``, the next ring, 0.0788 for a Gaussian), and the

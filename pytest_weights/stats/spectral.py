@@ -54,7 +54,7 @@ import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import ClassVar, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -68,8 +68,8 @@ MIN_EVALS = 8  # WeightWatcher's DEFAULT_MIN_EVALS
 
 #: float64 elements converted at a time while accumulating a Gram matrix (4 MiB).
 PANEL_ELEMENTS = 1 << 19
-#: Largest (candidate × eigenvalue) tile of the vectorised KS distances (8 MiB of float64).
-FIT_TILE_ELEMENTS = 1 << 20
+#: Largest (candidate × eigenvalue) tile of the vectorised KS distances (512 KiB of float64: L2).
+FIT_TILE_ELEMENTS = 1 << 16
 #: Candidates whose vectorised D is this close to the minimum are recomputed exactly.
 TIE_TOLERANCE = 1e-9
 
@@ -108,7 +108,7 @@ class _State(NamedTuple):
 def _syrk_(gram: torch.Tensor, b: torch.Tensor) -> None:
     """gram += bᵀb on the lower triangle (and the diagonal panels whole), b float64 [k, n]."""
     n = b.shape[1]
-    panels = 1 if n < 512 else 2 if n < 2048 else 4
+    panels = 1 if n < 256 else 2 if n < 2048 else 4
     edges = [n * p // panels for p in range(panels + 1)]
     for i in range(panels):
         ri = slice(edges[i], edges[i + 1])
@@ -182,6 +182,9 @@ class Spectral(Statistic):
     """Spectral norm, stable rank and WeightWatcher's ESD power-law α of the 2-D view."""
 
     method: Literal["gram", "svd"] = "gram"
+    #: One thread per tensor is as fast (eigvalsh does not scale on a second core): the engine
+    #: may reduce several tensors' spectra side by side rather than one at a time on all threads.
+    parallel_tensors: ClassVar[bool] = True
 
     def _settle(self, s: _State) -> _State:
         """Fold gathered rows into the Gram matrix once there are at least ``cols`` of them."""
@@ -286,7 +289,11 @@ def powerlaw_fit(evals: torch.Tensor | np.ndarray, thresh: float = EVALS_THRESH)
 
 
 def _all_candidates(data: np.ndarray, logs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """α_i and D_i for every candidate xmin = data[i] (i < N − 1), vectorised over tiles."""
+    """α_i and D_i for every candidate xmin = data[i] (i < N − 1), vectorised over tiles.
+
+    A tile is the candidates i ∈ [s, e) against the eigenvalues j ∈ [s, N) (j < i is
+    masked); tiles of ≤ 64K elements keep every temporary in the L2 cache.
+    """
     n_all = data.size
     m = n_all - 1
     n = (n_all - np.arange(m)).astype(np.float64)  # tail sizes n_i
@@ -294,20 +301,22 @@ def _all_candidates(data: np.ndarray, logs: np.ndarray) -> tuple[np.ndarray, np.
     alphas = 1.0 + n / (suffix[:-1] - n * logs[:-1])
     expo = 1.0 - alphas
     ds = np.ones(m)
-    step = max(1, FIT_TILE_ELEMENTS // n_all)
+    step = max(1, min(m, FIT_TILE_ELEMENTS // n_all))
+    offsets = np.arange(n_all, dtype=np.float64)[None, :] - np.arange(step, dtype=np.float64)[:, None]  # j − i
+    below = np.tril_indices(step, -1)  # j < i within the tile's leading square
     for s in range(0, m, step):
         e = min(m, s + step)
-        # rows: candidates i ∈ [s, e); columns: eigenvalues j ∈ [s, N); only j ≥ i counts
         x = logs[None, s:] - logs[s:e, None]  # ln(λ_j/λ_i)
         x *= expo[s:e, None]
         np.exp(x, out=x)  # (λ_j/λ_i)^(1−α_i)
-        emp = np.arange(n_all - s, dtype=np.float64)[None, :] - np.arange(e - s, dtype=np.float64)[:, None]
-        emp /= n[s:e, None]  # (j − i)/n_i
-        x += emp
+        x += offsets[: e - s, : n_all - s] / n[s:e, None]  # + (j − i)/n_i
         np.subtract(1.0, x, out=x)
         np.abs(x, out=x)
-        d = np.triu(x).max(axis=1)  # j < i masked to 0 (the j = i term is 0 anyway)
-        ds[s:e] = np.where(alphas[s:e] > 1, d, 1.0)
+        if e - s == step:
+            x[below] = 0.0
+        else:  # the last, shorter tile
+            x[np.tril_indices(e - s, -1)] = 0.0
+        ds[s:e] = np.where(alphas[s:e] > 1, x.max(axis=1), 1.0)
     return alphas, ds
 
 

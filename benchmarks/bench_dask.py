@@ -10,7 +10,8 @@ while others share the machine), then times the bundled default spec's pass (no 
   does) and then one task per tensor, whose time is almost all scheduling, serialization and
   bookkeeping.
 
-Wall time and CPU time (user+sys of this process plus the workers') are reported. Results are checked identical to the local engine's. Run: ``python benchmarks/bench_dask.py``.
+Wall time and CPU time (user+sys of this process plus the workers') are reported. Results are
+checked identical to the local engine's. Run: ``python benchmarks/bench_dask.py``.
 """
 
 from __future__ import annotations

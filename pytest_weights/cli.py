@@ -237,7 +237,11 @@ def _add_diff(sub: Any) -> None:
 
 
 def _add_cache_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-cache", action="store_true", help="do not read or write cached statistics")
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="do not read or write cached statistics (nor check's and inspect's output)",
+    )
     p.add_argument(
         "--cache-dir",
         type=Path,

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from .errors import FATAL, CheckpointError, as_checkpoint_error, blame_tensor
+from .formatting import table as _table
 from .names import match_names
 from .readers import Checkpoint, TensorInfo, open_checkpoint
 from .selection import Selection
@@ -293,14 +294,6 @@ def _tensor_row(t: TensorDiff) -> tuple[str, ...]:
 
 def _rollup_row(r: Rollup) -> tuple[str, ...]:
     return (r.key, str(r.tensors), str(r.differ), _percent(r.changed_fraction), _num(r.max_abs), _num(r.rel_fro))
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    cells = [tuple(header), *(tuple(r) for r in rows)]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    out = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    out.insert(1, "  ".join("-" * w for w in widths))
-    return out
 
 
 # ---------------------------------------------------------------------------- comparing

@@ -63,7 +63,7 @@ class StatStore:
 
     def discard(self, checkpoint_id: str) -> None:
         """Forget every value of a checkpoint (e.g. the partial statistics of a failed pass)."""
-        for key in [k for k in self._values if k[0] == checkpoint_id]:
+        for key in [k for k in list(self._values) if k[0] == checkpoint_id]:  # others may be added meanwhile
             del self._values[key]
 
 

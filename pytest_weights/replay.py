@@ -16,15 +16,17 @@ the full path untouched. The key (:func:`.plugin.replay.session_key`) holds:
   digest of the first and last 64 KiB of *every* file under it (as the readers'
   ``file_identity``, so anything that invalidates the statistics cache invalidates this too,
   and a file added to a run or model directory as well);
-* every ``--weights-*`` option that can change an outcome and the ini values
-  ``weights_specs``/``weights_device``, pytest's arguments, rootdir and start directory;
-* pytest-weights' version and a fingerprint of its source files, the versions of torch,
-  numpy, scipy, PyYAML, pytest and Python.
+* every ``--weights-*`` option but the output paths (options added later included), the
+  ini file's digest and ``-o`` overrides, pytest's arguments, rootdir and start directory;
+* pytest-weights' version and a fingerprint of its source files and bundled specs, the
+  version files of torch, numpy, scipy, PyYAML, pytest, onnx and gguf, and Python's version.
 
 Each spec file's record is also tied to the SHA-256 of its text, so editing one spec
 re-evaluates that file only. A missing, unreadable or tampered record (it is JSON, never
 pickled), or any mismatch, falls back to the real pass; ``--weights-no-cache``,
 ``--weights-regen``, pytest-xdist and ``-p no:cacheprovider`` bypass the outcome cache.
+Limits, as for the statistics cache: a change in the middle of a large file that keeps its
+size and mtime goes unseen; a URL (``s3://``) is not fingerprinted, so it is never replayed.
 
 ``pytest-weights check`` and ``inspect`` do the same with their whole output
 (:func:`replay_output`): keyed by their options, the fingerprint of every file an option

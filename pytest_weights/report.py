@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import formatting
 from .assertions.base import Bounds, Deviation
 
 #: Where a spec entry is: (file, line); the line is None when unknown.
@@ -129,11 +130,8 @@ def _jsonable(value: Any) -> Any:
 
 def table(rows: Sequence[Deviation], max_rows: int = MAX_ROWS) -> list[str]:
     """Aligned table of deviations, worst first, capped with ``… and N more``."""
-    header = ("tensor", "observed", "expected", "tolerance")
     shown = [(d.subject, d.observed, d.expected, d.tolerance) for d in rows[:max_rows]]
-    widths = [max(len(r[i]) for r in [header, *shown]) for i in range(4)]
-    out = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *shown]]
-    out.insert(1, "  ".join("-" * w for w in widths))
+    out = formatting.table(("tensor", "observed", "expected", "tolerance"), shown)
     if len(rows) > max_rows:
         out.append(f"… and {len(rows) - max_rows} more")
     return out

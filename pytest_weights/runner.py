@@ -8,8 +8,10 @@ one streamed pass per checkpoint, then evaluates each assertion. The pytest plug
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from .cache import StatCache
 from .device import resolve_device
 from .engine import PassProgress, Progress, StatStore, compute_pass
 from .errors import FATAL, CheckpointError, WeightsError, as_checkpoint_error, describe, format_traceback, is_internal
-from .executors import Executor, make_executor, source_of
+from .executors import PASSES_IN_FLIGHT, Executor, make_executor, source_of
 from .names import NameMatch, match_names
 from .readers import Checkpoint, TensorInfo, open_checkpoint
 from .readers.derived import DeltaCheckpoint, LoraDelta
@@ -68,6 +70,7 @@ class Checker:
         #: Dask scheduler address (or ``local:N``) the passes of file checkpoints run on; None: here.
         self.scheduler = scheduler
         self._executor: Executor | BaseException | None = None
+        self._lock = threading.RLock()
         #: Checkpoints whose statistics pass failed, with the error: their assertions fail with it.
         self.errors: dict[Checkpoint, BaseException] = {}
         self._derived: dict[int, Checkpoint] = {}
@@ -143,9 +146,14 @@ class Checker:
             for target, infos in needed:
                 for info in infos:
                     plans[target][info.name].update(stats)
-        for ckpt, requests in plans.items():
-            if ckpt not in self.errors:
-                self._pass(ckpt, requests)
+        todo = [(ckpt, requests) for ckpt, requests in plans.items() if ckpt not in self.errors]
+        spread = [t for t in todo if self.scheduler and source_of(t[0]) is not None]
+        if len(spread) > 1:  # on a cluster, several passes at once: each only waits on its tasks
+            with ThreadPoolExecutor(PASSES_IN_FLIGHT, "weights-pass") as passes:
+                list(passes.map(lambda t: self._pass(*t), spread))
+            todo = [t for t in todo if not any(t is u for u in spread)]
+        for ckpt, requests in todo:
+            self._pass(ckpt, requests)
 
     def _pass(self, ckpt: Checkpoint, requests: Mapping[str, Iterable[Statistic]]) -> None:
         """One checkpoint's pass; an error is recorded for it, never raised."""
@@ -155,7 +163,7 @@ class Checker:
                 requests,
                 self.store,
                 self.device,
-                self.progress,
+                self._progress if self.progress else None,
                 cache=self.cache,
                 workers=self.workers,
                 executor=self.executor if self.scheduler and source_of(ckpt) is not None else None,
@@ -169,13 +177,18 @@ class Checker:
             return
         self.passes.append(done)
 
+    def _progress(self, p: PassProgress) -> None:
+        with self._lock:  # passes on a cluster report from several threads
+            self.progress(p)  # type: ignore[misc]
+
     def executor(self) -> Executor | None:
         """The Dask executor of :attr:`scheduler`, connected (or its cluster started) on first use."""
-        if self._executor is None and self.scheduler:
-            try:
-                self._executor = make_executor(self.scheduler)
-            except (WeightsError, ImportError) as e:  # every later pass fails the same way, without retrying
-                self._executor = e
+        with self._lock:
+            if self._executor is None and self.scheduler:
+                try:
+                    self._executor = make_executor(self.scheduler)
+                except (WeightsError, ImportError) as e:  # every later pass fails the same way, without retrying
+                    self._executor = e
         if isinstance(self._executor, BaseException):
             raise WeightsError(describe(self._executor)).with_traceback(None)
         return self._executor

@@ -52,6 +52,14 @@ class Run:
     def steps(self) -> tuple[int, ...]:
         return tuple(e.step for e in self.entries)
 
+    def not_one_checkpoint(self) -> str:
+        """Why this run's directory is not one checkpoint, and which to pass instead."""
+        steps = ", ".join(str(e.step) for e in self.entries[:5]) + (", …" if len(self.entries) > 5 else "")
+        return (
+            f"a directory of {len(self.entries)} checkpoints from one run (steps {steps}), not one checkpoint: "
+            f"pass one of them, e.g. {self.latest.path}"
+        )
+
 
 def step_of(name: str) -> int | None:
     """The step number in a checkpoint's file or directory name, or None if it has none."""
@@ -77,9 +85,9 @@ def _is_entry(child: Path) -> bool:
 
 def discover_run(path: str | Path) -> Run | None:
     """The run whose checkpoints are the children of ``path``, or None if it is not a run."""
-    from .readers import detect_format
+    from .readers import as_path, detect_format
 
-    p = Path(path)
+    p = as_path(path)  # a URL prefix (s3://bucket/run/) is listed like a directory
     if not p.is_dir() or detect_format(p) is not None:
         return None
     entries = []

@@ -187,8 +187,9 @@ def test_sharded_checkpoint_values_bit_for_bit_on_real_cluster(
             assert not checker.errors, checker.errors
             stores.append(dict(checker.store.items()))
             if sched is not None:
-                ran = {t["key"].split("-")[0] for t in stream.data}
-                assert ran == {"reduce_batch", "reduce_slices", "fold", "reduce_rows"}, ran  # large tensors split
+                ran = [t["key"].split("-")[0] for t in stream.data]
+                assert set(ran) == {"reduce_batch", "reduce_slices", "fold", "reduce_rows"}, ran  # large tensors split
+                assert ran.count("reduce_slices") > 2 * 2  # 2 tensors × 2 slices, then the exact KS sweep's round
                 locations = checker.executor().client.run(opened)
                 index = str((sharded_dir / "model.safetensors.index.json").resolve())
                 assert len(locations) == 2 and all(index in v for v in locations.values())  # both workers read
@@ -334,3 +335,30 @@ def test_dask_imported_only_with_a_scheduler() -> None:
         "bad = [m for m in ('dask', 'distributed') if m in sys.modules]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "DASK_SCHEDULER_ADDRESS": "tcp://x:1"})
+
+
+def test_path_the_workers_cannot_see(scheduler: str, tmp_path: Path) -> None:
+    """A checkpoint the client opened but the workers cannot see: one line saying so, naming the file."""
+    path = save(tmp_path / "m.safetensors", transformer_like(layers=2, seed=6))
+    checker = Checker("cpu", scheduler=scheduler)
+    try:
+        with open_checkpoint(path) as ckpt:
+            path.rename(tmp_path / "elsewhere.safetensors")  # the client holds it open; a worker opens by path
+            result = checker.judge(ckpt, load_spec("default").assertions[0])
+    finally:
+        checker.close()
+    assert not result.passed and "\n" not in result.summary
+    assert result.summary.startswith(f"{path}: no such file or directory on this Dask worker"), result.summary
+
+
+def test_cli_check_scheduler(scheduler: str, tmp_path: Path) -> None:
+    """``pytest-weights check --scheduler ADDRESS``: the same JSON verdict as without."""
+    path = save(tmp_path / "m.safetensors", transformer_like(layers=2, seed=8))
+    docs = []
+    for extra in ((), ("--scheduler", scheduler)):
+        out = tmp_path / f"v{len(docs)}.json"
+        cmd = [sys.executable, "-m", "pytest_weights.cli", "check", "--no-cache", "--json", str(out), str(path), *extra]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        docs.append(json.loads(out.read_text()))
+    assert docs[0] == docs[1]

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from pytest_weights.gate import WeightsGateError
-from pytest_weights.spec import parse_spec
+from pytest_weights.spec import Spec, parse_spec
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded: models are built from configs
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -30,6 +30,17 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:You defined a .validation_step. but have no"),
     pytest.mark.filterwarnings("ignore:.*LeafSpec.* is deprecated"),
 ]
+
+
+def run_spec(include: str, *entries: str) -> Spec:
+    """A run spec on the tensors ``include`` matches: ``entries``, then std drift (judged at every
+    check) and std saturation (deferred to the end of training)."""
+    drift = "{name: std-drift, kind: drift, stat: std, max_rel: 0.5}"
+    saturates = "{name: std-saturates, kind: saturates, stat: std, tol: 1.0e-12}"
+    items = "".join(f"  - {e}\n" for e in (*entries, drift, saturates))
+    text = f'version: 1\ndefaults: {{select: {{include: ["{include}"]}}}}\nassertions:\n{items}'
+    return parse_spec(text, "run.weights.yaml")
+
 
 # ------------------------------------------------------------------ Hugging Face
 
@@ -144,17 +155,7 @@ def test_hf_trainer_raise_names_the_nan_tensor(hf, tmp_path):
 
 def test_hf_callback_checks_the_run_so_far_and_options(hf, tmp_path):
     _, integration = hf
-    spec = parse_spec(
-        """
-        version: 1
-        defaults: {select: {include: ["*.mlp.c_fc.weight"]}}
-        assertions:
-          - {name: std-drift, kind: drift, stat: std, max_rel: 0.5}
-          - {name: std-saturates, kind: saturates, stat: std, tol: 1.0e-12}
-        """,
-        "run.weights.yaml",
-    )
-    gate = integration.WeightsGateCallback(spec, device="cpu")
+    gate = integration.WeightsGateCallback(run_spec("*.mlp.c_fc.weight"), device="cpu")
     trainer = hf_trainer(hf, tmp_path / "out", [gate], max_steps=12)
     trainer.train()  # drift judged at every save; saturates deferred to the end of training
     assert trainer.state.global_step == 12
@@ -284,17 +285,7 @@ def test_lightning_checks_checkpoints_in_memory_and_raise_keeps_a_bad_one_off_di
 
 def test_lightning_validation_end_and_deferred_kinds_at_train_end(pl, caplog):
     _, integration = pl
-    spec = parse_spec(
-        """
-        version: 1
-        defaults: {select: {include: ["layers.*.weight"]}}
-        assertions:
-          - {name: finite, kind: finite}
-          - {name: std-drift, kind: drift, stat: std, max_rel: 0.5}
-          - {name: std-saturates, kind: saturates, stat: std, tol: 1.0e-12}
-        """,
-        "run.weights.yaml",
-    )
+    spec = run_spec("layers.*.weight", "{name: finite, kind: finite}")
     gate = integration.WeightsGateCallback(spec, on_validation=True, on_checkpoint=False, device="cpu")
     trainer = lit_trainer(pl, [gate], max_epochs=3)
     with caplog.at_level(logging.INFO, logger=GATE_LOGGER):

@@ -530,3 +530,20 @@ def test_an_unknown_scheme_or_a_missing_filesystem_package_is_one_line():
     assert _error("foo://x/m.safetensors") == "foo://x/m.safetensors: unknown URL scheme 'foo'"
     if importlib.util.find_spec("gcsfs") is None:
         assert _error("gs://b/m.safetensors").endswith(": reading gs:// URLs needs gcsfs: pip install gcsfs")
+
+
+def test_a_run_prefix_is_discovered_by_listing_and_checked_step_by_step(pytester, s3, tmp_path):
+    from pytest_weights.runs import discover_run
+
+    for step in (100, 20, 300):
+        local = save(tmp_path / f"step_{step}.safetensors", transformer_like(layers=1, seed=step))
+        upload(s3, local, f"run1/step_{step}.safetensors")
+    run = discover_run("s3://ckpts/run1")
+    assert run is not None and run.steps == (20, 100, 300)
+    assert str(run.latest.path) == "s3://ckpts/run1/step_300.safetensors"
+    assert "a directory of 3 checkpoints from one run (steps 20, 100, 300)" in _error("s3://ckpts/run1/")
+    result = pytester.runpytest("--checkpoint", "s3://ckpts/run1/", "-k", "finite", "-v")
+    result.assert_outcomes(passed=3)
+    latest = pytester.runpytest("--checkpoint", "s3://ckpts/run1", "--weights-latest", "-k", "finite", "-v")
+    latest.assert_outcomes(passed=1)
+    latest.stdout.fnmatch_lines(["*run: checked step 300 (latest); trajectory over 3 checkpoints, steps 20…300*"])

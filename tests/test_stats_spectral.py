@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -377,6 +381,55 @@ def test_against_weightwatcher_on_minilm(minilm):
     mats = {n: w for n, w in mats.items() if w.dim() == 2}
     assert len(mats) == 36
     assert_same_as_weightwatcher(mats)
+
+
+# ---------------------------------------------------------------- bounded memory in a real pass
+
+MEMORY_CHILD = """
+import json, sys
+from pytest_weights import Checker, load_spec, open_checkpoint
+
+def hwm():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+spec = load_spec("spectral")
+ckpt = open_checkpoint(sys.argv[1])
+base = hwm()
+checker = Checker(device="cpu")
+checker.prepare([(ckpt, a) for a in spec.assertions])
+assert not checker.errors, checker.errors
+print(json.dumps({"base": base, "peak": hwm()}))
+"""
+
+
+def layers_checkpoint(path, layers: int):
+    g = torch.Generator().manual_seed(layers)
+    tensors = {}
+    for i in range(layers):
+        tensors[f"model.layers.{i}.mlp.up.weight"] = torch.randn(3072, 768, generator=g)  # tall: Gram 768²
+        tensors[f"model.layers.{i}.mlp.down.weight"] = torch.randn(768, 3072, generator=g)  # wide: rows kept
+        tensors[f"model.layers.{i}.attn.q.weight"] = torch.randn(1536, 1536, generator=g)  # Gram 1536² = 19 MB
+    return save(path, tensors)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
+def test_spectral_pass_memory_is_bounded_and_flat(tmp_path):
+    """The bundled spec's pass in a child process: peak RSS within 2 × largest tensor + 500 MB,
+    and flat in the number of matrices (6 vs 24 matrices of 9.4 MB: Gram matrices are freed)."""
+    largest = 1536 * 1536 * 4
+    peaks = []
+    for layers in (2, 8):
+        path = layers_checkpoint(tmp_path / f"m{layers}.safetensors", layers)
+        child = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(path)], capture_output=True, text=True)
+        assert child.returncode == 0, child.stderr
+        got = json.loads(child.stdout)
+        assert got["peak"] <= 2 * largest + 500e6
+        peaks.append(got["peak"] - got["base"])
+    gram = 1536**2 * 8
+    assert peaks[0] <= 2 * largest + 4 * gram + 96 * 2**20  # measured 110–145 MB: tensors, Grams, LAPACK copies
+    assert peaks[1] - peaks[0] <= 48 * 2**20  # measured ≈ 30 MB for 4× the matrices
 
 
 # ---------------------------------------------------------------- the assertion kind

@@ -6,9 +6,11 @@ docs follow from the class). ``statistics()`` says what it needs per tensor;
 ``evaluate()`` turns the computed values into an :class:`Outcome`. A kind is the one place
 that knows about itself: besides its parameters and verdict, ``propose()`` derives its
 baseline numbers for ``init``/``--weights-regen`` (guarded by :func:`.proposal.guard`: no
-regenerated bound may make the check unable to fail), ``plot_data()`` says what its failure
-plot shows (numbers: :mod:`.plot`), and ``judged_at_end`` whether a gate judges it only at
-the end of a training run.
+regenerated bound may make the check unable to fail), ``suggest()`` the entries ``init``
+writes with it, ``plot_data()`` what its failure plot shows (numbers: :mod:`.plot`),
+``judged_at_end`` whether a gate judges it only at the end of a training run, and
+``problem`` what its failures mean to ``pytest-weights check``'s verdict. Results carry
+numbers (:class:`Deviation` ``value``/``bounds``/``statistic``/``step``); text is their rendering.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ kind (:mod:`.policy`), the observed values in comments.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -154,13 +153,7 @@ def init_spec(
         store = StatStore()
         cid = ckpt.identity()
         cache = StatCache(cache_dir) if cache_dir is not None else None
-        if cache is not None:
-            for name, values in cache.load(cid, wanted).items():
-                store.put(cid, name, values)
-        done = compute_pass(ckpt, wanted, store, dev)
-        if cache is not None and done.tensors_done:
-            with contextlib.suppress(OSError):  # a read-only cache directory: nothing is kept
-                cache.save(cid, {n: {s: store.get(cid, n)[s] for s in w} for n, w in wanted.items()})
+        compute_pass(ckpt, wanted, store, dev, cache=cache)  # cached values are not recomputed
         bad = [i.name for i in floats if (mo := store.get(cid, i.name)[Moments()]).nan or mo.inf]
         if bad:
             raise WeightsError(

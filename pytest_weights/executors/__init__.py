@@ -29,6 +29,9 @@ Record = Callable[["TensorInfo", list["Statistic"], Mapping["Statistic", Any]], 
 
 #: The environment variable naming the default scheduler (Dask's own).
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+#: Passes (checkpoints) a client keeps on a cluster at once, e.g. the checkpoints of a run or a
+#: sweep: each pass waits on its own tasks, so small checkpoints do not leave workers idle.
+PASSES_IN_FLIGHT = 4
 
 
 class Executor(Protocol):
@@ -91,4 +94,4 @@ def make_executor(scheduler: str) -> Executor:
     return DaskExecutor(scheduler)
 
 
-__all__ = ["SCHEDULER_ENV", "Executor", "Record", "Todo", "make_executor", "source_of"]
+__all__ = ["PASSES_IN_FLIGHT", "SCHEDULER_ENV", "Executor", "Record", "Todo", "make_executor", "source_of"]

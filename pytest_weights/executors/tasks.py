@@ -59,7 +59,13 @@ def checkpoint_at(src: Source) -> Checkpoint:
         if ckpt is not None:
             _open.move_to_end(src)
             return ckpt
-    ckpt = open_checkpoint(src.location)
+    try:
+        ckpt = open_checkpoint(src.location)
+    except CheckpointError as e:
+        if "no such file" in e.message:  # the client saw it: this worker does not
+            hint = "on this Dask worker (workers must see the same path: a shared file system or a URL)"
+            raise CheckpointError(e.path, f"{e.message} {hint}") from None
+        raise
     if ckpt.identity() != src.identity:
         ckpt.close()
         raise CheckpointError(

@@ -5,8 +5,8 @@ time, before anything imports torch) computes the key and loads the record: when
 the session's data, the run collects :class:`ReplaySpecFile` nodes for every spec file whose
 text is unchanged, and their :class:`ReplayItem` items re-report the stored outcomes (same
 node ids, locations, failure texts, skip reasons, ``user_properties`` and ``--weights-json``
-results). A spec file without a matching record is collected by the real
-:class:`~.items.SpecFile` (which brings in torch and runs the pass for its items only).
+results). A spec file without a matching record is a :class:`PendingSpecFile`: collected, it is
+the real :class:`~.items.SpecFile` (which brings in torch and runs the pass for its items only).
 :class:`Recorder` stores what the real items concluded at the end of a run, for the files
 whose every item ran and ended in a plain outcome (no internal error, captured output or
 warning). Standard library and pytest only.
@@ -25,16 +25,9 @@ from ..errors import FATAL
 from ..replay import OutcomeStore, code_fingerprint, fingerprint, text_digest
 from . import REPLAY_KEY, SESSION_KEY
 
-#: ``--weights-*`` options that can change an outcome (output paths such as --weights-json cannot).
-OUTCOME_OPTIONS = (
-    "weights_checkpoints",
-    "weights_latest",
-    "weights_reference",
-    "weights_specs",
-    "weights_device",
-    "weights_workers",
-    "weights_debug",
-)
+#: ``--weights-*`` options that cannot change an outcome (outputs, and those that turn replay off);
+#: every other one is part of the key, options added later included.
+UNKEYED_OPTIONS = ("weights_json", "weights_report", "weights_no_cache", "weights_regen", "weights_regen_margin")
 #: Environment variables that can change where (hence how) statistics are computed.
 OUTCOME_ENV = ("CUDA_VISIBLE_DEVICES",)
 
@@ -77,8 +70,12 @@ def session_key(config: pytest.Config) -> dict[str, Any] | None:
         "inifile": [str(config.inipath), inifile],
         "args": [str(a) for a in config.args],
         "args_source": config.args_source.name,
-        "options": {name: _jsonable(getattr(option, name, None)) for name in OUTCOME_OPTIONS},
-        "ini": {name: _jsonable(config.getini(name)) for name in ("weights_specs", "weights_device")},
+        "options": {
+            name: _jsonable(value)
+            for name, value in sorted(vars(option).items())
+            if name.startswith("weights_") and name not in UNKEYED_OPTIONS
+        },
+        "override_ini": _jsonable(getattr(option, "override_ini", None)),  # -o name=value; the file: "inifile"
         "env": {name: os.environ.get(name) for name in OUTCOME_ENV},
         "specs": [[s, Path(s).is_file()] for s in option.weights_specs],
         "paths": paths,

@@ -16,6 +16,7 @@ import pytest
 from ..cache import StatCache
 from ..engine import PassProgress
 from ..errors import FATAL, CheckpointError, WeightsError, describe
+from ..formatting import progress_text
 from ..readers import Checkpoint, as_path, detect_format
 from ..runner import Checker, open_or_raise
 from ..runs import discover_run
@@ -173,16 +174,11 @@ class WeightsSession:
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
         if tr is None or not tr.isatty or p.tensors_total == 0:
             return
-        rate = p.bytes_done / p.seconds / 1e9 if p.seconds > 0 else 0.0
         with self._terminal():
             if not self._live:
                 tr.write("\n")
                 self._live = True
-            tr.rewrite(
-                f"pytest-weights: {p.checkpoint}: {p.tensors_done}/{p.tensors_total} tensors, "
-                f"{p.bytes_done / 1e9:.2f}/{p.bytes_total / 1e9:.2f} GB, {rate:.2f} GB/s",
-                erase=True,
-            )
+            tr.rewrite(progress_text(p), erase=True)
 
     def _end_live(self) -> None:
         if self._live:

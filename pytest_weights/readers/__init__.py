@@ -53,8 +53,8 @@ FORMATS: list[tuple[str, Callable[[Path], bool], Opener]] = [
 def detect_format(path: str | Path | RemotePath) -> str | None:
     """The name of the first format in :data:`FORMATS` that recognises ``path``, or None (a URL: "remote")."""
     p = as_path(path)
-    if isinstance(p, RemotePath):
-        return "remote"
+    if isinstance(p, RemotePath):  # a file, or a model directory; another prefix may be a run (runs.py)
+        return "remote" if p.is_file() or is_model_dir(p) else None
     for name, detect, _opener in FORMATS:
         if detect(p):
             return name
@@ -84,11 +84,7 @@ def _not_a_checkpoint(p: Path) -> str:
 
         run = discover_run(p)
         if run is not None:
-            steps = ", ".join(str(e.step) for e in run.entries[:5]) + (", …" if len(run.entries) > 5 else "")
-            return (
-                f"a directory of {len(run.entries)} checkpoints from one run (steps {steps}), not one checkpoint: "
-                f"pass one of them, e.g. {run.latest.path}"
-            )
+            return run.not_one_checkpoint()
         try:
             empty = not any(p.iterdir())
         except OSError as e:

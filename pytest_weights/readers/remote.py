@@ -36,6 +36,11 @@ def open_remote(path: RemotePath) -> Checkpoint:
     if path.is_dir():
         if is_model_dir(path):
             return open_model_dir(path)
+        from ..runs import discover_run
+
+        run = discover_run(path)
+        if run is not None:
+            raise CheckpointError(path, run.not_one_checkpoint())
         raise CheckpointError(
             path,
             "not a checkpoint this plugin can read by URL: a directory URL must be a Hugging Face model directory "

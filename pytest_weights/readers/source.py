@@ -249,6 +249,25 @@ class RemotePath:
                     self._isdir = bool(fs.isdir(path))
         return self._isdir
 
+    def iterdir(self) -> list[RemotePath]:
+        """The entries of a prefix (object stores; one listing request); none over HTTP, which cannot list."""
+        if self.is_http or not self.is_dir():
+            return []
+        fs, path = self.fs()
+        with self.errors("cannot list"):
+            listing = fs.ls(path, detail=True)
+        children = []
+        for entry in listing:
+            name = str(entry.get("name", "")).rstrip("/").rsplit("/", 1)[-1]
+            if not name or str(entry.get("name", "")).rstrip("/") == path.rstrip("/"):
+                continue
+            child = self / name
+            child._isdir = entry.get("type") == "directory"
+            if not child._isdir and entry.get("size") is not None:
+                child._info = dict(entry)
+            children.append(child)
+        return children
+
     def size(self) -> int:
         return int(self.info()["size"])
 

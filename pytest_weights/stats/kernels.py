@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +58,12 @@ def abs_tile(t: torch.Tensor, name: str) -> torch.Tensor:
     return torch.abs(t, out=out) if t.dtype == out.dtype else out.copy_(t).abs_()
 
 
+def count(mask: torch.Tensor) -> torch.Tensor:
+    """The number of ones in a float 0/1 mask (a compare written into a float buffer: cheaper to
+    write and to sum than a bool mask); float32 sums are exact up to 2²⁴ elements (a CPU tile)."""
+    return mask.sum() if mask.numel() <= 1 << 24 else mask.sum(dtype=torch.float64)
+
+
 # ---------------------------------------------------------------- the fused sweep
 
 
@@ -85,7 +91,7 @@ class BlockKernels:
     """The results of ``kernels`` on one block, computed together in one sweep over its tiles.
 
     Built once per block by the engine for the union of its statistics' kernels and passed to
-    their ``reduce``; ``block[kernel]`` is a kernel's result.
+    their ``reduce`` (as ``swept``); ``swept[kernel]`` is a kernel's result.
     """
 
     def __init__(self, block: torch.Tensor, kernels: Iterable[Kernel]) -> None:
@@ -113,7 +119,7 @@ class BlockKernels:
     def __contains__(self, kernel: Kernel) -> bool:
         return kernel in self._values
 
-    def shared(self, key: Hashable, compute: Any) -> Any:
+    def shared(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         """A value derived from the current tile, computed once for every kernel that asks
         (``compute()`` on the first request; forgotten at the next tile)."""
         if key not in self._tile_values:

@@ -115,11 +115,10 @@ class _ZCounts(Kernel):
         az = _abs_z(t, sweep, self.mean, self.std, self.nonfinite)
         k, dev, eps = az.numel(), az.device, self.masses.eps
         flag = scratch("shape.flag", k, az.dtype, dev)  # a float 0/1 mask: compares and sums fastest
-        below = [torch.lt(az, x, out=flag).sum() for x in (0.1, eps, 0.2)]
-        above = [torch.gt(az, x, out=flag).sum() for x in OUTLIER_SIGMAS]
+        below = [kernels.count(torch.lt(az, x, out=flag)) for x in (0.1, eps, 0.2)]
+        above = [kernels.count(torch.gt(az, x, out=flag)) for x in OUTLIER_SIGMAS]
         shell = below[2] - below[0]  # 0.1 ≤ |z| < 0.2 (|z| is never NaN here)
-        counts = torch.stack([below[0], below[1], shell, *above]).to(torch.int64)  # exact: ≤ 2¹⁷ per tile
-        acc.counts[:6] += counts
+        acc.counts[:6] += torch.stack([below[0], below[1], shell, *above]).to(torch.int64)
         acc.counts[6] += k
         lo, hi = self.masses.log_range()
         bins = self.masses.bins
@@ -392,7 +391,7 @@ class _ZAbove(Kernel):
     def tile(self, acc: torch.Tensor, t: torch.Tensor, at: int, sweep: BlockKernels) -> torch.Tensor:
         az = _abs_z(t, sweep, self.mean, self.std, self.nonfinite)
         flag = torch.gt(az, self.m, out=scratch("shape.above", az.numel(), az.dtype, az.device))
-        return acc.add_(flag.sum().to(torch.int64))  # a float 0/1 mask: exact below 2²⁴ per tile
+        return acc.add_(kernels.count(flag).to(torch.int64))
 
     def finish(self, acc: torch.Tensor, x: torch.Tensor) -> int:
         return int(acc)

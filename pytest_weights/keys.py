@@ -19,11 +19,14 @@ Standard library only (the kind-parameter conversion is imported when a value is
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from .errors import excerpt
 
 #: What :func:`describe` calls each plain type in a message or a table.
 _WORDS = {str: "text", int: "an integer", float: "a number", bool: "true or false", type(None): "null"}
@@ -83,8 +86,6 @@ def typed_keys(cls: type) -> dict[str, TypedKey]:
 
 def convert(k: TypedKey, value: Any) -> Any:
     """``value`` as ``k``'s type (a list for a tuple; one value as a list of one), within its limits."""
-    from .assertions.base import ParamError, _convert
-    from .errors import excerpt
 
     try:
         out = _convert(k.name, value, k.type)
@@ -140,7 +141,6 @@ def _limits(k: TypedKey, value: Any) -> str | None:
 
 def _hint(tp: Any, value: Any) -> str:
     """`` (did you mean 'x'?)`` for a text close to one of the choices of a ``Literal`` in ``tp``."""
-    from .assertions.base import suggest
 
     choices = [str(c) for c in _literals(tp)]
     words = [v for v in _items(value) if isinstance(v, str) and v not in choices]
@@ -154,3 +154,75 @@ def _literals(tp: Any) -> tuple[Any, ...]:
     if origin in (typing.Union, types.UnionType, tuple):
         return tuple(c for a in typing.get_args(tp) for c in _literals(a))
     return ()
+
+
+# ---------------------------------------------------------------- typed values (kind parameters and spec keys)
+
+
+class ParamError(Exception):
+    """A parameter is wrong; ``key`` names it so the caller can point at its line."""
+
+    def __init__(self, key: str | None, message: str) -> None:
+        self.key = key
+        self.message = message
+        super().__init__(message)
+
+
+def suggest(word: str, choices: typing.Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` when a close match exists, else ``''``."""
+    options = [str(c) for c in choices]
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    close = close or [c for c in options if len(c) >= 3 and (word.startswith(c) or c.startswith(word))][:1]
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _typename(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_typename(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"list of {_typename(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(name: str, value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _convert(name, value, option)
+            except ParamError:
+                continue
+        raise ParamError(name, f"parameter {name!r} must be {_typename(tp)}, got {excerpt(value)}")
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if value in choices:
+            return value
+        raise ParamError(
+            name,
+            f"parameter {name!r} must be {_typename(tp)}, got {excerpt(value)}{suggest(str(value), map(str, choices))}",
+        )
+    if origin is tuple:
+        items = value if isinstance(value, list) else [value]
+        return tuple(_convert(name, v, typing.get_args(tp)[0]) for v in items)
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-6" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif (tp is bool or tp is str) and isinstance(value, tp):
+        return value
+    raise ParamError(name, f"parameter {name!r} must be {_typename(tp)}, got {excerpt(value)}")

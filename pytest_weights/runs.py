@@ -85,10 +85,11 @@ def _is_entry(child: Path) -> bool:
 
 def discover_run(path: str | Path) -> Run | None:
     """The run whose checkpoints are the children of ``path``, or None if it is not a run."""
-    from .readers import as_path, detect_format
+    from .readers.local import is_checkpoint
+    from .readers.source import as_path
 
     p = as_path(path)  # a URL prefix (s3://bucket/run/) is listed like a directory
-    if not p.is_dir() or detect_format(p) is not None:
+    if not p.is_dir() or is_checkpoint(p):
         return None
     entries = []
     try:

@@ -16,9 +16,7 @@ numbers (:class:`Deviation` ``value``/``bounds``/``statistic``/``step``); text i
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
-import types
 import typing
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -26,8 +24,17 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..errors import excerpt
+from ..keys import ParamError as ParamError
+from ..keys import _convert, _typename
+from ..keys import suggest as suggest
 from ..readers.base import TensorInfo
 from ..stats.base import Statistic
+from .results import NONFINITE as NONFINITE
+from .results import Bounds as Bounds
+from .results import Deviation as Deviation
+from .results import Outcome as Outcome
+from .results import fmt as fmt
+from .results import interval as interval
 
 if typing.TYPE_CHECKING:
     from ..selection import Selection
@@ -84,71 +91,6 @@ def views(
     """:meth:`TensorView.of` for each tensor: ``values(name)`` its statistics, ``reference(name)``
     the reference's (or None)."""
     return [TensorView.of(i, selection, values(i.name), reference(i.name) if reference else None) for i in infos]
-
-
-Bounds = tuple[float | None, float | None]
-#: The ``statistic`` of a row failed by the NaN policy (its values are not finite).
-NONFINITE = "nonfinite"
-
-
-@dataclass(frozen=True)
-class Deviation:
-    """One row of a failure table: what deviates, by how much, against what.
-
-    The numbers are ``value`` (observed), ``bounds`` (the allowed interval of ``value``, a
-    side None when open), ``statistic`` (what ``value`` is), ``ratio`` and ``step``; the text
-    columns are their rendering by the kind, for the tables.
-    """
-
-    subject: str  # a tensor name, or a role for group assertions
-    observed: str
-    expected: str
-    tolerance: str = ""
-    score: float = math.inf  # larger = worse; rows are shown worst first
-    #: For comparisons with a median (siblings, the model): the tensor's value over that median.
-    ratio: float | None = None
-    #: The observed number (None when the row has no single number, e.g. a class).
-    value: float | None = None
-    #: The interval ``value`` must lie in: (lo, hi), None for an open side.
-    bounds: Bounds | None = None
-    #: What ``value`` is (``std``, ``KS D``, ``ratio`` …); :data:`NONFINITE` for the NaN policy's rows.
-    statistic: str = ""
-    #: For runs: the step the row's value is at.
-    step: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON row: the text columns (version 1) and the numbers."""
-        return {
-            "tensor": self.subject,
-            "observed": self.observed,
-            "expected": self.expected,
-            "tolerance": self.tolerance,
-            "value": self.value,
-            "bounds": list(self.bounds) if self.bounds is not None else None,
-            "statistic": self.statistic or None,
-            "ratio": self.ratio,
-            "step": self.step,
-            "score": self.score,
-        }
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What an assertion found: passed, one-line summary, the deviating rows, notes."""
-
-    passed: bool
-    summary: str
-    deviations: tuple[Deviation, ...] = ()
-    checked: int = 0
-    notes: tuple[str, ...] = ()
-    observed: Mapping[str, Any] = field(default_factory=dict)
-    #: Nothing to judge (e.g. no role has siblings): reported as a pytest skip, not a pass.
-    skipped: bool = False
-    #: What was judged per subject (``std``, ``KS D`` …) and the interval it must lie in.
-    statistic: str = ""
-    bounds: Bounds | None = None
-    #: Numbers the kind keeps for its own :meth:`Assertion.plot_data` (not serialised).
-    detail: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -355,28 +297,11 @@ def with_nonfinite(inner: Outcome | None, bad: Mapping[str, Deviation], total: i
 # ---------------------------------------------------------------- parameter parsing
 
 
-class ParamError(Exception):
-    """A parameter is wrong; ``key`` names it so the caller can point at its line."""
-
-    def __init__(self, key: str | None, message: str) -> None:
-        self.key = key
-        self.message = message
-        super().__init__(message)
-
-
 def unknown_statistic(stat: str) -> str:
     """The message for a ``stat:`` that names no statistic (with a did-you-mean)."""
     from ..stats.scalars import SCALARS
 
     return f"unknown statistic {excerpt(stat)}{suggest(stat, SCALARS)}; known: {', '.join(SCALARS)}"
-
-
-def suggest(word: str, choices: typing.Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` when a close match exists, else ``''``."""
-    options = [str(c) for c in choices]
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    close = close or [c for c in options if len(c) >= 3 and (word.startswith(c) or c.startswith(word))][:1]
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def params(cls: type[Assertion]) -> list[dataclasses.Field]:
@@ -407,70 +332,7 @@ def build(cls: type[Assertion], raw: Mapping[str, Any]) -> Assertion:
     return obj
 
 
-def _typename(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_typename(a) for a in typing.get_args(tp))
-    if origin is tuple:
-        return f"list of {_typename(typing.get_args(tp)[0])}"
-    if tp is type(None):
-        return "null"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _convert(name: str, value: Any, tp: Any) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(tp):
-            try:
-                return _convert(name, value, option)
-            except ParamError:
-                continue
-        raise ParamError(name, f"parameter {name!r} must be {_typename(tp)}, got {excerpt(value)}")
-    if origin is typing.Literal:
-        choices = typing.get_args(tp)
-        if value in choices:
-            return value
-        raise ParamError(
-            name,
-            f"parameter {name!r} must be {_typename(tp)}, got {excerpt(value)}{suggest(str(value), map(str, choices))}",
-        )
-    if origin is tuple:
-        items = value if isinstance(value, list) else [value]
-        return tuple(_convert(name, v, typing.get_args(tp)[0]) for v in items)
-    if tp is type(None):
-        if value is None:
-            return None
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-6" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif (tp is bool or tp is str) and isinstance(value, tp):
-        return value
-    raise ParamError(name, f"parameter {name!r} must be {_typename(tp)}, got {excerpt(value)}")
-
-
 # ---------------------------------------------------------------- formatting helpers
-
-
-def fmt(x: float) -> str:
-    """Compact number: 4 significant digits, scientific when small or large."""
-    if isinstance(x, float) and math.isnan(x):
-        return "nan"
-    if x == 0:
-        return "0"
-    if abs(x) >= 1e5 or abs(x) < 1e-3:
-        return f"{x:.3e}"
-    return f"{x:.4g}"
 
 
 def per_tensor(
@@ -499,13 +361,3 @@ def per_tensor(
     text = summary or expected
     text = f"{len(rows)} of {n} tensors deviate: expected {text}" if rows else f"all {n} tensors: {text}"
     return Outcome(not rows, text, tuple(rows), n, observed=observed, statistic=statistic, bounds=bounds)
-
-
-def interval(lo: float | None, hi: float | None) -> str:
-    if lo is not None and hi is not None:
-        return f"in [{fmt(lo)}, {fmt(hi)}]"
-    if lo is not None:
-        return f"≥ {fmt(lo)}"
-    if hi is not None:
-        return f"≤ {fmt(hi)}"
-    return "any"

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .base import NONFINITE, Bounds, Outcome
+from .results import NONFINITE, Bounds, Outcome
 
 
 def _num(x: Any) -> float | None:

@@ -18,7 +18,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 from ..stats.scalars import SCALARS
-from .base import fmt
+from .results import fmt
 
 #: Significant digits of generated numbers (lower bounds rounded down, upper bounds up).
 DIGITS = 3

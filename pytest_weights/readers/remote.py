@@ -9,18 +9,14 @@ stderr saying so; it is deleted when the checkpoint is closed.
 
 from __future__ import annotations
 
-import dataclasses
-import weakref
-
-import torch
-
 from ..errors import CheckpointError
-from .base import Checkpoint, TensorInfo
+from .base import Checkpoint
+from .downloaded import DownloadedCheckpoint, open_torch_url
+from .local import open_local
 from .safetensors_file import SafetensorsFile
 from .sharded import INDEX_SUFFIX, ShardedCheckpoint, is_model_dir, open_model_dir
-from .source import RemotePath, download, remove
+from .source import RemotePath
 from .torch_file import SUFFIXES as TORCH_SUFFIXES
-from .torch_file import open_torch_file
 
 
 def open_remote(path: RemotePath) -> Checkpoint:
@@ -31,8 +27,8 @@ def open_remote(path: RemotePath) -> Checkpoint:
         if path.name.endswith(INDEX_SUFFIX):
             return ShardedCheckpoint(path)
         if path.suffix in TORCH_SUFFIXES:
-            return open_torch_file(path)
-        return DownloadedCheckpoint(path, "this format is read from a local file")
+            return open_torch_url(path)
+        return DownloadedCheckpoint(path, "this format is read from a local file", open_local)
     if path.is_dir():
         if is_model_dir(path):
             return open_model_dir(path)
@@ -47,60 +43,3 @@ def open_remote(path: RemotePath) -> Checkpoint:
             "(model.safetensors, model.safetensors.index.json, pytorch_model.bin, or pytorch_model.bin.index.json)",
         )
     raise CheckpointError(path, "not found (no such file or object, HTTP 404)")
-
-
-class DownloadedCheckpoint(Checkpoint):
-    """A remote file copied to a temporary file and opened with the local reader of its format."""
-
-    def __init__(self, path: RemotePath, why: str, label: str | None = None) -> None:
-        from . import open_checkpoint
-
-        self.path = path
-        self.label = label or path.name
-        self._identity = path.identity()
-        self.local = download(path, why)
-        self._cleanup = weakref.finalize(self, remove, self.local)
-        try:
-            with self._renamed():
-                self.inner = open_checkpoint(self.local)
-        except BaseException:
-            self._cleanup()
-            raise
-        self._infos = [dataclasses.replace(i, file=str(path)) for i in self.inner.tensors()]
-
-    def _renamed(self):
-        return _Renamed(self.path, str(self.local))
-
-    @property
-    def metadata(self) -> dict:
-        return getattr(self.inner, "metadata", {})
-
-    def tensors(self) -> list[TensorInfo]:
-        return list(self._infos)
-
-    def read(self, name: str) -> torch.Tensor:
-        with self._renamed():
-            return self.inner.read(name)
-
-    def identity(self) -> str:
-        return self._identity
-
-    def close(self) -> None:
-        self.inner.close()
-        self._cleanup()
-
-
-class _Renamed:
-    """Re-raise a local reader's CheckpointError about the temporary file as one about the URL."""
-
-    def __init__(self, path: RemotePath, local: str) -> None:
-        self.path, self.local = path, local
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
-        if isinstance(exc, CheckpointError):
-            message = exc.message.replace(self.local, str(self.path))
-            raise CheckpointError(self.path, message) from None
-        return False

@@ -22,7 +22,7 @@ from .base import Checkpoint, TensorInfo
 from .safetensors_file import SafetensorsFile
 from .source import RemoteFile, RemotePath, as_path
 from .torch_file import SUFFIXES as TORCH_SUFFIXES
-from .torch_file import open_torch_file
+from .torch_file import TorchFile
 
 INDEX_SUFFIX = ".index.json"
 MAX_INDEX_BYTES = 64 * 1024 * 1024
@@ -44,7 +44,11 @@ def _open_shard(path: Path | RemotePath, label: str) -> Checkpoint:
     if path.suffix == ".safetensors":
         return SafetensorsFile(path, label=label)
     if path.suffix in TORCH_SUFFIXES:
-        return open_torch_file(path, label=label)
+        if isinstance(path, RemotePath):
+            from .downloaded import open_torch_url
+
+            return open_torch_url(path, label=label)
+        return TorchFile(path, label)
     raise CheckpointError(path, "unknown shard format (expected .safetensors or a torch.save file such as .bin)")
 
 

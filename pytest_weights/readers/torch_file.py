@@ -506,18 +506,6 @@ def torchscript_members(names: list[str]) -> bool:
     return any(n.split("/", 1)[-1].startswith(("code/", "constants.pkl")) for n in names)
 
 
-def open_torch_file(path: Path | RemotePath, label: str | None = None) -> Checkpoint:
-    """A :class:`TorchFile`; at a URL, a zip archive by range (:class:`RemoteTorchFile`), anything else
-    (a legacy pickle, a TorchScript archive) downloaded first and said so."""
-    if isinstance(path, Path):
-        return TorchFile(path, label)
-    from .remote import DownloadedCheckpoint
-
-    source = RemoteFile(path)
-    if source.read(0, min(4, source.size)) != _ZIP_MAGIC:
-        return DownloadedCheckpoint(path, "a legacy (non-zip) torch.save file cannot be read by range", label)
-    with refuse(path, "truncated or corrupt torch.save archive"), zipfile.ZipFile(RangeFile(source)) as z:
-        members = z.infolist()
-    if torchscript_members([m.filename for m in members]):
-        return DownloadedCheckpoint(path, "a TorchScript archive is read from a local file", label)
-    return RemoteTorchFile(path, label, source, members)
+def open_torch_file(path: Path, label: str | None = None) -> Checkpoint:
+    """A :class:`TorchFile` (a URL: :func:`.downloaded.open_torch_url`)."""
+    return TorchFile(path, label)

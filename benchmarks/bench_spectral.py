@@ -6,6 +6,7 @@ Run from the repository root::
     python benchmarks/bench_spectral.py --size-gb 2 --layers 24 --repeat 3 --json out.json   # the 2 GB file
     python benchmarks/bench_spectral.py --skip-file --repeat 5            # MiniLM only
     python benchmarks/bench_spectral.py --profile                         # where our pass spends its CPU
+    python benchmarks/bench_spectral.py --cpus 0                          # both tools pinned to one core
 
 Two workloads, each measured on *the same matrices* by both tools:
 
@@ -21,7 +22,9 @@ randomize=False, plot=False, mp_fit=False)``. Imports (and, for WeightWatcher, l
 tensors and building the model) are timed on their own and *excluded* from the computation
 time. Runs alternate between the tools, each in a fresh subprocess (peak RSS = its ``VmHWM``);
 medians are reported with wall time, CPU time (user + sys, all threads) and the load average.
-α is compared matrix by matrix: max |Δα|, and the matrices whose xmin differ.
+α is compared matrix by matrix: max |Δα|, and the matrices whose xmin differ. On a busy
+machine both tools' two-thread BLAS regions stall (WeightWatcher's OpenBLAS threads spin:
+10–40× its idle time); ``--cpus 0`` pins both to one core, where CPU time compares the work.
 """
 
 from __future__ import annotations

@@ -87,6 +87,7 @@ __all__ = [
     "WeightsLayout",
     "adam_direction",
     "budget_from_state",
+    "budget_from_sums",
     "checkpoint_budgets",
     "finite_difference_f_align",
     "hf_model_layout",
@@ -228,6 +229,19 @@ def budget_from_state(w_after: torch.Tensor, state: Mapping[str, Any], hyper: Op
         sq_norm=sq,
         lr=hyper.lr,
         weight_decay=hyper.weight_decay,
+    )
+
+
+def budget_from_sums(dot: float, u_sq: float, w_sq: float, lr: float, weight_decay: float) -> ForceBudget:
+    """The budget from Σ W_prev·û, Σ û² and Σ W_prev² (:class:`~pytest_weights.stats.force.StepBudgetSums`,
+    computed by the engine over an :class:`~pytest_weights.readers.optimizer_view.OptimizerView`)."""
+    return ForceBudget(
+        f_align=-2.0 * lr * dot,
+        f_inj=lr * lr * u_sq,
+        f_decay=2.0 * lr * weight_decay * w_sq,
+        sq_norm=w_sq,
+        lr=float(lr),
+        weight_decay=float(weight_decay),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 from pathlib import Path
@@ -15,6 +16,17 @@ ROOT = Path(__file__).resolve().parent.parent
 # Tests run in parallel (pytest -n 2) on small tensors: one intra-op thread per process
 # avoids oversubscribing the cores (torch's thread pool stalls badly when they are busy).
 torch.set_num_threads(1)
+
+
+def require(module: str, install: str):
+    """Import an optional test dependency: skip without it, fail under CI (which installs it)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        msg = f"needs {module}: pip install {install}"
+        if os.environ.get("CI"):
+            pytest.fail(msg, pytrace=False)  # CI installs it: missing means a broken setup, not a skip
+        pytest.skip(msg, allow_module_level=True)
 
 
 def transformer_like(layers: int = 6, width: int = 64, seed: int = 0, std: float = 0.02) -> dict[str, torch.Tensor]:

@@ -225,6 +225,32 @@ def test_fingerprint_of_a_directory_sees_every_file(tmp_path):
     assert fingerprint(tmp_path / "missing") is None
 
 
+def test_fingerprint_changes_whenever_the_statistics_cache_identity_does(tmp_path):
+    """What invalidates the statistics cache (``Checkpoint.identity()``) invalidates the outcomes too."""
+    from pytest_weights.readers import open_checkpoint
+
+    ckpt = save(tmp_path / "m.safetensors", transformer_like(layers=2))
+
+    def both() -> tuple[str, str | None]:
+        with open_checkpoint(ckpt) as opened:
+            return opened.identity(), fingerprint(ckpt)
+
+    def flip(at: int) -> None:
+        st_ = ckpt.stat()
+        data = bytearray(ckpt.read_bytes())
+        data[at] ^= 1
+        ckpt.write_bytes(bytes(data))
+        os.utime(ckpt, ns=(st_.st_atime_ns, st_.st_mtime_ns))
+
+    seen = [both()]
+    data_start = 8 + int.from_bytes(ckpt.read_bytes()[:8], "little")
+    for change in (lambda: os.utime(ckpt, ns=(1, 1)), lambda: flip(data_start + 10), lambda: flip(-1)):
+        change()
+        now = both()
+        assert now[0] != seen[-1][0] and now[1] != seen[-1][1]
+        seen.append(now)
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fingerprint_changes_with_any_byte_at_either_end(tmp_path, data):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import save, transformer_like
+from conftest import require, save, transformer_like
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
@@ -27,7 +27,7 @@ from pytest_weights.errors import CheckpointError
 from pytest_weights.readers import open_checkpoint
 from pytest_weights.readers.source import RemotePath, redact
 
-pytest.importorskip("fsspec")
+require("fsspec", "'pytest-weights[remote]'")
 
 SECRET = "s3cr3t-Do-Not-Print-7f3a"  # the password / secret key: must appear in no output
 pytest_plugins = ["pytester"]
@@ -104,8 +104,8 @@ def http_root(tmp_path_factory) -> Iterator[tuple[Path, str]]:
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory) -> Iterator[object]:
     """A moto S3 server; credentials and endpoint through the standard AWS_* environment variables."""
-    pytest.importorskip("s3fs")
-    moto_server = pytest.importorskip("moto.server")
+    require("s3fs", "'pytest-weights[remote]'")
+    moto_server = require("moto.server", "'moto[server]'")
     import boto3
     import s3fs
 

@@ -267,6 +267,14 @@ def test_bounded_state_for_a_tall_matrix():
     assert state.gram.shape == (64, 64) and state.n_rows == 4000
 
 
+def test_parallel_tensors_only_while_the_gram_matrix_is_small():
+    """An engine may run spectra side by side only while Gram + LAPACK copy ≤ 32 MiB (n ≤ 1448)."""
+    stat = Spectral()
+    assert stat.parallel_tensors((4864, 1216)) and stat.parallel_tensors((1216, 4864))
+    assert stat.parallel_tensors((1448, 100_000)) and not stat.parallel_tensors((1449, 1449))
+    assert not stat.parallel_tensors((8192, 8192)) and not Spectral("svd").parallel_tensors((64, 64))
+
+
 # ---------------------------------------------------------------- invariances (hypothesis)
 
 

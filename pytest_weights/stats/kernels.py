@@ -13,17 +13,25 @@ the :class:`BlockKernels` object passed to their ``reduce``: fusion is explicit,
 On CUDA (or any non-CPU device) a tile is the whole block: the same kernels run as a few
 whole-slice torch ops (the caching allocator reuses memory; no host copies, no ``.numpy()``,
 no per-element Python).
+
+CPU tiles of the hot kernels run compiled (:mod:`._compiled`, numba, the ``fast`` extra) when
+numba is installed: one loop per tile instead of 6–12 eager ops. :func:`compiled` imports it
+lazily, inside a pass; ``PYTEST_WEIGHTS_KERNELS=torch`` forces the torch ops. The counting
+kernels give bit-identical results either way; power sums accumulate in float64 instead of
+the tile's dtype (differences within the torch path's ~1e−7 relative error).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import threading
+from collections import Counter
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -32,6 +40,29 @@ import torch
 TILE = 1 << 17
 
 _local = threading.local()
+
+_compiled_module: Any = None  # None: not tried yet; False: numba unavailable
+#: Compiled tile calls by kernel name (tests check the compiled path is taken when numba is there).
+compiled_calls: Counter[str] = Counter()
+
+
+def compiled(t: torch.Tensor | None = None) -> Any:
+    """The numba kernels (:mod:`._compiled`) for CPU tile ``t``, or None: numba not installed,
+    ``PYTEST_WEIGHTS_KERNELS=torch``, or ``t`` not on the CPU (imported on first use only)."""
+    global _compiled_module
+    if (t is not None and t.device.type != "cpu") or os.environ.get("PYTEST_WEIGHTS_KERNELS") == "torch":
+        return None
+    if _compiled_module is None:
+        try:
+            from . import _compiled as module
+        except ImportError:
+            module = False
+        _compiled_module = module
+    return _compiled_module or None
+
+
+def _used(name: str) -> None:
+    compiled_calls[name] += 1  # under the GIL; only an indicator, not an exact count across threads
 
 
 def scratch(name: Hashable, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -154,6 +185,11 @@ def _power_tile(t: torch.Tensor, c: float) -> torch.Tensor:
     """[Σd, Σd², Σd³, Σd⁴, min t, max t] of d = t − c in t's dtype (one tile, in cache)."""
     k = t.numel()
     lo, hi = torch.aminmax(t)
+    fast = compiled(t)
+    if fast is not None:  # one loop, float64 accumulation
+        out = fast.power_sums(t.numpy(), c, scratch("sums", 6, torch.float64, t.device).numpy())
+        _used("power_sums")
+        return torch.tensor([*out[:4].tolist(), float(lo), float(hi)], dtype=torch.float64)
     d = torch.sub(t, c, out=scratch("d", k, t.dtype, t.device)) if c else t
     d2 = torch.square(d, out=scratch("d2", k, t.dtype, t.device))
     s1, s2, s3 = d.sum(), d2.sum(), torch.dot(d2, d)
@@ -209,20 +245,75 @@ class KeyCounts(Kernel):
     a statistic keeps what it needs of it (:class:`~.histogram.ValueHistogram`: the occupied keys).
     """
 
-    def start(self, x: torch.Tensor) -> torch.Tensor | None:
+    def start(self, x: torch.Tensor) -> Any:
         if x.dtype != torch.float32:
             return None
+        if (fast := compiled(x)) is not None:  # compiled: keys counted tile by tile, never stored
+            return fast, scratch("key_counts", 1 << key_bits(x.dtype), torch.int64, x.device).zero_()
         return scratch("keys", x.numel(), torch.int32, x.device)
 
-    def tile(self, acc: torch.Tensor | None, t: torch.Tensor, at: int, sweep: BlockKernels) -> torch.Tensor | None:
-        if acc is not None:
+    def tile(self, acc: Any, t: torch.Tensor, at: int, sweep: BlockKernels) -> Any:
+        if isinstance(acc, tuple):
+            acc[0].key_counts(t.view(torch.int32).numpy(), _F32_SHIFT, _F32_MASK, acc[1].numpy())
+            _used("key_counts")
+        elif acc is not None:
             _float32_keys(t, acc[at : at + t.numel()])
         return acc
 
-    def finish(self, acc: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    def finish(self, acc: Any, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(acc, tuple):
+            return acc[1]
         k = keys(x) if acc is None else acc
         counts = scratch("key_counts", 1 << key_bits(x.dtype), torch.int64, x.device).zero_()
         return counts.index_add_(0, k, torch.ones(1, dtype=torch.int64, device=x.device).expand(k.numel()))
+
+
+# ---------------------------------------------------------------- bins by bit pattern
+
+INT32_MAX = (1 << 31) - 1
+
+
+class EdgeTables(NamedTuple):
+    """Look-up tables placing a non-negative float32 u (its bits) among sorted bounds:
+    slot = code[row] + (u > edge[row]), row = clamp((u >> shift) − first, 0, len − 1)."""
+
+    first: int  # the key of table row 1; row 0 stands for every smaller key
+    code: torch.Tensor  # int32 per row
+    edge: torch.Tensor  # int32 per row: bits beyond which u counts one slot up
+    shift: int
+
+
+def edge_tables(
+    bits: torch.Tensor, offset: int, low: tuple[int, int], high: tuple[int, int], shift: int = 13
+) -> EdgeTables:
+    """Tables for slot = ``offset`` + #(bounds ≤ u) (``bits``: the bounds' float32 bit patterns,
+    int64, ascending, each bound ≥ 2^shift apart relative to a key). Keys below the first bound's
+    are row 0 = (code, edge) ``low``; keys above the last bound's, the last row ``high``. Non-negative
+    floats order like their bit patterns, so a key's range holds at most one bound: ``edge`` is
+    that bound's bits − 1 (values from it on count one slot up), else INT32_MAX.
+    """
+    first, last = int(bits[0]) >> shift, int(bits[-1]) >> shift
+    keys = torch.arange(first, last + 1, dtype=torch.int64)
+    below_first = torch.searchsorted(bits, keys << shift, right=True)  # bounds ≤ the key's smallest u
+    below_last = torch.searchsorted(bits, ((keys + 1) << shift) - 1, right=True)
+    if int((below_last - below_first).max()) > 1:  # pragma: no cover - bins narrower than a key
+        raise ValueError("bins narrower than 2⁻¹⁰ relative cannot be keyed")
+    inside = below_last > below_first
+    edge = torch.where(inside, bits[below_first.clamp(max=len(bits) - 1)] - 1, INT32_MAX)
+    code = torch.cat([torch.tensor([low[0]]), below_first + offset, torch.tensor([high[0]])])
+    edge = torch.cat([torch.tensor([low[1]]), edge, torch.tensor([high[1]])])
+    return EdgeTables(first - 1, code.to(torch.int32), edge.to(torch.int32), shift)
+
+
+def table_slots(u: torch.Tensor, tables: EdgeTables, name: str) -> torch.Tensor:
+    """The slots of non-negative float32 bit patterns ``u`` (int32), torch ops in scratch ``name``."""
+    k, dev = u.numel(), u.device
+    code, edge = tables.code.to(dev), tables.edge.to(dev)
+    row = torch.bitwise_right_shift(u, tables.shift, out=scratch((name, "row"), k, torch.int32, dev))
+    row.sub_(tables.first).clamp_(0, len(code) - 1)
+    slot = torch.index_select(code, 0, row, out=scratch((name, "slot"), k, torch.int32, dev))
+    up = torch.index_select(edge, 0, row, out=scratch((name, "edge"), k, torch.int32, dev))
+    return slot.add_(torch.gt(u, up, out=row))  # int32 0/1: faster than a bool mask
 
 
 # ---------------------------------------------------------------- value-histogram keys

@@ -79,7 +79,7 @@ PANEL_ELEMENTS = 1 << 19
 #: Largest (candidate × eigenvalue) tile of the vectorised KS distances (512 KiB of float64: L2).
 FIT_TILE_ELEMENTS = 1 << 16
 #: Largest Gram matrix + LAPACK copy (bytes) whose tensor may be reduced alongside others.
-PARALLEL_BYTES = 64 << 20
+PARALLEL_BYTES = 32 << 20
 #: Gram matrices at least this large are freed as soon as their eigenvalues are known (4 MiB).
 TRIM_ELEMENTS = 1 << 19
 #: Candidates whose vectorised D is this close to the minimum are recomputed exactly.
@@ -219,7 +219,8 @@ class Spectral(Statistic):
     def parallel_tensors(self, shape: Sequence[int]) -> bool:
         """Whether an engine may reduce this tensor's spectrum side by side with other tensors'
         (one thread each; eigvalsh gains nothing from a second core) rather than alone on all
-        threads: yes while its Gram matrix and LAPACK's copy take ≤ 64 MiB (n ≤ 2048)."""
+        threads: yes while its Gram matrix and LAPACK's copy take ≤ 32 MiB (n ≤ 1448; with up to
+        8 tensors in flight, ≤ 256 MiB in all)."""
         rows = shape[0] if len(shape) >= 2 else 1
         n = min(rows, math.prod(shape) // max(rows, 1))
         return self.method == "gram" and 16 * n * n <= PARALLEL_BYTES

@@ -133,14 +133,8 @@ _KEY_SHIFT = 13
 _FINITE_MAX = 0x7F7FFFFF  # bits of the largest finite float32
 
 
-class _KeyTables(NamedTuple):
-    first: int  # the key of table row 1; row 0 stands for every smaller key
-    code: torch.Tensor  # int32 per row: the slot of the key's smallest |w|
-    edge: torch.Tensor  # int32 per row: bits beyond which |w| counts one slot up
-
-
 @functools.lru_cache(maxsize=8)
-def _key_tables(h: LogAbsHistogram, device: torch.device) -> _KeyTables:
+def _key_tables(h: LogAbsHistogram, device: torch.device) -> kernels.EdgeTables:
     """Look-up tables of float32 |w| by key: a value with bits u and key u >> 13 (clamped to the
     table) counts into slot code[row] + (u > edge[row]) of
     [zero, below (not zero), bins…, above, non-finite].
@@ -155,18 +149,8 @@ def _key_tables(h: LogAbsHistogram, device: torch.device) -> _KeyTables:
     """
     bits = h.bounds(torch.float32, torch.device("cpu"))[1:-1].view(torch.int32).to(torch.int64)
     bits[-1] += 1  # |w| == 10**hi is in the last bin (np.histogram), beyond it is above
-    first, last = int(bits[0]) >> _KEY_SHIFT, int(bits[-1]) >> _KEY_SHIFT
-    keys = torch.arange(first, last + 1, dtype=torch.int64)
-    below_first = torch.searchsorted(bits, keys << _KEY_SHIFT, right=True)  # bounds ≤ the key's smallest |w|
-    below_last = torch.searchsorted(bits, ((keys + 1) << _KEY_SHIFT) - 1, right=True)
-    if int((below_last - below_first).max()) > 1:  # pragma: no cover - bins narrower than a key
-        raise ValueError(f"{h!r}: bins narrower than 2⁻¹⁰ relative cannot be keyed")
-    inside = below_last > below_first
-    edge = torch.where(inside, bits[below_first.clamp(max=len(bits) - 1)] - 1, _FINITE_MAX + 1)
-    above = h.bins + 2
-    code = torch.cat([torch.tensor([0]), below_first + 1, torch.tensor([above])])
-    edge = torch.cat([torch.tensor([0]), edge, torch.tensor([_FINITE_MAX])])
-    return _KeyTables(first - 1, code.to(torch.int32).to(device), edge.to(torch.int32).to(device))
+    tables = kernels.edge_tables(bits, 1, (0, 0), (h.bins + 2, _FINITE_MAX), _KEY_SHIFT)
+    return tables._replace(code=tables.code.to(device), edge=tables.edge.to(device))
 
 
 @dataclass(frozen=True)
@@ -191,12 +175,16 @@ class _LogAbsCounts(Kernel):
         k, dev = t.numel(), t.device
         tables = _key_tables(self.hist, dev)
         f32 = t if t.dtype == torch.float32 else scratch("logabs.w", k, torch.float32, dev).copy_(t)
+        fast = kernels.compiled(t)
+        if fast is not None:  # one loop: look-ups and counts
+            fast.table_counts(
+                f32.view(torch.int32).numpy(), tables.first, tables.code.numpy(), tables.edge.numpy(),
+                _KEY_SHIFT, acc[0].numpy(),
+            )  # fmt: skip
+            kernels.compiled_calls["logabs"] += 1
+            return acc
         u = torch.bitwise_and(f32.view(torch.int32), 0x7FFFFFFF, out=scratch("logabs.u", k, torch.int32, dev))
-        row = torch.bitwise_right_shift(u, _KEY_SHIFT, out=scratch("logabs.row", k, torch.int32, dev))
-        row.sub_(tables.first).clamp_(0, len(tables.code) - 1)
-        slot = torch.index_select(tables.code, 0, row, out=scratch("logabs.slot", k, torch.int32, dev))
-        up = torch.index_select(tables.edge, 0, row, out=scratch("logabs.edge", k, torch.int32, dev))
-        slot.add_(torch.gt(u, up, out=row))  # int32 0/1: faster than a bool mask
+        slot = kernels.table_slots(u, tables, "logabs")
         acc[0] += torch.bincount(slot, minlength=self.hist.bins + 4)
         return acc
 

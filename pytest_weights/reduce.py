@@ -13,7 +13,6 @@ cache-sized tiles). Structural (``"rows"``) statistics sweep 2-D float blocks of
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,8 +28,21 @@ from .stats.base import Deps, Statistic, closure, stages
 CHUNK_ELEMENTS = 1 << 24
 #: Elements per flat slice on the CPU: a unit of parallel work whose buffers stay in cache.
 SLICE_ELEMENTS = 1 << 22
+#: Torch threads of rows statistics and of finalizing (an SVD, a Gram matrix, eigenvalues): fixed,
+#: because a multi-threaded matmul or LAPACK call changes its last bits with the thread count.
+#: The engine's parallelism for them is across tensors (several tensors in flight), not within one.
+ROWS_THREADS = 1
 
-_ALL_THREADS = threading.Lock()
+
+@contextlib.contextmanager
+def fixed_threads(n: int = ROWS_THREADS) -> Iterator[None]:
+    """Inside: torch ops of this thread use ``n`` threads (results independent of the machine's cores)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def _one_thread() -> None:
@@ -65,18 +77,6 @@ class Workers:
             self._pool.shutdown()
             self._pool = None
         torch.set_num_threads(self._saved)  # the workers' setting is process-wide for new threads
-
-    @contextlib.contextmanager
-    def all_threads(self) -> Iterator[None]:
-        """Inside: the caller's torch ops use all its threads (for rows statistics, e.g. an
-        SVD); one caller at a time, so that tensors in flight do not oversubscribe the cores."""
-        with _ALL_THREADS:
-            saved = torch.get_num_threads()
-            torch.set_num_threads(self._saved)
-            try:
-                yield
-            finally:
-                torch.set_num_threads(saved)
 
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
         """``fn`` over ``items``, results in order, at most 2·n items in flight."""
@@ -147,7 +147,7 @@ def reduce_tensor(
             with workers if own else contextlib.nullcontext():
                 parts = workers.map(partial(_reduce_block, flat, values), slices(tensor, device, step))
                 states.update(_merge_in_order(flat, parts))
-        with workers.all_threads() if rows and not own else contextlib.nullcontext():
+        with fixed_threads():
             if rows:
                 if row_blocks is None and tensor.numel() <= chunk_elements:
                     row_blocks = list(blocks(tensor, device, chunk_elements))  # converted once for all stages

@@ -74,10 +74,19 @@ class Checker:
         #: Checkpoints whose statistics pass failed, with the error: their assertions fail with it.
         self.errors: dict[Checkpoint, BaseException] = {}
         self._derived: dict[int, Checkpoint] = {}
+        self._views: dict[tuple[int, Any], Checkpoint] = {}
         self._names: dict[int, NameMatch] = {}
 
     def target(self, checkpoint: Checkpoint, spec: AssertionSpec) -> Checkpoint:
-        """The checkpoint an assertion reads: the weights, or ΔW for ``view: delta``."""
+        """The checkpoint an assertion reads: the weights, ΔW for ``view: delta``, or the view a
+        kind declares (``open_view(checkpoint)``, kept per ``view_key()``: e.g. ``force_share``'s
+        weights joined with their optimizer state)."""
+        opener = getattr(spec.assertion, "open_view", None)
+        if opener is not None:
+            key = (id(checkpoint), spec.assertion.view_key())  # type: ignore[attr-defined]
+            if key not in self._views:
+                self._views[key] = opener(checkpoint)
+            return self._views[key]
         if spec.view == "weights":
             return checkpoint
         if id(checkpoint) not in self._derived:

@@ -127,3 +127,26 @@ def test_a_checkpoint_rewritten_during_the_pass_is_refused(checkpoint):
         checkpoint.write_bytes(data[:-4] + b"\0\0\0\0")  # same size, new bytes, new mtime
         with pytest.raises(CheckpointError, match="changed while it was being read"):
             compute_pass(ckpt, {"offset": [Moments()]}, StatStore())
+
+
+def test_rows_statistics_do_not_depend_on_the_callers_thread_count():
+    """A multi-threaded matmul or LAPACK call changes its last bits with the thread count: rows
+    statistics (row structure, the Gram matrix and its eigenvalues) run with a fixed count, so a
+    2 MiB matrix gives the same bits whether the caller runs 1 or 2 torch threads."""
+    from pytest_weights.stats.shape import Shape
+    from pytest_weights.stats.spectral import Spectral
+
+    g = torch.Generator().manual_seed(7)
+    w = torch.randn(768, 768, generator=g) * 0.02 + torch.randn(768, 1, generator=g) * 0.01
+    stats = [Shape(), Spectral()]
+    saved = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            results.append(reduce_tensor(w, stats))
+            assert torch.get_num_threads() == n  # restored
+    finally:
+        torch.set_num_threads(saved)
+    for s in stats:
+        assert results[0][s] == results[1][s], s

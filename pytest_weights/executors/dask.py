@@ -26,7 +26,7 @@ from distributed import Client, Future, LocalCluster, as_completed
 
 from ..errors import FATAL, CheckpointError, WeightsError, blame_tensor, describe
 from ..readers.base import Checkpoint, TensorInfo
-from ..reduce import SLICE_ELEMENTS
+from ..reduce import ROWS_THREADS, SLICE_ELEMENTS
 from ..stats.base import Statistic, closure, stages
 from . import Record, Todo, source_of
 from .tasks import Source, TaskFailure, fold, reduce_batch, reduce_rows, reduce_slices
@@ -97,7 +97,7 @@ class DaskExecutor:
         if location is None:
             raise WeightsError(f"{checkpoint.label}: lives in this process only; it cannot be read on a Dask worker")
         src = Source(location, checkpoint.identity())
-        ctx = _Context(self, src, str(device), chunk_elements, torch.get_num_threads())
+        ctx = _Context(self, src, str(device), chunk_elements, ROWS_THREADS)
         step = SLICE_ELEMENTS if device.type == "cpu" else chunk_elements
         pending = as_completed()
         owner: dict[str, _Job] = {}

@@ -36,7 +36,9 @@ class StepBudgetSums(Statistic):
 
     def reduce(self, block: torch.Tensor, deps: Deps) -> BudgetSums:
         if block.shape[-1] != 2:
-            raise ValueError(f"step_budget_sums reads [W_prev, û] rows (2 columns), got a block of shape {tuple(block.shape)}")
+            raise ValueError(
+                f"step_budget_sums reads [W_prev, û] rows (2 columns), got a block of shape {tuple(block.shape)}"
+            )
         b = block.double()
         w, u = b[:, 0], b[:, 1]
         return BudgetSums(float((w * u).sum()), float(u.square().sum()), float(w.square().sum()), int(b.shape[0]))

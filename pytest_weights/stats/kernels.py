@@ -26,8 +26,8 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from collections import Counter
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass

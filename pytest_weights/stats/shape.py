@@ -29,10 +29,13 @@ structure terms. A tensor with std 0 (or no finite value) gives NaN everywhere.
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from . import kernels
@@ -98,6 +101,41 @@ def _abs_z(t: torch.Tensor, sweep: BlockKernels, mean: float, std: float, nonfin
     return sweep.shared(("abs_z", mean, std, nonfinite), compute)
 
 
+def _f32(t: torch.Tensor) -> torch.Tensor:
+    """A float32 tile as it is, a narrower one widened exactly into scratch."""
+    return t if t.dtype == torch.float32 else scratch("shape.w", t.numel(), torch.float32, t.device).copy_(t)
+
+
+class _Scratch(threading.local):
+    """Per-thread int64[7] counters for the compiled |z| kernels."""
+
+    def __init__(self) -> None:
+        self.buf = np.zeros(7, np.int64)
+
+    def counts(self) -> np.ndarray:
+        self.buf[:] = 0
+        return self.buf
+
+    def taken(self) -> list[int]:
+        return self.buf.tolist()
+
+
+_SCR = _Scratch()
+
+
+@functools.lru_cache(maxsize=8)
+def _z_tables(masses: ShapeMasses) -> kernels.EdgeTables:
+    """Slots of float32 |z| by bit pattern: 0 below zmin, 1 + bin, bins + 1 from zmax on; bin j
+    holds exp(lo + j·w) ≤ |z| < exp(lo + (j + 1)·w) exactly (bounds rounded up to float32)."""
+    lo, hi = masses.log_range()
+    b64 = torch.exp(lo + torch.arange(masses.bins + 1, dtype=torch.float64) * ((hi - lo) / masses.bins))
+    b32 = b64.to(torch.float32)
+    b32 = torch.where(b32.to(torch.float64) < b64, torch.nextafter(b32, torch.tensor(math.inf)), b32)
+    bits = b32.view(torch.int32).to(torch.int64)
+    top = masses.bins + 1
+    return kernels.edge_tables(bits, 0, (0, kernels.INT32_MAX), (top, kernels.INT32_MAX))
+
+
 @dataclass(frozen=True)
 class _ZCounts(Kernel):
     """:class:`ShapeMasses` tile by tile: the masses and outlier counts, and the |z| histogram."""
@@ -112,16 +150,32 @@ class _ZCounts(Kernel):
         return _Masses(torch.zeros(7, dtype=torch.int64, device=x.device), torch.zeros(bins + 2, dtype=torch.int64))
 
     def tile(self, acc: _Masses, t: torch.Tensor, at: int, sweep: BlockKernels) -> _Masses:
+        eps, bins = self.masses.eps, self.masses.bins
+        if kernels.work_dtype(t.dtype) == torch.float32 and (fast := kernels.compiled(t)) is not None:
+            tables = _z_tables(self.masses)
+            fast.z_counts(
+                _f32(t).numpy(), np.float32(self.mean), np.float32(self.std), self.nonfinite,
+                np.array([0.1, eps, 0.2], np.float32), np.array(OUTLIER_SIGMAS, np.float32),
+                tables.first, tables.code.numpy(), tables.edge.numpy(), tables.shift, _SCR.counts(), acc.hist.numpy(),
+            )  # fmt: skip
+            c = _SCR.taken()
+            acc.counts[:6] += torch.tensor([c[0], c[1], c[2] - c[0], c[3], c[4], c[5]])
+            acc.counts[6] += int(c[6])
+            kernels.compiled_calls["z_counts"] += 1
+            return acc
         az = _abs_z(t, sweep, self.mean, self.std, self.nonfinite)
-        k, dev, eps = az.numel(), az.device, self.masses.eps
+        k, dev = az.numel(), az.device
         flag = scratch("shape.flag", k, az.dtype, dev)  # a float 0/1 mask: compares and sums fastest
         below = [kernels.count(torch.lt(az, x, out=flag)) for x in (0.1, eps, 0.2)]
         above = [kernels.count(torch.gt(az, x, out=flag)) for x in OUTLIER_SIGMAS]
         shell = below[2] - below[0]  # 0.1 ≤ |z| < 0.2 (|z| is never NaN here)
         acc.counts[:6] += torch.stack([below[0], below[1], shell, *above]).to(torch.int64)
         acc.counts[6] += k
+        if az.dtype == torch.float32:  # the slot of each |z| by its bit pattern: exact bin edges
+            slot = kernels.table_slots(az.view(torch.int32), _z_tables(self.masses), "shape")
+            acc.hist.add_(torch.bincount(slot, minlength=bins + 2).cpu())
+            return acc
         lo, hi = self.masses.log_range()
-        bins = self.masses.bins
         scale = bins / (hi - lo)
         # slot = 1 + bin: ln|z| − (lo − 1 bin), scaled, clamped to [0, bins + 1] and truncated
         # (= floored: it is ≥ 0). |z| = 0 → −inf → slot 0 (underflow)
@@ -389,6 +443,15 @@ class _ZAbove(Kernel):
         return torch.zeros((), dtype=torch.int64, device=x.device)
 
     def tile(self, acc: torch.Tensor, t: torch.Tensor, at: int, sweep: BlockKernels) -> torch.Tensor:
+        if kernels.work_dtype(t.dtype) == torch.float32 and (fast := kernels.compiled(t)) is not None:
+            none, empty = np.full(3, -np.inf, np.float32), np.zeros(0, np.int32)
+            gt = np.array([self.m, np.inf, np.inf], np.float32)
+            fast.z_counts(
+                _f32(t).numpy(), np.float32(self.mean), np.float32(self.std), self.nonfinite, none, gt,
+                0, empty, empty, 13, _SCR.counts(), np.zeros(1, np.int64),
+            )  # fmt: skip
+            kernels.compiled_calls["z_above"] += 1
+            return acc.add_(_SCR.taken()[3])
         az = _abs_z(t, sweep, self.mean, self.std, self.nonfinite)
         flag = torch.gt(az, self.m, out=scratch("shape.above", az.numel(), az.dtype, az.device))
         return acc.add_(kernels.count(flag).to(torch.int64))

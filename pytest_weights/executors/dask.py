@@ -28,7 +28,7 @@ from ..errors import FATAL, CheckpointError, WeightsError, blame_tensor, describ
 from ..readers.base import Checkpoint, TensorInfo
 from ..reduce import ROWS_THREADS, SLICE_ELEMENTS
 from ..stats.base import Statistic, closure, stages
-from . import Record, Todo, source_of
+from .base import Record, Todo, source_of
 from .tasks import Source, TaskFailure, fold, reduce_batch, reduce_rows, reduce_slices
 
 #: Flat slices (of :data:`~pytest_weights.reduce.SLICE_ELEMENTS`) per task: 16 × 4 Mi elements
@@ -185,7 +185,7 @@ class _Context:
         self.src = src
         self.device = device
         self.chunk_elements = chunk_elements
-        #: The client's torch threads: the local engine's for rows statistics of large tensors.
+        #: Torch threads of rows statistics and finalizing: the local engine's fixed count.
         self.threads = threads
 
     def submit(self, fn: Callable, *args: Any, priority: int = 0) -> Future:
@@ -193,9 +193,7 @@ class _Context:
         return self.client.submit(fn, *args, pure=False, priority=priority)
 
     def threads_for(self, info: TensorInfo) -> int:
-        from ..engine import INLINE_BYTES
-
-        return 1 if info.nbytes < INLINE_BYTES else self.threads  # small tensors: reduced inline, one thread
+        return self.threads  # the local engine's fixed count (reduce.ROWS_THREADS), whatever the tensor
 
 
 class _Job:
@@ -314,9 +312,9 @@ class _Split(_Job):
 
     def _finalize(self, states: Mapping[Statistic, Any], rows: Mapping[Statistic, Any]) -> None:
         """The stage's values, in its order: rows statistics from their task, the others finalized here
-        (with the local engine's torch threads: all of them when the stage has rows statistics, else one)."""
+        (with the local engine's fixed torch thread count)."""
         saved = torch.get_num_threads()
-        torch.set_num_threads(self.ctx.threads if rows else 1)
+        torch.set_num_threads(self.ctx.threads)
         try:
             for s in self.stages[self.k]:
                 self.values[s] = rows[s] if s in rows else s.finalize(states.get(s), self.values)

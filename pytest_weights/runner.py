@@ -81,11 +81,11 @@ class Checker:
         """The checkpoint an assertion reads: the weights, ΔW for ``view: delta``, or the view a
         kind declares (``open_view(checkpoint)``, kept per ``view_key()``: e.g. ``force_share``'s
         weights joined with their optimizer state)."""
-        opener = getattr(spec.assertion, "open_view", None)
-        if opener is not None:
-            key = (id(checkpoint), spec.assertion.view_key())  # type: ignore[attr-defined]
+        view_key = spec.assertion.view_key()
+        if view_key is not None:
+            key = (id(checkpoint), view_key)
             if key not in self._views:
-                self._views[key] = opener(checkpoint)
+                self._views[key] = spec.assertion.open_view(checkpoint)
             return self._views[key]
         if spec.view == "weights":
             return checkpoint

@@ -98,7 +98,7 @@ def test_a_rerun_replays_every_outcome_without_torch(probe, tmp_path, request, m
     assert_same(again, fresh)
 
 
-def _touch(ckpt: Path, probe: pytest.Pytester) -> None:
+def _touch(ckpt: Path, probe: pytest.Pytester | None = None) -> None:
     st_ = ckpt.stat()
     os.utime(ckpt, ns=(st_.st_atime_ns, st_.st_mtime_ns + 1_000_000_000))
 
@@ -256,11 +256,11 @@ def test_fingerprint_changes_whenever_the_statistics_cache_identity_does(tmp_pat
 def test_fingerprint_changes_with_any_byte_at_either_end(tmp_path, data):
     path = tmp_path / "f.bin"
     size = data.draw(st.integers(1, 3 * IDENTITY_SPAN), label="size")
-    content = bytearray(data.draw(st.binary(min_size=1, max_size=64), label="seed") * (size // 1 + 1))[:size]
+    content = bytearray(data.draw(st.binary(min_size=1, max_size=64), label="seed") * size)[:size]
     path.write_bytes(bytes(content))
     stamp = path.stat().st_mtime_ns
     before = fingerprint(path)
-    ends = [i for i in (*range(min(size, IDENTITY_SPAN)), *range(max(0, size - IDENTITY_SPAN), size))]
+    ends = [*range(min(size, IDENTITY_SPAN)), *range(max(0, size - IDENTITY_SPAN), size)]
     at = data.draw(st.sampled_from(ends), label="byte")
     content[at] ^= data.draw(st.integers(1, 255), label="xor")
     path.write_bytes(bytes(content))
@@ -317,7 +317,7 @@ def test_a_repeated_check_or_inspect_prints_its_stored_output_without_torch(tmp_
         again = cli(tmp_path, *argv)
         assert again == (*first[:2], False)  # the same status and output, no torch
         assert cli(tmp_path, *argv, "--no-cache") == (*first[:2], True)
-    _touch(ckpt, None)  # type: ignore[arg-type]
+    _touch(ckpt)
     assert cli(tmp_path, "check", str(ckpt))[2]  # a changed checkpoint: judged again
     spec = tmp_path / "s.weights.yaml"
     spec.write_text(SPEC.format(lo=0.001))

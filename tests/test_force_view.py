@@ -25,7 +25,7 @@ from torch import nn
 from pytest_weights import forces as F
 from pytest_weights.cache import StatCache
 from pytest_weights.errors import CheckpointError
-from pytest_weights.readers import open_checkpoint
+from pytest_weights.readers import Checkpoint, open_checkpoint
 from pytest_weights.readers.optimizer_view import OptimizerInfo, OptimizerView
 from pytest_weights.reduce import reduce_tensor
 from pytest_weights.runner import Checker
@@ -176,7 +176,9 @@ def test_a_corrupt_optimizer_file_is_refused_in_one_line_naming_it(run, tmp_path
         OptimizerView(open_checkpoint(d), strict=True)
     msg = str(e.value)
     assert (
-        "\n" not in msg and msg.startswith(str(d / "optimizer.pt")) and "checkpoint-1/optimizer.pt: cannot read" in msg
+        "\n" not in msg
+        and msg.startswith(str(d / "optimizer.pt"))
+        and "optimizer.pt: optimizer state unusable: cannot read: " in msg
     )
     view = OptimizerView(open_checkpoint(d))  # the kind's default: recorded on each tensor, never raised
     assert {(i.status, i.source) for i in view.tensors()} == {("unmapped", "checkpoint-1/optimizer.pt")}
@@ -206,3 +208,32 @@ def test_sums_do_not_depend_on_the_block_split(n, chunk, seed):
     for value, ref, scale in ((got.dot, want.dot, math.sqrt(want.u_sq * want.w_sq)), (got.u_sq, want.u_sq, want.u_sq),
                               (got.w_sq, want.w_sq, want.w_sq)):  # fmt: skip
         assert abs(value - ref) <= 1e-12 * scale
+
+
+class Counting(Checkpoint):
+    """A checkpoint that counts the reads of each tensor (delegating to a real reader)."""
+
+    def __init__(self, inner: Checkpoint) -> None:
+        self.inner, self.path, self.label = inner, inner.path, inner.label
+        self.reads: dict[str, int] = {}
+
+    def tensors(self):
+        return self.inner.tensors()
+
+    def read(self, name: str) -> torch.Tensor:
+        self.reads[name] = self.reads.get(name, 0) + 1
+        return self.inner.read(name)
+
+    def identity(self) -> str:
+        return self.inner.identity()
+
+
+def test_each_selected_weight_is_read_once_per_checkpoint(run):
+    """One pass per checkpoint: the budget and the NaN policy's moments share the view's single read."""
+    root, _ = run
+    (spec,) = parse_spec(SPEC).assertions
+    ckpts = [(s, Counting(open_checkpoint(root / f"checkpoint-{s}"))) for s in STEPS]
+    result = Checker("cpu").evaluate_run(ckpts, spec, "run")
+    assert result.passed, result.summary
+    for _, c in ckpts:
+        assert c.reads == {"0.weight": 1, "2.weight": 1, "4.weight": 1}

@@ -177,9 +177,11 @@ def test_small_n_fit_follows_weightwatcher():
 def test_tiny_or_broken_matrices():
     assert math.isnan(spectral(torch.randn(5, 50)).alpha)  # a side < 8: WeightWatcher skips
     assert spectral(torch.randn(5, 50)).spectral_norm > 0
-    bad = torch.randn(20, 20)
-    bad[3, 3] = math.nan
-    assert math.isnan(spectral(bad).spectral_norm)
+    for value in (math.nan, math.inf, -math.inf):
+        for rows, cols in ((20, 20), (12, 40), (40, 12)):
+            bad = torch.randn(rows, cols)
+            bad[3, 5] = value
+            assert math.isnan(spectral(bad).spectral_norm) and math.isnan(spectral(bad, chunk=3 * cols).alpha)
     zero = spectral(torch.zeros(20, 20))
     assert zero.spectral_norm == 0 and math.isnan(zero.stable_rank) and math.isnan(zero.alpha)
 
@@ -241,18 +243,22 @@ def test_blockwise_merge_equals_one_block(rows, cols, block_rows, seed):
     assert spectral(w, chunk=block_rows * cols) == b  # the same split: bit-identical
 
 
-@pytest.mark.parametrize(("rows", "cols"), [(2000, 600), (600, 2000), (700, 700)])
+@pytest.mark.parametrize(
+    ("rows", "cols"), [(2000, 600), (600, 2000), (700, 700), (1536, 384), (384, 1536), (9000, 300)]
+)
 def test_bit_identical_whatever_the_thread_count(rows, cols):
+    """MKL's multi-threaded gemm gives other bits for e.g. 1536 × 384: the Gram products run on one thread."""
     w = heavy_tailed(rows, cols, 3).float()
     saved = torch.get_num_threads()
     try:
         out = []
-        for n in (1, 2, 4):
+        for n in (1, 2, 3, 4):
             torch.set_num_threads(n)
             out.append(spectral(w, chunk=300 * cols))
+            assert torch.get_num_threads() == n  # restored
     finally:
         torch.set_num_threads(saved)
-    assert out[0] == out[1] == out[2]
+    assert out[0] == out[1] == out[2] == out[3]
 
 
 def test_bounded_state_for_a_tall_matrix():

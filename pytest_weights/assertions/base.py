@@ -199,6 +199,17 @@ class Assertion(ABC):
         """Return an error message if parameters are inconsistent, else None."""
         return None
 
+    # -- the checkpoint it reads ------------------------------------------------------------
+
+    def view_key(self) -> typing.Hashable | None:
+        """None: the kind reads the checkpoint (or ΔW with ``view: delta``). Otherwise it reads
+        :meth:`open_view`'s view of it, which the runner builds once per checkpoint and key."""
+        return None
+
+    def open_view(self, checkpoint: typing.Any) -> typing.Any:
+        """The reader view this kind reads instead of ``checkpoint`` (when :meth:`view_key` is set)."""
+        raise NotImplementedError
+
     # -- baseline proposals (init, --weights-regen) -------------------------------------
 
     def propose(self, tensors: Sequence[TensorView], margin: float) -> tuple[dict[str, Proposal], list[str]]:

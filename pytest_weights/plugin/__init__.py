@@ -25,19 +25,17 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ..errors import FATAL, WeightsError
+from ..errors import FATAL
 from .messages import explain
 from .options import add_options
 from .rootdir import correct_rootdir
+from .state import REPLAY_KEY, SESSION_KEY, weights_session
 from .summary import PassSummary
 
 if TYPE_CHECKING:
     from .replay import Replay
     from .session import WeightsSession
 
-SESSION_KEY = pytest.StashKey["WeightsSession"]()
-#: The replay of stored outcomes (:mod:`.replay`), when this run's inputs are unchanged.
-REPLAY_KEY = pytest.StashKey["Replay"]()
 #: Pass summaries sent by pytest-xdist workers, on the controller.
 WORKER_SUMMARIES = pytest.StashKey[list[PassSummary]]()
 #: Key of a worker's pass summary in ``config.workeroutput``.
@@ -96,25 +94,6 @@ def start_replay(config: pytest.Config) -> Replay | None:
     if replay is not None:
         config.stash[REPLAY_KEY] = replay
     return replay
-
-
-def weights_session(config: pytest.Config) -> WeightsSession:
-    """The run's :class:`~.session.WeightsSession`, set up on first use (this imports torch)."""
-    session = config.stash.get(SESSION_KEY, None)
-    if session is not None:
-        return session
-    from .session import WeightsSession
-
-    try:
-        session = WeightsSession.from_config(config)
-    except WeightsError as e:
-        raise pytest.UsageError(str(e)) from None
-    except FATAL:
-        raise
-    except BaseException as e:  # e.g. a directory that cannot be listed
-        raise pytest.UsageError(explain(config, e)) from None
-    config.stash[SESSION_KEY] = session
-    return session
 
 
 def check_regen(config: pytest.Config, session: WeightsSession) -> None:

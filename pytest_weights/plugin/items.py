@@ -13,8 +13,8 @@ import pytest
 from ..errors import FATAL, SpecError, describe, format_traceback, is_internal
 from ..report import AssertionResult
 from ..spec import AssertionSpec, load_spec
-from . import SESSION_KEY
 from .messages import with_traceback
+from .state import SESSION_KEY
 
 if TYPE_CHECKING:
     from .session import WeightsSession

@@ -23,7 +23,7 @@ import pytest
 
 from ..errors import FATAL
 from ..replay import OutcomeStore, code_fingerprint, fingerprint, text_digest
-from . import REPLAY_KEY, SESSION_KEY
+from .state import REPLAY_KEY, SESSION_KEY
 
 #: ``--weights-*`` options that cannot change an outcome (outputs, and those that turn replay off);
 #: every other one is part of the key, options added later included.
@@ -212,8 +212,8 @@ class PendingSpecFile(pytest.File):
     if pytest collects it, which it does not for the other files of an argument's directory."""
 
     def collect(self) -> list[pytest.Collector]:
-        from . import weights_session
         from .items import SpecFile
+        from .state import weights_session
 
         weights_session(self.config)
         return [SpecFile.from_parent(self, path=self.path, nodeid=self.nodeid)]

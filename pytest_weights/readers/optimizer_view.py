@@ -153,7 +153,8 @@ class OptimizerView(Checkpoint):
         if strict:
             for src in self._sources.values():
                 if src.problem:
-                    raise CheckpointError(src.path, f"optimizer state unusable: {src.problem}")
+                    why = src.problem.removeprefix(f"{src.label}: ")
+                    raise CheckpointError(src.path, f"optimizer state unusable: {why}")
 
     @property
     def sources(self) -> tuple[_Source, ...]:

@@ -6,11 +6,11 @@ memory) doing what several eager torch ops do, with ``nogil=True`` so the engine
 threads run them in parallel, and ``cache=True`` so the machine code is compiled once per
 installation (the first call of a fresh install compiles: about a second per function).
 
-Arithmetic: the counting kernels compute every value exactly as the torch ops do (float32
-``(t − mean)/std``, compares against float32 thresholds, bit-pattern look-ups), so their
-counts are bit-identical to the torch path. :func:`power_sums` accumulates in float64
-(torch sums float32 tiles in float32): within the torch path's own error (~1e−7 relative).
-Each tile is reduced serially, so results do not depend on the number of threads.
+Arithmetic: every kernel computes each value exactly as the torch ops do (float32
+``(t − mean)/std``, compares against float32 thresholds, bit-pattern look-ups) and only
+counts, so its results are bit-identical to the torch path, whichever runs a tile, in
+whatever thread. (Power sums stay torch: their eager ops are already vectorised, measured
+0.73 ns/element against 0.54 compiled, and their summation order would change.)
 """
 
 from __future__ import annotations
@@ -19,29 +19,6 @@ import numpy as np
 from numba import njit
 
 _OPTS = {"nogil": True, "cache": True}
-_SUMS = {"nogil": True, "cache": True, "fastmath": {"reassoc", "contract"}}  # no nnan: NaN propagates
-
-
-@njit(**_SUMS)
-def _sums(x, c, out):  # pragma: no cover - compiled
-    s1 = s2 = s3 = s4 = 0.0
-    for i in range(x.shape[0]):
-        d = np.float64(x[i] - c)  # the difference in the data's dtype, as torch.sub
-        d2 = d * d
-        s1 += d
-        s2 += d2
-        s3 += d2 * d
-        s4 += d2 * d2
-    out[0] = s1
-    out[1] = s2
-    out[2] = s3
-    out[3] = s4
-
-
-def power_sums(x: np.ndarray, c: float, out: np.ndarray) -> np.ndarray:
-    """out[:4] = [Σd, Σd², Σd³, Σd⁴] (float64), d = x − c computed in x's dtype."""
-    _sums(x, x.dtype.type(c), out)
-    return out
 
 
 @njit(**_OPTS)
@@ -63,36 +40,47 @@ def table_counts(bits, first, code, edge, shift, counts):  # pragma: no cover - 
 
 
 @njit(**_OPTS)
-def z_counts(x, mean, std, skip, lt, gt, first, code, edge, shift, counts, hist):  # pragma: no cover
-    """The |z| kernels of one float32 tile, z = (x − mean)/std in float32 as torch computes it.
-
+def z_masses(x, mean, std, skip, lt, gt, counts, az_out):  # pragma: no cover - compiled
+    """The |z| masses of one float32 tile, z = (x − mean)/std in float32 as torch computes it:
     counts[0:3] += #(|z| < lt[j]), counts[3:6] += #(|z| > gt[j]), counts[6] += values seen
-    (non-finite |z| skipped when ``skip``); hist: the |z| slots by bit pattern (as
-    :func:`table_counts`), unless ``code`` is empty.
-    """
-    last = code.shape[0] - 1
+    (NaN/±Inf |z| left out when ``skip``, as the torch path drops them); |z| into ``az_out``
+    unless it is empty. Branch-free: vectorised."""
     a0, a1, a2 = lt[0], lt[1], lt[2]
     b0, b1, b2 = gt[0], gt[1], gt[2]
-    c0 = c1 = c2 = c3 = c4 = c5 = seen = 0
+    inf = np.float32(np.inf)
+    c0 = c1 = c2 = c3 = c4 = c5 = nan = big = 0
+    keep = az_out.shape[0] > 0
     for i in range(x.shape[0]):
         az = abs((x[i] - mean) / std)
-        if skip and not np.isfinite(az):
-            continue
-        seen += 1
+        if keep:
+            az_out[i] = az
         c0 += az < a0
         c1 += az < a1
         c2 += az < a2
         c3 += az > b0
         c4 += az > b1
         c5 += az > b2
-        if last >= 0:
-            u = np.float32(az).view(np.int32) & 0x7FFFFFFF
-            row = min(max((u >> shift) - first, 0), last)
-            hist[code[row] + (1 if u > edge[row] else 0)] += 1
+        nan += az != az  # NaN compares false: it is in no count
+        big += az == inf
+    drop = big if skip else 0
     counts[0] += c0
     counts[1] += c1
     counts[2] += c2
-    counts[3] += c3
-    counts[4] += c4
-    counts[5] += c5
-    counts[6] += seen
+    counts[3] += c3 - drop
+    counts[4] += c4 - drop
+    counts[5] += c5 - drop
+    counts[6] += x.shape[0] - ((nan + big) if skip else 0)
+
+
+@njit(**_OPTS)
+def z_hist(az, skip, first, code, edge, shift, hist):  # pragma: no cover - compiled
+    """The slots of float32 |z| values (from :func:`z_masses`) by bit pattern, as
+    :func:`table_counts`; NaN/±Inf left out when ``skip``."""
+    last = code.shape[0] - 1
+    bits = az.view(np.int32)  # |z| ≥ 0: the sign bit is clear
+    for i in range(bits.shape[0]):
+        u = bits[i]
+        if skip and u >= 0x7F800000:
+            continue
+        row = min(max((u >> shift) - first, 0), last)
+        hist[code[row] + (1 if u > edge[row] else 0)] += 1

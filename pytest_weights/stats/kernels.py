@@ -14,11 +14,11 @@ On CUDA (or any non-CPU device) a tile is the whole block: the same kernels run 
 whole-slice torch ops (the caching allocator reuses memory; no host copies, no ``.numpy()``,
 no per-element Python).
 
-CPU tiles of the hot kernels run compiled (:mod:`._compiled`, numba, the ``fast`` extra) when
-numba is installed: one loop per tile instead of 6–12 eager ops. :func:`compiled` imports it
-lazily, inside a pass; ``PYTEST_WEIGHTS_KERNELS=torch`` forces the torch ops. The counting
-kernels give bit-identical results either way; power sums accumulate in float64 instead of
-the tile's dtype (differences within the torch path's ~1e−7 relative error).
+CPU tiles of the counting kernels (value-histogram keys, log|w| slots, |z| masses and
+histogram) run compiled (:mod:`._compiled`, numba, the ``fast`` extra) when numba is
+installed and the pass is large enough to repay loading it (:func:`compiled`): one loop per
+tile instead of 6–12 eager ops, bit-identical counts. ``PYTEST_WEIGHTS_KERNELS=torch`` forces
+the torch ops, ``=numba`` the compiled ones.
 """
 
 from __future__ import annotations
@@ -44,25 +44,36 @@ _local = threading.local()
 _compiled_module: Any = None  # None: not tried yet; False: numba unavailable
 #: Compiled tile calls by kernel name (tests check the compiled path is taken when numba is there).
 compiled_calls: Counter[str] = Counter()
+#: Elements (summed over kernels) the counting kernels sweep with torch ops before numba is loaded
+#: (``auto``): importing numba and loading its cached machine code costs ~0.5 CPU s per process
+#: (measured: 0.15 s import, 0.35 s first call), what ~1.5 ns saved per kernel-element repays
+#: after ~3e8: the ski-rental rule, never more than twice the better choice's cost.
+BREAK_EVEN = 1 << 28
+_swept_by_torch = 0
 
 
-def compiled(t: torch.Tensor | None = None) -> Any:
-    """The numba kernels (:mod:`._compiled`) for CPU tile ``t``, or None: numba not installed,
-    ``PYTEST_WEIGHTS_KERNELS=torch``, or ``t`` not on the CPU (imported on first use only)."""
-    global _compiled_module
-    if (t is not None and t.device.type != "cpu") or os.environ.get("PYTEST_WEIGHTS_KERNELS") == "torch":
+def compiled(t: torch.Tensor) -> Any:
+    """The numba kernels (:mod:`._compiled`) for CPU tile ``t``, or None for the torch ops.
+
+    ``PYTEST_WEIGHTS_KERNELS``: ``torch`` never compiled, ``numba`` always (when installed),
+    unset (auto) compiled once this process's counting kernels have swept :data:`BREAK_EVEN`
+    elements. The compiled kernels count exactly what the torch ops count, so which one runs a
+    tile changes no result. numba is imported on first use only, never at plugin import.
+    """
+    global _compiled_module, _swept_by_torch
+    mode = os.environ.get("PYTEST_WEIGHTS_KERNELS", "auto")
+    if t.device.type != "cpu" or mode == "torch":
         return None
     if _compiled_module is None:
+        if mode != "numba" and _swept_by_torch < BREAK_EVEN:
+            _swept_by_torch += t.numel()  # unlocked: a few lost updates only delay the switch
+            return None
         try:
             from . import _compiled as module
         except ImportError:
             module = False
         _compiled_module = module
     return _compiled_module or None
-
-
-def _used(name: str) -> None:
-    compiled_calls[name] += 1  # under the GIL; only an indicator, not an exact count across threads
 
 
 def scratch(name: Hashable, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -185,11 +196,6 @@ def _power_tile(t: torch.Tensor, c: float) -> torch.Tensor:
     """[Σd, Σd², Σd³, Σd⁴, min t, max t] of d = t − c in t's dtype (one tile, in cache)."""
     k = t.numel()
     lo, hi = torch.aminmax(t)
-    fast = compiled(t)
-    if fast is not None:  # one loop, float64 accumulation
-        out = fast.power_sums(t.numpy(), c, scratch("sums", 6, torch.float64, t.device).numpy())
-        _used("power_sums")
-        return torch.tensor([*out[:4].tolist(), float(lo), float(hi)], dtype=torch.float64)
     d = torch.sub(t, c, out=scratch("d", k, t.dtype, t.device)) if c else t
     d2 = torch.square(d, out=scratch("d2", k, t.dtype, t.device))
     s1, s2, s3 = d.sum(), d2.sum(), torch.dot(d2, d)
@@ -255,7 +261,7 @@ class KeyCounts(Kernel):
     def tile(self, acc: Any, t: torch.Tensor, at: int, sweep: BlockKernels) -> Any:
         if isinstance(acc, tuple):
             acc[0].key_counts(t.view(torch.int32).numpy(), _F32_SHIFT, _F32_MASK, acc[1].numpy())
-            _used("key_counts")
+            compiled_calls["key_counts"] += 1  # an indicator for tests, not an exact count across threads
         elif acc is not None:
             _float32_keys(t, acc[at : at + t.numel()])
         return acc

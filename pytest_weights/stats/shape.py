@@ -10,7 +10,8 @@ the structure terms, on groups of whole rows of about a tile, in reused buffers)
   (``near_eps``), 0.1 ≤ |z| < 0.2 (``shell``, the next ring, 0.0788 for a Gaussian), and the
   outlier fractions |z| > 3, 4, 6 (Gaussian: 2.7e−3, 6.3e−5, 2.0e−9);
 * quantiles of |z| (Q50, Q99, P99.9 and their ratios) from a histogram on 16384
-  log-spaced bins over |z| ∈ [1e−4, 1e4]. A quantile is the empirical one
+  log-spaced bins over |z| ∈ [1e−4, 1e4] (float32 |z| placed by its bit pattern against the
+  exact bin edges, :func:`_z_tables`; float64 by its rounded logarithm). A quantile is the empirical one
   (``numpy.quantile(..., method="inverted_cdf")``: the smallest value whose empirical CDF
   reaches q), interpolated geometrically inside its bin; it lies in the right bin, so its
   relative error is at most one bin ratio − 1 = 1.13e−3 (a ratio of two: 2.3e−3). A
@@ -121,6 +122,7 @@ class _Scratch(threading.local):
 
 
 _SCR = _Scratch()
+_NO_AZ = np.zeros(0, np.float32)
 
 
 @functools.lru_cache(maxsize=8)
@@ -152,12 +154,12 @@ class _ZCounts(Kernel):
     def tile(self, acc: _Masses, t: torch.Tensor, at: int, sweep: BlockKernels) -> _Masses:
         eps, bins = self.masses.eps, self.masses.bins
         if kernels.work_dtype(t.dtype) == torch.float32 and (fast := kernels.compiled(t)) is not None:
-            tables = _z_tables(self.masses)
-            fast.z_counts(
-                _f32(t).numpy(), np.float32(self.mean), np.float32(self.std), self.nonfinite,
-                np.array([0.1, eps, 0.2], np.float32), np.array(OUTLIER_SIGMAS, np.float32),
-                tables.first, tables.code.numpy(), tables.edge.numpy(), tables.shift, _SCR.counts(), acc.hist.numpy(),
-            )  # fmt: skip
+            x, mean, std, tables = _f32(t).numpy(), np.float32(self.mean), np.float32(self.std), _z_tables(self.masses)
+            lt, gt = np.array([0.1, eps, 0.2], np.float32), np.array(OUTLIER_SIGMAS, np.float32)
+            az = scratch("shape.az32", t.numel(), torch.float32, t.device).numpy()
+            fast.z_masses(x, mean, std, self.nonfinite, lt, gt, _SCR.counts(), az)
+            code, edge = tables.code.numpy(), tables.edge.numpy()
+            fast.z_hist(az, self.nonfinite, tables.first, code, edge, tables.shift, acc.hist.numpy())
             c = _SCR.taken()
             acc.counts[:6] += torch.tensor([c[0], c[1], c[2] - c[0], c[3], c[4], c[5]])
             acc.counts[6] += int(c[6])
@@ -444,12 +446,9 @@ class _ZAbove(Kernel):
 
     def tile(self, acc: torch.Tensor, t: torch.Tensor, at: int, sweep: BlockKernels) -> torch.Tensor:
         if kernels.work_dtype(t.dtype) == torch.float32 and (fast := kernels.compiled(t)) is not None:
-            none, empty = np.full(3, -np.inf, np.float32), np.zeros(0, np.int32)
-            gt = np.array([self.m, np.inf, np.inf], np.float32)
-            fast.z_counts(
-                _f32(t).numpy(), np.float32(self.mean), np.float32(self.std), self.nonfinite, none, gt,
-                0, empty, empty, 13, _SCR.counts(), np.zeros(1, np.int64),
-            )  # fmt: skip
+            x, mean, std = _f32(t).numpy(), np.float32(self.mean), np.float32(self.std)
+            none, gt = np.full(3, -np.inf, np.float32), np.full(3, self.m, np.float32)
+            fast.z_masses(x, mean, std, self.nonfinite, none, gt, _SCR.counts(), _NO_AZ)
             kernels.compiled_calls["z_above"] += 1
             return acc.add_(_SCR.taken()[3])
         az = _abs_z(t, sweep, self.mean, self.std, self.nonfinite)

@@ -15,10 +15,11 @@ an SVD of a float64 copy of W:
   each converted to float64 on its own (≤ 4 MiB).
 
 Which side is used depends only on the shape, never on the block split.
-``finalize`` takes ``torch.linalg.eigvalsh`` of G (lower triangle) in float64 with one
-thread: LAPACK's tridiagonal reduction gains nothing from a second core here (and stalls
-when the other core is busy), and its result then does not depend on torch's thread count
-(the Gram products are bit-identical for any count too). Hence ``parallel_tensors``: an
+``finalize`` takes ``torch.linalg.eigvalsh`` of G (lower triangle) in float64. Both the Gram
+products and eigvalsh run on one thread: MKL's results depend on the thread count (gemm's
+for most shapes), so this is what makes the result bit-identical for any
+``torch.set_num_threads``; LAPACK's tridiagonal reduction gains nothing from a second core
+anyway (and stalls when the other core is busy). Hence ``parallel_tensors``: an
 engine may reduce several small tensors' spectra side by side. Peak memory per matrix: the Gram
 matrix and LAPACK's copy of it (2 · 8·n² bytes, n = min(rows, cols)), plus the tensor; the
 Gram matrix is freed when its eigenvalues are known, and glibc is asked to return freed
@@ -136,12 +137,13 @@ def _gram_of_rows(blocks: Sequence[torch.Tensor], gram: torch.Tensor | None = No
         gram = torch.zeros(cols, cols, dtype=torch.float64, device=blocks[0].device)
     step = max(1, PANEL_ELEMENTS // max(cols, 1))
     buf = torch.empty(min(step, max(b.shape[0] for b in blocks)), cols, dtype=torch.float64, device=gram.device)
-    for block in blocks:
-        for r in range(0, block.shape[0], step):
-            part = block[r : r + step]
-            chunk = buf[: part.shape[0]]
-            chunk.copy_(part)
-            _syrk_(gram, chunk)
+    with _one_thread(gram.device):
+        for block in blocks:
+            for r in range(0, block.shape[0], step):
+                part = block[r : r + step]
+                chunk = buf[: part.shape[0]]
+                chunk.copy_(part)
+                _syrk_(gram, chunk)
     return gram
 
 
@@ -152,14 +154,15 @@ def _gram_of_columns(blocks: Sequence[torch.Tensor]) -> torch.Tensor:
     gram = torch.zeros(rows, rows, dtype=torch.float64, device=blocks[0].device)
     step = max(1, PANEL_ELEMENTS // max(rows, 1))
     buf = torch.empty(rows, min(step, cols), dtype=torch.float64, device=gram.device)
-    for c in range(0, cols, step):
-        width = min(step, cols - c)
-        panel = buf[:, :width]
-        r = 0
-        for block in blocks:
-            panel[r : r + block.shape[0]].copy_(block[:, c : c + width])
-            r += block.shape[0]
-        _syrk_(gram, panel.T)
+    with _one_thread(gram.device):
+        for c in range(0, cols, step):
+            width = min(step, cols - c)
+            panel = buf[:, :width]
+            r = 0
+            for block in blocks:
+                panel[r : r + block.shape[0]].copy_(block[:, c : c + width])
+                r += block.shape[0]
+            _syrk_(gram, panel.T)
     return gram
 
 
@@ -185,26 +188,24 @@ def _release_freed_memory() -> None:
 
 
 @contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """torch ops inside run on one thread (LAPACK's eigvalsh: no faster on two, and stable)."""
+def _one_thread(device: torch.device) -> Iterator[None]:
+    """CPU torch ops inside run on one thread: MKL's gemm and eigvalsh give different bits for
+    different thread counts (gemm: for most shapes, e.g. 1536 × 384), and eigvalsh is no faster."""
     saved = torch.get_num_threads()
-    if saved != 1:
+    if device.type == "cpu" and saved != 1:
         torch.set_num_threads(1)
     try:
         yield
     finally:
-        if saved != 1:
+        if device.type == "cpu" and saved != 1:
             torch.set_num_threads(saved)
 
 
 def eigenvalues(gram: torch.Tensor) -> torch.Tensor:
     """Eigenvalues (ascending, float64, CPU, clamped at 0) of a symmetric matrix's lower triangle."""
-    if gram.device.type == "cpu":
-        with _one_thread():
-            evals = torch.linalg.eigvalsh(gram, UPLO="L")
-    else:
-        evals = torch.linalg.eigvalsh(gram, UPLO="L").cpu()
-    return evals.clamp_(min=0.0)
+    with _one_thread(gram.device):
+        evals = torch.linalg.eigvalsh(gram, UPLO="L")
+    return evals.cpu().clamp_(min=0.0)
 
 
 # ---------------------------------------------------------------- the statistic
@@ -262,11 +263,11 @@ class Spectral(Statistic):
             m = torch.cat(state.blocks).to(torch.float64)
             if not torch.isfinite(m).all():
                 return None
-            with _one_thread():
+            with _one_thread(m.device):
                 evals = torch.linalg.svdvals(m).square().cpu().flip(0)
             return evals, float(evals.sum())
         gram = state.gram if state.gram is not None else _gram_of_columns(state.blocks)
-        if not torch.isfinite(gram).all():
+        if not torch.isfinite(torch.diagonal(gram)).all():  # G_jj = Σ w²: NaN or ∞ with any of its column
             return None
         return eigenvalues(gram).cpu(), float(torch.diagonal(gram).sum())  # ‖W‖_F² = tr G
 

@@ -189,6 +189,21 @@ def test_auto_mode_switches_to_compiled_in_a_large_pass():
     assert out.strip() == "ok"
 
 
+def test_a_pass_announced_as_large_is_compiled_from_its_first_tile():
+    code = """
+        import torch
+        from pytest_weights.reduce import reduce_tensor
+        from pytest_weights.stats import ValueHistogram, kernels
+        kernels.expect(10**6)
+        reduce_tensor(torch.randn(1000, 100), [ValueHistogram()])
+        assert not kernels.compiled_calls  # below BREAK_EVEN: torch
+        kernels.expect(kernels.BREAK_EVEN)
+        reduce_tensor(torch.randn(1000, 100), [ValueHistogram()])
+        print(kernels.compiled_calls["key_counts"])
+    """
+    assert _python(code, PYTEST_WEIGHTS_KERNELS="").strip() == "1"
+
+
 def test_small_passes_do_not_load_numba():
     code = """
         import sys, torch

@@ -83,7 +83,7 @@ def add_options(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         dest="weights_no_cache",
-        help="do not read or write cached statistics (kept in pytest's cache dir)",
+        help="do not read or write cached statistics or replayed outcomes (kept in pytest's cache dir)",
     )
     group.addoption(
         "--weights-json",

@@ -52,6 +52,15 @@ BREAK_EVEN = 1 << 28
 _swept_by_torch = 0
 
 
+def expect(elements: int) -> None:
+    """A pass is about to sweep ``elements`` values: when they alone repay loading numba
+    (≥ :data:`BREAK_EVEN`), auto mode uses the compiled kernels from the first tile on (numba is
+    still imported only if a counting kernel runs). Called by the engine; optional."""
+    global _swept_by_torch
+    if elements >= BREAK_EVEN:
+        _swept_by_torch = max(_swept_by_torch, BREAK_EVEN)
+
+
 def compiled(t: torch.Tensor) -> Any:
     """The numba kernels (:mod:`._compiled`) for CPU tile ``t``, or None for the torch ops.
 

@@ -13,6 +13,7 @@ cache-sized tiles). Structural (``"rows"``) statistics sweep 2-D float blocks of
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,9 @@ SLICE_ELEMENTS = 1 << 22
 #: because a multi-threaded matmul or LAPACK call changes its last bits with the thread count.
 #: The engine's parallelism for them is across tensors (several tensors in flight), not within one.
 ROWS_THREADS = 1
+#: Held while a rows statistic that needs much memory for its tensor (e.g. a large Gram matrix:
+#: ``Statistic.parallel_tensors`` says no) runs, so that tensors in flight do not each hold one.
+_ROWS_ALONE = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -147,7 +151,8 @@ def reduce_tensor(
             with workers if own else contextlib.nullcontext():
                 parts = workers.map(partial(_reduce_block, flat, values), slices(tensor, device, step))
                 states.update(_merge_in_order(flat, parts))
-        with fixed_threads():
+        alone = any(not s.parallel_tensors(tuple(tensor.shape)) for s in rows)
+        with fixed_threads(), _ROWS_ALONE if alone else contextlib.nullcontext():
             if rows:
                 if row_blocks is None and tensor.numel() <= chunk_elements:
                     row_blocks = list(blocks(tensor, device, chunk_elements))  # converted once for all stages

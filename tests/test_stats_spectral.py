@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import save
+from conftest import require, save
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -343,7 +343,7 @@ def test_fit_of_degenerate_spectra_follows_weightwatcher():
 
 def weightwatcher_details(mats: dict[str, torch.Tensor]):
     """WeightWatcher's own ``analyze()`` on one ``nn.Linear`` per matrix (float64 SVDs inside)."""
-    ww = pytest.importorskip("weightwatcher")
+    ww = require("weightwatcher", "weightwatcher==0.7.7")
     layers = []
     for w in mats.values():
         lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
@@ -370,7 +370,7 @@ def assert_same_as_weightwatcher(mats: dict[str, torch.Tensor], chunk_rows: int 
 def test_against_weightwatcher_package():
     """Optional: the installed weightwatcher's analyze() gives the same α on the same matrices
     (tall, wide, square, Student-t, heavy-tailed; one small-N fit), split into row blocks."""
-    pytest.importorskip("weightwatcher")
+    require("weightwatcher", "weightwatcher==0.7.7")
     rng = np.random.default_rng(1)
     mats = {
         "t3.tall": torch.from_numpy(rng.standard_t(3, size=(300, 200))).float(),
@@ -386,7 +386,7 @@ def test_against_weightwatcher_package():
 @pytest.mark.slow
 def test_against_weightwatcher_on_minilm(minilm):
     """Optional: every encoder matrix of all-MiniLM-L6-v2, α within 1e−6 of WeightWatcher's."""
-    pytest.importorskip("weightwatcher")
+    require("weightwatcher", "weightwatcher==0.7.7")
     from safetensors import safe_open
 
     with safe_open(str(minilm), "pt") as f:
@@ -431,7 +431,7 @@ def layers_checkpoint(path, layers: int):
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
 def test_spectral_pass_memory_is_bounded_and_flat(tmp_path):
     """The bundled spec's pass in a child process: peak RSS within 2 × largest tensor + 500 MB,
-    and flat in the number of matrices (6 vs 24 matrices of 9.4 MB: Gram matrices are freed)."""
+    and nearly flat in the number of matrices (6 vs 24 matrices of 9.4 MB: Gram matrices are freed)."""
     largest = 1536 * 1536 * 4
     peaks = []
     for layers in (2, 8):
@@ -443,7 +443,8 @@ def test_spectral_pass_memory_is_bounded_and_flat(tmp_path):
         peaks.append(got["peak"] - got["base"])
     gram = 1536**2 * 8
     assert peaks[0] <= 2 * largest + 4 * gram + 96 * 2**20  # measured 110–145 MB: tensors, Grams, LAPACK copies
-    assert peaks[1] - peaks[0] <= 48 * 2**20  # measured ≈ 30 MB for 4× the matrices
+    # 18 more matrices: kept Gram matrices alone would add 18 × 18 MiB; measured +30–55 MiB
+    assert peaks[1] - peaks[0] <= 80 * 2**20
 
 
 # ---------------------------------------------------------------- the assertion kind

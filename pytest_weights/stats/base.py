@@ -56,6 +56,12 @@ class Statistic(ABC):
         (False: ``finalize`` computes the value from ``deps`` alone, with state None)."""
         return True
 
+    def parallel_tensors(self, shape: tuple[int, ...]) -> bool:
+        """Whether the engine may reduce a tensor of ``shape`` side by side with other tensors
+        (True: this statistic's memory per tensor is small). A rows statistic that needs memory
+        growing with the tensor (a Gram matrix) says no for large shapes: those run one at a time."""
+        return True
+
     def requires(self) -> tuple[Statistic, ...]:
         """Statistics whose finalized values this one needs."""
         return ()

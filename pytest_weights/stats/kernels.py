@@ -79,7 +79,7 @@ def compiled(t: torch.Tensor) -> Any:
             return None
         try:
             from . import _compiled as module
-        except ImportError:
+        except Exception:  # numba missing or broken (e.g. built for another numpy): torch ops
             module = False
         _compiled_module = module
     return _compiled_module or None

@@ -159,7 +159,8 @@ class _LogAbsCounts(Kernel):
     above, non-finite] and the exact zeros, accumulated on the block's device.
 
     float32 (and narrower, widened exactly): two table look-ups by the bit pattern of |w|
-    (:func:`_key_tables`), no logarithm. float64: the rounded log10 places each value, and the
+    (:func:`_key_tables`), no logarithm; on the CPU one compiled loop when numba is in use
+    (:func:`.kernels.compiled`, the same counts). float64: the rounded log10 places each value, and the
     few within 1 % of a bin edge are decided exactly against the bounds.
     """
 

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from .assertions.results import fmt as _fmt
+
 #: Values drawn from a tensor for its histograms (a seeded subsample of larger tensors).
 PLOT_VALUES = 200_000
 #: Deviation rows shown per failure.
@@ -349,16 +351,6 @@ def _float(v: Any) -> float:
         return float(v)
     except (TypeError, ValueError):
         return math.nan
-
-
-def _fmt(x: float) -> str:
-    if math.isnan(x):
-        return "nan"
-    if x == 0:
-        return "0"
-    if abs(x) >= 1e5 or abs(x) < 1e-3:
-        return f"{x:.3e}"
-    return f"{x:.4g}"
 
 
 def _m(text: Any) -> str:

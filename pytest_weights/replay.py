@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
+from .digest import head_tail_digest
 
 #: Bump when the record layout or the meaning of a field changes.
 FORMAT = 1
@@ -63,23 +64,13 @@ VERSION_FILES = ("__init__.py", "version.py", "_version.py")
 #: Package files whose change invalidates every record (code, bundled specs, data).
 CODE_SUFFIXES = (".py", ".yaml", ".yml", ".json")
 
-#: Bytes hashed at each end of a file, as for the readers' identities (``readers._util.file_identity``,
-#: not imported: the readers package imports torch).
-IDENTITY_SPAN = 64 * 1024
-
 _code: str | None = None
 
 
 def file_identity(path: Path) -> str:
     """``path:size:mtime_ns:digest`` of one file; the digest covers its first and last 64 KiB."""
     st = path.stat()
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        h.update(f.read(IDENTITY_SPAN))
-        if st.st_size > IDENTITY_SPAN:
-            f.seek(max(IDENTITY_SPAN, st.st_size - IDENTITY_SPAN))
-            h.update(f.read(IDENTITY_SPAN))
-    return f"{path}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{h.hexdigest()}"
+    return f"{path}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{head_tail_digest(path, st)}"
 
 
 def fingerprint(path: str | Path, skip: Iterable[Path] = ()) -> str | None:

@@ -18,7 +18,8 @@ from conftest import save, transformer_like
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_weights.replay import IDENTITY_SPAN, OutcomeStore, fingerprint
+from pytest_weights.digest import IDENTITY_SPAN
+from pytest_weights.replay import OutcomeStore, fingerprint
 
 PROBE = """\
 import json, sys

@@ -25,6 +25,7 @@ from ..errors import FATAL, CheckpointError, WeightsError, blame_tensor, describ
 from ..readers import open_checkpoint
 from ..readers.base import Checkpoint
 from ..reduce import _merge_in_order, _reduce_block, blocks, reduce_tensor, slices
+from ..reduce import fixed_threads as _threads
 from ..stats.base import Statistic
 
 #: Checkpoints a worker process keeps open (least recently used closed first).
@@ -94,17 +95,6 @@ def _failure(name: str) -> Iterator[None]:
     except BaseException as e:
         blame_tensor(e, name)
         raise TaskFailure(None, describe(e)) from None
-
-
-@contextlib.contextmanager
-def _threads(n: int) -> Iterator[None]:
-    """Torch ops in this thread use ``n`` threads inside (as the local engine's would)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
 
 
 def reduce_whole(

@@ -12,11 +12,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
+from ..digest import head_tail_digest
 from ..errors import FATAL, CheckpointError
-
-#: Bytes hashed at each end of a file for its identity: enough to cover a zip central
-#: directory or a format header, cheap enough to do on every open.
-_IDENTITY_SPAN = 64 * 1024
 
 #: Key-path components under which everything is optimizer state.
 OPTIMIZER_KEYS = frozenset(
@@ -41,16 +38,11 @@ def file_identity(path: Path) -> str:
         return path.identity()
     try:
         st = path.stat()
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            h.update(f.read(_IDENTITY_SPAN))
-            if st.st_size > _IDENTITY_SPAN:
-                f.seek(max(_IDENTITY_SPAN, st.st_size - _IDENTITY_SPAN))
-                h.update(f.read(_IDENTITY_SPAN))
+        digest = head_tail_digest(path, st)
     except OSError as e:
         raise CheckpointError(path, f"cannot read: {e.strerror or e}") from None
     # the absolute path too: files written within one clock tick can share size and mtime
-    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}:{h.hexdigest()[:16]}"
+    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}:{digest[:16]}"
 
 
 def combine_identities(parts: Iterable[str]) -> str:

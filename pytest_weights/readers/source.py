@@ -397,14 +397,7 @@ class LocalFile:
         return torch.frombuffer(m, dtype=dtype, count=nbytes // dtype.itemsize, offset=offset - base)
 
     def _read_into(self, buf: torch.Tensor, offset: int) -> None:
-        fd = self._open()
-        view = memoryview(buf.numpy()).cast("B")
-        done = 0
-        while done < len(view):
-            n = os.preadv(fd, [view[done:]], offset + done)
-            if n <= 0:
-                raise CheckpointError(self.path, f"truncated: read stopped at byte {offset + done}")
-            done += n
+        pread_into(self._open(), buf, offset, self.path)
 
     def close(self) -> None:
         with self._lock:
@@ -579,3 +572,14 @@ def remove(path: Path) -> None:
     else:
         with contextlib.suppress(OSError):
             path.unlink()
+
+
+def pread_into(fd: int, buf: torch.Tensor, offset: int, path: object) -> None:
+    """Fill the CPU tensor ``buf`` with the file's bytes from ``offset`` (CheckpointError when short)."""
+    view = memoryview(buf.numpy()).cast("B")
+    done = 0
+    while done < len(view):
+        n = os.preadv(fd, [view[done:]], offset + done)
+        if n <= 0:
+            raise CheckpointError(path, f"truncated: read stopped at byte {offset + done}")
+        done += n

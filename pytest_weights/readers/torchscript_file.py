@@ -49,6 +49,7 @@ import torch
 from ..errors import CheckpointError
 from ._util import MAX_NUMEL, BoundedUnpickler, check_expansion, file_identity, read_magic, short
 from .base import Checkpoint, TensorInfo
+from .source import pread_into
 from .torch_file import SUFFIXES as TORCH_SUFFIXES
 
 #: Suffixes that are always TorchScript; a torch suffix (``.pt`` …) is when its zip says so.
@@ -815,14 +816,7 @@ class TorchScriptFile(Checkpoint):
         return os.pread(self._ensure_fd(), n, offset)
 
     def _pread_into(self, buf: torch.Tensor, offset: int) -> None:
-        fd = self._ensure_fd()
-        view = memoryview(buf.numpy()).cast("B")
-        done = 0
-        while done < len(view):
-            n = os.preadv(fd, [view[done:]], offset + done)
-            if n <= 0:
-                raise CheckpointError(self.path, f"truncated: read stopped at byte {offset + done}")
-            done += n
+        pread_into(self._ensure_fd(), buf, offset, self.path)
 
     def _unzip_into(self, buf: torch.Tensor, info: zipfile.ZipInfo, offset: int) -> None:
         with self._lock:

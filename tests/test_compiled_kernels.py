@@ -90,6 +90,18 @@ def test_counting_kernels_are_bit_identical_to_torch(x, monkeypatch):
         assert sum(kernels.compiled_calls.values()) > before  # the compiled side did run
 
 
+@pytest.mark.parametrize("std", [1e-300, 1e-44, 3e38])
+def test_a_spread_that_rounds_to_zero_or_huge_in_float32_counts_alike(std, monkeypatch):
+    """std below the smallest float32 divides by 0 (±inf, NaN at the mean), as in torch: no
+    ZeroDivisionError from the compiled loop, the same counts."""
+    x = torch.tensor([0.0, 1e-45, -1e-45, 1.0, -2.0, float("inf")] * 50_000, dtype=torch.float32)
+    for nonfinite in (False, True):
+        ks = [_ZCounts(ShapeMasses(), 0.0, std, nonfinite), _ZAbove(0.0, std, nonfinite, 3.0)]
+        fast, slow = _sweep(x, ks, "numba", monkeypatch), _sweep(x, ks, "torch", monkeypatch)
+        for k in ks:
+            assert _same(fast[k], slow[k]), (k, nonfinite)
+
+
 FLAT = [Moments(), ValueHistogram(), LogAbsHistogram(), Shape(), OutlierFraction(4.0), WeibullMLE()]
 
 

@@ -237,3 +237,23 @@ def short(value: object, limit: int = 80) -> str:
     """``repr(value)``, cut to ``limit`` characters (for values from a hostile file in a message)."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none), at most 300 characters."""
+    try:
+        text = str(e).strip()
+    except Exception:  # an exception whose message cannot be formed
+        text = ""
+    return (text.splitlines()[0] if text else type(e).__name__)[:300]
+
+
+def import_optional(path: object, module: str, what: str, extra: str):
+    """Import the optional package a format needs, or refuse ``path`` in one line saying how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        hint = f"pip install 'pytest-weights[{extra}]'"
+        raise CheckpointError(path, f"reading {what} files needs the optional {module!r} package: {hint}") from None

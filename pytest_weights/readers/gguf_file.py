@@ -31,12 +31,11 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from ._util import check_shape, file_identity, read_magic, refuse, short
+from ._util import check_shape, file_identity, import_optional, read_magic, refuse, short
 from .base import Checkpoint, TensorInfo
 
 SUFFIX = ".gguf"
 _MAGIC = b"GGUF"
-INSTALL_HINT = "pip install 'pytest-weights[gguf]'"
 VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4  # GGML_MAX_DIMS
@@ -166,13 +165,7 @@ class GGUFFile(Checkpoint):
     def __init__(self, path: str | Path, label: str | None = None) -> None:
         self.path = Path(path)
         self.label = label or self.path.name
-        try:
-            import gguf
-        except ImportError:
-            raise CheckpointError(
-                self.path, f"reading .gguf files needs the optional 'gguf' package: {INSTALL_HINT}"
-            ) from None
-        self._gguf = gguf
+        self._gguf = import_optional(self.path, "gguf", ".gguf", "gguf")
         head = read_magic(self.path, 4)
         if head != _MAGIC:
             what = "the file is empty" if not head else f"it starts with {head!r}, not {_MAGIC!r}"

@@ -43,11 +43,10 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from ._util import MAX_NUMEL, combine_identities, file_identity, read_magic, short
+from ._util import MAX_NUMEL, combine_identities, file_identity, first_line, import_optional, read_magic, short
 from .base import Checkpoint, TensorInfo
 
 SUFFIX = ".onnx"
-INSTALL_HINT = "pip install 'pytest-weights[onnx]'"
 
 #: ONNX ``TensorProto.DataType`` codes (stable in the ONNX spec) → torch dtypes.
 DTYPES: dict[int, torch.dtype] = {
@@ -122,27 +121,13 @@ def _from_little_endian(data: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return data.view(dtype)
 
 
-def _first_line(e: BaseException) -> str:
-    try:
-        text = str(e).strip()
-    except Exception:  # an exception whose message cannot be formed
-        text = ""
-    return (text.splitlines()[0] if text else type(e).__name__)[:300]
-
-
 class OnnxFile(Checkpoint):
     """An ``.onnx`` model: initializers and ``Constant`` values, read without running the graph."""
 
     def __init__(self, path: str | Path, label: str | None = None) -> None:
         self.path = Path(path)
         self.label = label or self.path.name
-        try:
-            import onnx
-        except ImportError:
-            raise CheckpointError(
-                self.path, f"reading .onnx files needs the optional 'onnx' package: {INSTALL_HINT}"
-            ) from None
-        self._onnx = onnx
+        self._onnx = import_optional(self.path, "onnx", ".onnx", "onnx")
         #: Tensors that are not read, by name, with the reason (strings, 4-bit, sparse, duplicates …).
         self.skipped: dict[str, str] = {}
         self._fds: dict[Path, int] = {}
@@ -154,7 +139,7 @@ class OnnxFile(Checkpoint):
         except CheckpointError:
             raise
         except (Exception, RecursionError, MemoryError) as e:  # a proto that parsed but is malformed
-            raise CheckpointError(self.path, f"malformed ONNX model: {_first_line(e)}") from None
+            raise CheckpointError(self.path, f"malformed ONNX model: {first_line(e)}") from None
         files = [self.path, *sorted({e.external.file for e in self._entries.values() if e.external is not None})]
         self._identity = combine_identities(file_identity(f) for f in files)
         self._infos = [e.info for e in self._entries.values()]
@@ -174,7 +159,7 @@ class OnnxFile(Checkpoint):
             model = self._onnx.ModelProto()
             model.ParseFromString(data)
         except (Exception, RecursionError, MemoryError) as e:  # protobuf's DecodeError, or anything else
-            raise CheckpointError(self.path, f"not a valid ONNX model, or truncated: {_first_line(e)}") from None
+            raise CheckpointError(self.path, f"not a valid ONNX model, or truncated: {first_line(e)}") from None
         if not model.HasField("graph") or model.ir_version <= 0 or not len(model.opset_import):
             missing = [
                 what
@@ -398,7 +383,7 @@ class OnnxFile(Checkpoint):
             except CheckpointError:
                 raise
             except (Exception, MemoryError) as e:
-                raise CheckpointError(self.path, f"cannot read tensor {short(name)}: {_first_line(e)}") from None
+                raise CheckpointError(self.path, f"cannot read tensor {short(name)}: {first_line(e)}") from None
         return flat.reshape(info.shape)
 
     def _inline(self, t: object, info: TensorInfo) -> torch.Tensor:
@@ -476,7 +461,7 @@ class OnnxFile(Checkpoint):
             except CheckpointError:
                 raise
             except (Exception, RecursionError, MemoryError) as e:
-                raise CheckpointError(self.path, f"malformed ONNX model: {_first_line(e)}") from None
+                raise CheckpointError(self.path, f"malformed ONNX model: {first_line(e)}") from None
             self._model = model
 
     def close(self) -> None:

@@ -47,7 +47,7 @@ from typing import ClassVar
 import torch
 
 from ..errors import CheckpointError
-from ._util import MAX_NUMEL, BoundedUnpickler, check_expansion, file_identity, read_magic, short
+from ._util import MAX_NUMEL, BoundedUnpickler, check_expansion, file_identity, first_line, read_magic, short
 from .base import Checkpoint, TensorInfo
 from .source import pread_into
 from .torch_file import SUFFIXES as TORCH_SUFFIXES
@@ -500,14 +500,6 @@ class _Record:
     data_offset: int | None
 
 
-def _first_line(e: BaseException) -> str:
-    try:
-        text = str(e).strip()
-    except Exception:  # an exception whose message cannot be formed
-        text = ""
-    return (text.splitlines()[0] if text else type(e).__name__)[:300]
-
-
 class TorchScriptFile(Checkpoint):
     """A ``torch.jit.save`` archive: parameters and buffers by state-dict name, read without running it."""
 
@@ -533,7 +525,7 @@ class TorchScriptFile(Checkpoint):
             raise
         except (Exception, RecursionError, MemoryError) as e:  # anything else a hostile archive provokes
             self.close()
-            raise CheckpointError(self.path, f"malformed TorchScript archive: {_first_line(e)}") from None
+            raise CheckpointError(self.path, f"malformed TorchScript archive: {first_line(e)}") from None
         self._refs = refs
         order = sorted(refs.items(), key=lambda kv: self._position(kv[0]))
         self._refs = dict(order)
@@ -550,7 +542,7 @@ class TorchScriptFile(Checkpoint):
             self._zf = zipfile.ZipFile(self.path)
             infos = self._zf.infolist()
         except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
-            raise CheckpointError(self.path, f"truncated or corrupt TorchScript zip: {_first_line(e)}") from None
+            raise CheckpointError(self.path, f"truncated or corrupt TorchScript zip: {first_line(e)}") from None
         self._records = {i.filename: i for i in infos}
         if len(self._records) != len(infos):  # which copy a reader sees depends on the reader
             seen: set[str] = set()
@@ -579,7 +571,7 @@ class TorchScriptFile(Checkpoint):
             with self._zf.open(info) as f:
                 data = f.read(limit + 1)
         except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as e:
-            raise CheckpointError(self.path, f"cannot read record {name!r}: {_first_line(e)}") from None
+            raise CheckpointError(self.path, f"cannot read record {name!r}: {first_line(e)}") from None
         if len(data) != info.file_size:
             raise CheckpointError(self.path, f"record {name!r}: truncated ({len(data)} of {info.file_size} bytes)")
         return data
@@ -603,7 +595,7 @@ class TorchScriptFile(Checkpoint):
                 "pytest-weights never runs code from a checkpoint",
             ) from None
         except (Exception, RecursionError, MemoryError) as e:
-            raise CheckpointError(self.path, f"corrupt {record}: {_first_line(e)}") from None
+            raise CheckpointError(self.path, f"corrupt {record}: {first_line(e)}") from None
 
     def _load(self) -> dict[str, _TensorRef]:
         byteorder = self._prefix + "byteorder"
@@ -788,7 +780,7 @@ class TorchScriptFile(Checkpoint):
         except CheckpointError:
             raise
         except Exception as e:  # zlib.error, NotImplementedError (a compression method), OSError …
-            raise CheckpointError(self.path, f"cannot read tensor {_short(name)}: {_first_line(e)}") from None
+            raise CheckpointError(self.path, f"cannot read tensor {_short(name)}: {first_line(e)}") from None
 
     def _read(self, ref: _TensorRef, record: _Record, begin: int, end: int) -> torch.Tensor:
         dtype, itemsize = ref.storage.dtype, ref.storage.dtype.itemsize

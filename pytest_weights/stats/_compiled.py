@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-_OPTS = {"nogil": True, "cache": True}
+_OPTS = {"nogil": True, "cache": True, "error_model": "numpy"}  # x/0 is ±inf or NaN, as in torch
 
 
 @njit(**_OPTS)

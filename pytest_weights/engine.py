@@ -24,6 +24,7 @@ from .errors import CheckpointError, blame_tensor
 from .executors import Executor
 from .readers.base import Checkpoint, TensorInfo
 from .reduce import CHUNK_ELEMENTS, SLICE_ELEMENTS, Workers, _one_thread, reduce_tensor
+from .stats import kernels
 from .stats.base import Statistic
 
 __all__ = ["CHUNK_ELEMENTS", "SLICE_ELEMENTS", "PassProgress", "StatStore", "Workers", "compute_pass", "reduce_tensor"]
@@ -125,6 +126,7 @@ def compute_pass(
         wanted = wanted_by.get(info.name, [])
         if wanted and store.missing(cid, info.name, wanted):
             todo.append((info, wanted))
+    kernels.expect(sum(i.numel for i, _ in todo))  # a long pass: compiled kernels from its first tile
     state = PassProgress(checkpoint.label, 0, len(todo), 0, sum(i.nbytes for i, _ in todo), 0.0)
     start = time.perf_counter()
 

@@ -191,7 +191,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     weights = config.stash.get(SESSION_KEY, None)
     if weights is not None and config.option.weights_regen:
-        weights.regen_write()
+        weights.regen.write()
     workeroutput = getattr(config, "workeroutput", None)
     if weights is not None and workeroutput is not None:
         worker = config.workerinput.get("workerid", "")
@@ -221,7 +221,7 @@ def summary_lines(config: pytest.Config) -> list[str]:
     if replay is not None and replay.replayed:  # what the replayed items' checkpoints left out
         parts.insert(0, PassSummary(left_out=replay.left_out))
     summary = PassSummary.merge(parts)
-    lines = session.regen_lines() if session is not None else []
+    lines = session.regen.lines() if session is not None else []
     lines += replay.lines() if replay is not None else []
     lines += summary.lines(verbose=config.get_verbosity() > 0)
     lines += session.run_lines() if session is not None else replay.run_lines if replay is not None else []

@@ -101,7 +101,7 @@ class WeightsItem(pytest.Item):
             run = [(step, session.checkpoint(path)) for step, path in session.runs[self.run_path]]
             self.result = session.checker.judge_run(run, self.spec, self.run_path.name)
             if self.config.option.weights_regen:
-                session.regen_item(self)  # remembered: the summary says why it is not rewritten
+                session.regen.item(self)  # remembered: the summary says why it is not rewritten
         else:
             if self.checkpoint_path is None:
                 pytest.skip("no checkpoint given: run with --checkpoint PATH")
@@ -115,7 +115,7 @@ class WeightsItem(pytest.Item):
 
     def _regen(self, session: WeightsSession) -> None:
         """--weights-regen: the numbers of this entry rewritten (in the file at the session's end)."""
-        self.regen = tuple(session.regen_item(self))
+        self.regen = tuple(session.regen.item(self))
         if self.regen:
             pytest.fail(
                 "--weights-regen rewrote this assertion's baseline:\n  "

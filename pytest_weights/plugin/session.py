@@ -9,23 +9,18 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 
 from ..cache import StatCache
-from ..engine import PassProgress
-from ..errors import FATAL, CheckpointError, WeightsError, describe
-from ..formatting import progress_text
+from ..errors import CheckpointError, describe
 from ..readers import Checkpoint, as_path, detect_format
 from ..runner import Checker, open_or_raise
 from ..runs import discover_run
 from ..spec import resolve_spec
-from .messages import explain
+from .live import LiveLine
+from .regen import Regen
 from .summary import PassRecord, PassSummary, run_line
-
-if TYPE_CHECKING:
-    from ..authoring import RegenResult
 
 
 class WeightsSession:
@@ -41,8 +36,10 @@ class WeightsSession:
         self.config = config
         self.checkpoint_paths = checkpoint_paths
         self.spec_paths = spec_paths
+        #: The live progress line of the pass, on a terminal.
+        self.live = LiveLine(config)
         self.checker = Checker(
-            device, progress=self._progress, workers=config.option.weights_workers, scheduler=scheduler(config)
+            device, progress=self.live.update, workers=config.option.weights_workers, scheduler=scheduler(config)
         )
         config.add_cleanup(self.checker.close)  # a local:N cluster ends with the session
         #: Step number of each checkpoint that came from a run directory.
@@ -57,12 +54,8 @@ class WeightsSession:
         #: Why the one pass before the first item could not run (each item then computes its own statistics).
         self.prepare_error: str | None = None
         self._prepared = False
-        self._live = False
-        #: --weights-regen: every number rewritten (readable lines), and what was left alone.
-        self.regen_changes: list[str] = []
-        self.regen_notes: list[str] = []
-        #: --weights-regen: spec file → (its node id, the entries whose items ran), written at the end.
-        self.regen_ran: dict[Path, tuple[str, set[str]]] = {}
+        #: --weights-regen: the entries whose items ran, rewritten at the end of the session.
+        self.regen = Regen(config, self.checker, lambda: self.checkpoint(self.checkpoint_paths[0]))
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> WeightsSession:
@@ -148,7 +141,7 @@ class WeightsSession:
         try:
             self.checker.prepare(self._work(items))
         finally:
-            self._end_live()
+            self.live.end()
 
     def _work(self, items: list[pytest.Item]) -> list:
         """(checkpoint, assertion) pairs that the spec items among ``items`` will judge."""
@@ -169,76 +162,6 @@ class WeightsSession:
                 except CheckpointError:
                     continue  # reported by the item itself
         return work
-
-    def _progress(self, p: PassProgress) -> None:
-        tr = self.config.pluginmanager.get_plugin("terminalreporter")
-        if tr is None or not tr.isatty or p.tensors_total == 0:
-            return
-        with self._terminal():
-            if not self._live:
-                tr.write("\n")
-                self._live = True
-            tr.rewrite(progress_text(p), erase=True)
-
-    def _end_live(self) -> None:
-        if self._live:
-            with self._terminal():
-                self.config.pluginmanager.get_plugin("terminalreporter").write("\n")
-            self._live = False
-
-    def _terminal(self) -> contextlib.AbstractContextManager:
-        """Output capture suspended, so the live line reaches the terminal."""
-        capman = self.config.pluginmanager.get_plugin("capturemanager")
-        return capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext()
-
-    def regen_item(self, item: pytest.Item) -> list[str]:
-        """--weights-regen, for an item that ran: the numbers of its entry that will be rewritten
-        (readable lines); the entry is remembered and its spec file written once, at the end of
-        the session (:meth:`regen_write`), so deselected entries and items that never ran
-        (``-k``, ``--lf``, ``-x``) are never touched."""
-        path: Path = item.path
-        try:
-            path.resolve().relative_to(self.config.rootpath)
-        except ValueError:
-            note = f"{path}: a bundled spec is never rewritten (copy it into your project)"
-            if note not in self.regen_notes:
-                self.regen_notes.append(note)
-            return []
-        self.regen_ran.setdefault(path, (item.parent.nodeid, set()))[1].add(item.spec.name)
-        result = self._regen_spec(path, item.parent.nodeid, {item.spec.name}, write=False)
-        return [str(c) for c in result] if result is not None else []
-
-    def regen_write(self) -> None:
-        """At the end of the session: rewrite each spec file once, for the entries whose items ran."""
-        for path, (label, names) in self.regen_ran.items():
-            result = self._regen_spec(path, label, names, write=True)
-            if result is not None:
-                self.regen_changes += result
-                self.regen_notes += result.notes
-        self.regen_ran.clear()
-
-    def _regen_spec(self, path: Path, label: str, names: set[str], write: bool) -> RegenResult | None:
-        from ..authoring import regen_spec
-
-        try:
-            return regen_spec(
-                path,
-                self.checkpoint(self.checkpoint_paths[0]),
-                self.config.option.weights_regen_margin,
-                label=label,
-                entries=names,
-                checker=self.checker,
-                write=write,
-            )
-        except WeightsError as e:
-            note = str(e)
-        except FATAL:
-            raise
-        except BaseException as e:
-            note = f"{path}: {explain(self.config, e)}"
-        if write or note not in self.regen_notes:
-            self.regen_notes.append(note)
-        return None
 
     def pass_summary(self, worker: str = "") -> PassSummary:
         """What this process's pass read and noticed (``worker``: the xdist worker id, if any)."""
@@ -271,15 +194,6 @@ class WeightsSession:
                 more = f" and {len(nonfloat) - 5} more" if len(nonfloat) > 5 else ""
                 out.append((got.label, f"{len(nonfloat)} non-float tensor(s) not in float statistics: {names}{more}"))
         return out
-
-    def regen_lines(self) -> list[str]:
-        """--weights-regen: what was rewritten, and what was left alone."""
-        if not self.config.option.weights_regen:
-            return []
-        n = len(self.regen_changes)
-        lines = [f"--weights-regen: {n} number(s) rewritten" + (" (review with git diff):" if n else "")]
-        lines += [f"  {c}" for c in self.regen_changes]
-        return lines + [f"  not rewritten: {note}" for note in self.regen_notes]
 
     def run_lines(self) -> list[str]:
         """The run directories (steps checked, trajectory) and the reference."""

@@ -145,11 +145,21 @@ class Assertion(ABC):
     judges_values: ClassVar[bool] = True
 
     def required_statistics(self) -> tuple[Statistic, ...]:
-        """:meth:`statistics`, plus the moments that count NaN/Inf for kinds that read values."""
+        """:meth:`statistics`, plus what counts NaN/Inf for kinds that read values: the moments,
+        or, when the kind needs the log|w| histogram and no moments, :class:`~..stats.finite.NonFinite`
+        (which reads the histogram's count and sweeps only a tensor that has NaN/Inf)."""
         from ..stats import Moments
+        from ..stats.base import closure
+        from ..stats.finite import NonFinite
+        from ..stats.weibull import LogAbsHistogram
 
         own = self.statistics()
-        return own if not self.reads_values or Moments() in own else (*own, Moments())
+        if not self.reads_values or Moments() in own:
+            return own
+        needed = closure(list(own))
+        if LogAbsHistogram() in needed and Moments() not in needed:
+            return (*own, NonFinite())
+        return (*own, Moments())
 
     def judge(self, tensors: Sequence[TensorView], reference: Sequence[TensorView] | None = None) -> Outcome:
         """:meth:`evaluate` (or :meth:`evaluate_reference` when ``reference`` is given) under the
@@ -277,12 +287,13 @@ UNDEFINED = "statistics undefined"
 
 
 def nonfinite_rows(tensors: Sequence[TensorView]) -> dict[str, Deviation]:
-    """A failure row for each tensor whose moments count NaN or ±Inf values."""
+    """A failure row for each tensor whose moments (or :class:`NonFinite`) count NaN or ±Inf values."""
     from ..stats import Moments
+    from ..stats.finite import NonFinite
 
     rows = {}
     for t in tensors:
-        m = t.values.get(Moments())
+        m = t.values.get(Moments()) or t.values.get(NonFinite())
         if m is not None and (m.nan or m.inf):
             counts = f"{m.nan} NaN, {m.inf} Inf of {m.numel} values"
             bad = float(m.nan + m.inf)

@@ -203,7 +203,7 @@ def _add_check(sub: Any) -> None:
     p.add_argument("--device", default="auto", metavar="DEVICE", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument(
         "--scheduler",
-        default=os.environ.get("DASK_SCHEDULER_ADDRESS") or None,
+        default=None,
         metavar="ADDRESS",
         help="run the statistics pass on a Dask cluster: a scheduler address (tcp://host:8786) or local:N "
         "(a LocalCluster of N processes); 'off': here (default: $DASK_SCHEDULER_ADDRESS; 'distributed' extra)",
@@ -335,7 +335,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     cache = _stat_cache(cache_dir)
     reference = open_or_raise(args.reference) if args.reference else None
     progress = _progress if sys.stderr.isatty() else None
-    scheduler = None if (args.scheduler or "off").strip().lower() == "off" else args.scheduler.strip()
+    from .executors.base import scheduler_setting
+
+    scheduler = scheduler_setting(args.scheduler)
     checker = Checker(_device(args.device), progress=progress, cache=cache, reference=reference, scheduler=scheduler)
     keep: list[Any] = []  # every checkpoint stays referenced: the checker keys its ΔW views by id()
     status, verdicts, results = 0, [], []

@@ -34,6 +34,7 @@ from .formatting import table as _table
 from .names import match_names
 from .readers import Checkpoint, TensorInfo, open_checkpoint
 from .selection import Selection
+from .stats.kernels import fixed_threads
 
 #: Elements compared at once: the float64 temporaries of a tile stay in cache.
 TILE = 1 << 16
@@ -387,16 +388,6 @@ def _read(ckpt: Checkpoint, name: str) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
-
-
-@contextlib.contextmanager
 def _opened(source: str | Path | Checkpoint) -> Iterator[tuple[Checkpoint, str]]:
     """(checkpoint, label): a path is opened (and closed after), a checkpoint used as is."""
     if isinstance(source, Checkpoint):
@@ -434,7 +425,7 @@ def diff_checkpoints(
     def where(name: str) -> dict[str, Any]:
         return {"role": sel.role(name), "depth": sel.depth(name)}
 
-    with _opened(a) as (ca, label_a), _opened(b) as (cb, label_b), _one_thread():
+    with _opened(a) as (ca, label_a), _opened(b) as (cb, label_b), fixed_threads(1):
         infos_a = {i.name: i for i in ca.tensors()}
         infos_b = {i.name: i for i in cb.tensors()}
         match = match_names({n: i.shape for n, i in infos_a.items()}, {n: i.shape for n, i in infos_b.items()})

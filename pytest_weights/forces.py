@@ -195,15 +195,7 @@ def step_budget(
     """
     w = w_before.double()
     u = adam_direction(exp_avg, exp_avg_sq, step, beta1, beta2, eps)
-    sq = float(w.square().sum())
-    return ForceBudget(
-        f_align=float(-2.0 * lr * (w * u).sum()),
-        f_inj=float(lr * lr * u.square().sum()),
-        f_decay=float(2.0 * lr * weight_decay * sq),
-        sq_norm=sq,
-        lr=float(lr),
-        weight_decay=float(weight_decay),
-    )
+    return budget_from_sums(float((w * u).sum()), float(u.square().sum()), float(w.square().sum()), lr, weight_decay)
 
 
 def previous_weights(w_after: torch.Tensor, u: torch.Tensor, lr: float, weight_decay: float) -> torch.Tensor:
@@ -221,15 +213,8 @@ def budget_from_state(w_after: torch.Tensor, state: Mapping[str, Any], hyper: Op
     step = float(state["step"])
     u = adam_direction(state["exp_avg"], state["exp_avg_sq"], step, hyper.beta1, hyper.beta2, hyper.eps)
     w_prev = previous_weights(w_after, u, hyper.lr, hyper.weight_decay)
-    sq = float(w_prev.square().sum())
-    return ForceBudget(
-        f_align=float(-2.0 * hyper.lr * (w_prev * u).sum()),
-        f_inj=float(hyper.lr**2 * u.square().sum()),
-        f_decay=float(2.0 * hyper.lr * hyper.weight_decay * sq),
-        sq_norm=sq,
-        lr=hyper.lr,
-        weight_decay=hyper.weight_decay,
-    )
+    dot, u_sq, w_sq = float((w_prev * u).sum()), float(u.square().sum()), float(w_prev.square().sum())
+    return budget_from_sums(dot, u_sq, w_sq, hyper.lr, hyper.weight_decay)
 
 
 def budget_from_sums(dot: float, u_sq: float, w_sq: float, lr: float, weight_decay: float) -> ForceBudget:

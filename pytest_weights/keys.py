@@ -13,7 +13,7 @@ so the three agree by construction. What a JSON Schema cannot say is a key's ``l
 (e.g. that a regex compiles and captures a layer index): only the loader runs it, after every
 static check, and reports it as a :class:`LoaderOnly` problem.
 
-Standard library only (the kind-parameter conversion is imported when a value is checked).
+Standard library only; the kind parameters are converted here too (`_convert`).
 """
 
 from __future__ import annotations

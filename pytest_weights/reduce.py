@@ -24,6 +24,7 @@ import torch
 
 from .stats import kernels
 from .stats.base import Deps, Statistic, closure, stages
+from .stats.kernels import fixed_threads
 
 #: Elements per rows block, and per device chunk off the CPU: bounds temporaries.
 CHUNK_ELEMENTS = 1 << 24
@@ -36,17 +37,6 @@ ROWS_THREADS = 1
 #: Held while a rows statistic that needs much memory for its tensor (e.g. a large Gram matrix:
 #: ``Statistic.parallel_tensors`` says no) runs, so that tensors in flight do not each hold one.
 _ROWS_ALONE = threading.Lock()
-
-
-@contextlib.contextmanager
-def fixed_threads(n: int = ROWS_THREADS) -> Iterator[None]:
-    """Inside: torch ops of this thread use ``n`` threads (results independent of the machine's cores)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
 
 
 def _one_thread() -> None:
@@ -152,7 +142,7 @@ def reduce_tensor(
                 parts = workers.map(partial(_reduce_block, flat, values), slices(tensor, device, step))
                 states.update(_merge_in_order(flat, parts))
         alone = any(not s.parallel_tensors(tuple(tensor.shape)) for s in rows)
-        with fixed_threads(), _ROWS_ALONE if alone else contextlib.nullcontext():
+        with fixed_threads(ROWS_THREADS), _ROWS_ALONE if alone else contextlib.nullcontext():
             if rows:
                 if row_blocks is None and tensor.numel() <= chunk_elements:
                     row_blocks = list(blocks(tensor, device, chunk_elements))  # converted once for all stages

@@ -68,7 +68,7 @@ _code: str | None = None
 
 
 def file_identity(path: Path) -> str:
-    """``path:size:mtime_ns:digest`` of one file; the digest covers its first and last 64 KiB."""
+    """``path:size:mtime_ns:inode:digest`` of one file; the digest covers its first and last 64 KiB."""
     st = path.stat()
     return f"{path}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{head_tail_digest(path, st)}"
 

@@ -30,9 +30,6 @@ GUESSES = {
 GUESS_SCALE = 10.0
 #: Tensors named in a headline; the rest are counted.
 NAMED = 3
-MODEL_SCALE = "the model's median scale (std·√fan_in)"
-#: Ratios preferred first (the sharper comparison): to the siblings, then to the model.
-SCALE_ORDER = ("its siblings' std", MODEL_SCALE)
 
 
 @dataclass(frozen=True)
@@ -176,8 +173,7 @@ def _scale(failed: Sequence[AssertionResult], seen: set[str]) -> Problem | None:
     ratios: dict[str, tuple[float, str]] = {}
     totals: dict[str, int] = {}
     scaled = [r for r in failed if _problem(r) == "scale"]
-    order = {against: i for i, against in enumerate(dict.fromkeys(SCALE_ORDER))}
-    scaled.sort(key=lambda r: order.get(REGISTRY[r.kind].ratio_to, len(order)))
+    scaled.sort(key=lambda r: REGISTRY[r.kind].ratio_rank)  # the sharper comparison first
     for r in scaled:
         against = REGISTRY[r.kind].ratio_to
         for d in r.deviations:

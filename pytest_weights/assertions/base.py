@@ -140,6 +140,9 @@ class Assertion(ABC):
     problem: ClassVar[str] = ""
     #: For ``problem = "scale"``: what the ratio is to, e.g. "its siblings' std".
     ratio_to: ClassVar[str] = ""
+    #: For ``problem = "scale"``: which kind's ratio a tensor failed by several is named by
+    #: (lower first: the sharper comparison, e.g. siblings before the whole model).
+    ratio_rank: ClassVar[int] = 50
     #: False for kinds that only count non-finite values (``finite``): the tensors they check are
     #: not counted as matrices whose values were judged (``check``'s coverage line).
     judges_values: ClassVar[bool] = True

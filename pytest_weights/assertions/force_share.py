@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from ..stats import Statistic
 from .base import Assertion, Deviation, Outcome, TensorView, fmt, interval, register
+from .series import in_window
 
 if TYPE_CHECKING:
     from ..readers.base import Checkpoint
@@ -104,13 +105,10 @@ class ForceShare(Assertion):
         except Exception as e:  # a kind never crashes the session: the item fails, naming the error
             return Outcome(False, f"could not be evaluated: {type(e).__name__}: {str(e)[:500]}")
 
-    def _in_range(self, step: int) -> bool:
-        return (self.from_step is None or step >= self.from_step) and (self.to_step is None or step <= self.to_step)
-
     def _evaluate_run(self, steps: Sequence[int], views: Sequence[Sequence[TensorView]]) -> Outcome:
         tally = _Tally()
         for step, step_views in zip(steps, views, strict=True):
-            if self._in_range(step):
+            if in_window(step, self.from_step, self.to_step):
                 for source_views in _by_source(step_views).values():
                     self._judge_source(step, source_views, tally)
         return self._outcome(tally)

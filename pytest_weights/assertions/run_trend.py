@@ -10,7 +10,7 @@ from typing import Literal
 from .base import Outcome, fmt, register
 from .groups import slope, spearman
 from .plot import Line, Panel
-from .series import Series, Trajectory
+from .series import Series, Trajectory, in_window
 
 
 @register
@@ -34,11 +34,7 @@ class RunTrend(Trajectory):
         return f"{self.direction} (ρ {sign} {fmt(value)}){window}"
 
     def judge(self, series: Series) -> tuple[str, float] | None:
-        pts = [
-            (s, v)
-            for s, v in zip(series.steps, series.values, strict=True)
-            if (self.from_step is None or s >= self.from_step) and (self.to_step is None or s <= self.to_step)
-        ]
+        pts = [(s, v) for s, v in zip(series.steps, series.values, strict=True) if self._in_window(s)]
         if len(pts) < 2:
             return (f"{len(pts)} checkpoint(s) in the window", 1.0)
         rho = spearman([p[0] for p in pts], [p[1] for p in pts])
@@ -62,4 +58,4 @@ class RunTrend(Trajectory):
         return tuple(panels)
 
     def _in_window(self, step: float) -> bool:
-        return (self.from_step is None or step >= self.from_step) and (self.to_step is None or step <= self.to_step)
+        return in_window(step, self.from_step, self.to_step)

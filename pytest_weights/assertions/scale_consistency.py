@@ -48,6 +48,7 @@ class ScaleConsistency(Assertion):
     kind = "scale_consistency"
     problem = "scale"
     ratio_to = "the model's median scale (std·√fan_in)"
+    ratio_rank = 10
     baseline = ("min_ratio", "max_ratio")
     cannot_fail_at: ClassVar[Mapping[str, float]] = {"min_ratio": 0.0}  # ratios are > 0
     min_ratio: float = 0.045

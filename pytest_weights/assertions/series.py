@@ -139,6 +139,11 @@ class Trajectory(Assertion):
         raise NotImplementedError
 
 
+def in_window(step: float, from_step: int | None, to_step: int | None) -> bool:
+    """Whether ``step`` lies in the window [``from_step``, ``to_step``] (None: open on that side)."""
+    return (from_step is None or step >= from_step) and (to_step is None or step <= to_step)
+
+
 def _within(v: float, lo: float | None, hi: float | None) -> bool:
     if lo is None and hi is None:
         return True

@@ -28,6 +28,7 @@ class SiblingConsistency(Assertion):
     kind = "sibling_consistency"
     problem = "scale"
     ratio_to = "its siblings' std"
+    ratio_rank = 0
     baseline = ("max_ratio",)
     stat: str = "std"
     max_ratio: float = 5.0

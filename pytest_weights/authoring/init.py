@@ -185,12 +185,7 @@ def _selection_for(
     globs = list(dict.fromkeys(_role_glob(i.name, plain) for i in own))
 
     def picks(sel: dict[str, Any]) -> set[str]:
-        merged = Selection(
-            include=tuple(sel.get("include", base.include)),
-            exclude=tuple(sel.get("exclude", base.exclude)),
-            min_ndim=base.min_ndim,
-            min_numel=base.min_numel,
-        )
+        merged = _merged(base, sel)
         return {i.name for i in floats if merged.matches(i)}
 
     keep = [e for e in base.exclude if not any(fnmatchcase(n, e) for n in names)]

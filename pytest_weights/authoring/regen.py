@@ -65,6 +65,7 @@ def regen_spec(
     label: str | None = None,
     entries: Collection[str] | None = None,
     checker: Any = None,
+    recheck: bool = True,
 ) -> RegenResult:
     """Rewrite the baseline numbers of the spec at ``spec_path`` from ``checkpoint_path``.
 
@@ -124,7 +125,7 @@ def regen_spec(
         new_text = _apply(text, plan.edits)
         changes = [c.change(label, plan.edits, new_text) for c in plan.pending]
         result = RegenResult(changes, plan.notes, new_text)
-        if changes:
+        if changes and recheck:  # a preview (recheck False) only lists the changes
             _check_rewritten(new_text, label, ckpt, checker, result)
     if new_text != text and write:
         path.write_text(new_text, encoding="utf-8")

@@ -12,7 +12,7 @@ only here, only when a scheduler is set.
 
 from __future__ import annotations
 
-from .base import PASSES_IN_FLIGHT, SCHEDULER_ENV, Executor, Record, Todo, source_of
+from .base import PASSES_IN_FLIGHT, SCHEDULER_ENV, Executor, Record, Todo, scheduler_setting, source_of
 
 
 def make_executor(scheduler: str) -> Executor:
@@ -29,4 +29,13 @@ def make_executor(scheduler: str) -> Executor:
     return DaskExecutor(scheduler)
 
 
-__all__ = ["PASSES_IN_FLIGHT", "SCHEDULER_ENV", "Executor", "Record", "Todo", "make_executor", "source_of"]
+__all__ = [
+    "PASSES_IN_FLIGHT",
+    "SCHEDULER_ENV",
+    "Executor",
+    "Record",
+    "Todo",
+    "make_executor",
+    "scheduler_setting",
+    "source_of",
+]

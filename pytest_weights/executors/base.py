@@ -68,3 +68,11 @@ def source_of(checkpoint: Checkpoint) -> str | None:
     if isinstance(url, str):
         return url
     return str(Path(path).resolve()) if isinstance(path, (str, Path)) else None
+
+
+def scheduler_setting(value: str | None) -> str | None:
+    """The scheduler a setting names (None or empty: ``$DASK_SCHEDULER_ADDRESS``); None for none or ``off``."""
+    import os
+
+    value = value or os.environ.get(SCHEDULER_ENV)
+    return None if not value or value.strip().lower() == "off" else value.strip()

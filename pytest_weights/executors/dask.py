@@ -26,7 +26,7 @@ from distributed import Client, Future, LocalCluster, as_completed
 
 from ..errors import FATAL, CheckpointError, WeightsError, blame_tensor, describe
 from ..readers.base import Checkpoint, TensorInfo
-from ..reduce import ROWS_THREADS, SLICE_ELEMENTS
+from ..reduce import ROWS_THREADS, SLICE_ELEMENTS, fixed_threads
 from ..stats.base import Statistic, closure, stages
 from .base import Record, Todo, source_of
 from .tasks import Source, TaskFailure, fold, reduce_batch, reduce_rows, reduce_slices
@@ -97,7 +97,7 @@ class DaskExecutor:
         if location is None:
             raise WeightsError(f"{checkpoint.label}: lives in this process only; it cannot be read on a Dask worker")
         src = Source(location, checkpoint.identity())
-        ctx = _Context(self, src, str(device), chunk_elements, ROWS_THREADS)
+        ctx = _Context(self, src, str(device), chunk_elements)
         step = SLICE_ELEMENTS if device.type == "cpu" else chunk_elements
         pending = as_completed()
         owner: dict[str, _Job] = {}
@@ -179,21 +179,16 @@ def _failure(future: Future, name: str, where: str) -> BaseException:
 class _Context:
     """What every task of one pass shares."""
 
-    def __init__(self, executor: DaskExecutor, src: Source, device: str, chunk_elements: int, threads: int) -> None:
+    def __init__(self, executor: DaskExecutor, src: Source, device: str, chunk_elements: int) -> None:
         self.executor = executor
         self.client = executor.client
         self.src = src
         self.device = device
         self.chunk_elements = chunk_elements
-        #: Torch threads of rows statistics and finalizing: the local engine's fixed count.
-        self.threads = threads
 
     def submit(self, fn: Callable, *args: Any, priority: int = 0) -> Future:
         self.executor.tasks += 1
         return self.client.submit(fn, *args, pure=False, priority=priority)
-
-    def threads_for(self, info: TensorInfo) -> int:
-        return self.threads  # the local engine's fixed count (reduce.ROWS_THREADS), whatever the tensor
 
 
 class _Job:
@@ -228,7 +223,7 @@ class _Batch(_Job):
 
     def start(self) -> list[Future]:
         c = self.ctx
-        work = [(info.name, wanted, dict(known), c.threads_for(info)) for info, wanted, known in self.items]
+        work = [(info.name, wanted, dict(known)) for info, wanted, known in self.items]
         return [c.submit(reduce_batch, c.src, work, c.device, c.chunk_elements)]
 
     def done(self, future: Future) -> list[Future]:
@@ -289,9 +284,7 @@ class _Split(_Job):
                 self.keep += [part, merged]
             self.waiting[merged.key] = "flat"
         if self.rows:
-            rows = c.submit(
-                reduce_rows, c.src, name, self.rows, deps, c.device, c.chunk_elements, c.threads, priority=priority
-            )
+            rows = c.submit(reduce_rows, c.src, name, self.rows, deps, c.device, c.chunk_elements, priority=priority)
             self.keep.append(rows)
             self.waiting[rows.key] = "rows"
         return [f for f in self.keep if f.key in self.waiting]
@@ -313,10 +306,6 @@ class _Split(_Job):
     def _finalize(self, states: Mapping[Statistic, Any], rows: Mapping[Statistic, Any]) -> None:
         """The stage's values, in its order: rows statistics from their task, the others finalized here
         (with the local engine's fixed torch thread count)."""
-        saved = torch.get_num_threads()
-        torch.set_num_threads(self.ctx.threads)
-        try:
+        with fixed_threads(ROWS_THREADS):
             for s in self.stages[self.k]:
                 self.values[s] = rows[s] if s in rows else s.finalize(states.get(s), self.values)
-        finally:
-            torch.set_num_threads(saved)

@@ -24,8 +24,7 @@ import torch
 from ..errors import FATAL, CheckpointError, WeightsError, blame_tensor, describe
 from ..readers import open_checkpoint
 from ..readers.base import Checkpoint
-from ..reduce import _merge_in_order, _reduce_block, blocks, reduce_tensor, slices
-from ..reduce import fixed_threads as _threads
+from ..reduce import ROWS_THREADS, _merge_in_order, _reduce_block, blocks, fixed_threads, reduce_tensor, slices
 from ..stats.base import Statistic
 
 #: Checkpoints a worker process keeps open (least recently used closed first).
@@ -104,24 +103,20 @@ def reduce_whole(
     known: Mapping[Statistic, Any],
     device: str,
     chunk_elements: int,
-    threads: int,
 ) -> dict[Statistic, Any]:
-    """Every stage of one tensor (:func:`reduce_tensor`); returns the values of ``stats``.
-
-    ``threads``: the torch threads the local engine gives this tensor's rows statistics.
-    """
+    """Every stage of one tensor (:func:`reduce_tensor`, which fixes its own torch threads);
+    returns the values of ``stats``."""
     with _failure(name):
         tensor = checkpoint_at(src).read(name)
-        with _threads(threads):
-            values = reduce_tensor(tensor, stats, device, chunk_elements, known)
+        values = reduce_tensor(tensor, stats, device, chunk_elements, known)
         return {s: values[s] for s in stats}
 
 
 def reduce_batch(
-    src: Source, work: Sequence[tuple[str, Sequence[Statistic], Mapping[Statistic, Any], int]], device: str, chunk: int
+    src: Source, work: Sequence[tuple[str, Sequence[Statistic], Mapping[Statistic, Any]]], device: str, chunk: int
 ) -> list[dict[Statistic, Any]]:
-    """:func:`reduce_whole` of each (tensor, statistics, known values, threads) of ``work``, in order."""
-    return [reduce_whole(src, name, stats, known, device, chunk, threads) for name, stats, known, threads in work]
+    """:func:`reduce_whole` of each (tensor, statistics, known values) of ``work``, in order."""
+    return [reduce_whole(src, name, stats, known, device, chunk) for name, stats, known in work]
 
 
 def reduce_slices(
@@ -137,14 +132,14 @@ def reduce_slices(
     """The states of flat ``stats`` on slices ``lo`` … ``hi − 1`` (``step`` elements each), one list per slice."""
     with _failure(name):
         tensor = checkpoint_at(src).read(name)
-        with _threads(1):
+        with fixed_threads(1):
             part = itertools.islice(slices(tensor, torch.device(device), step), lo, hi)
             return [_reduce_block(stats, deps, block) for block in part]
 
 
 def fold(name: str, stats: Sequence[Statistic], merged: list[Any] | None, parts: list[list[Any]]) -> list[Any] | None:
     """``merged`` with each slice's states merged into it, in slice order (the local engine's left fold)."""
-    with _failure(name), _threads(1):
+    with _failure(name), fixed_threads(1):
         for part in parts:
             merged = part if merged is None else [s.merge(a, b) for s, a, b in zip(stats, merged, part, strict=True)]
         return merged
@@ -157,12 +152,12 @@ def reduce_rows(
     deps: Mapping[Statistic, Any],
     device: str,
     chunk_elements: int,
-    threads: int,
 ) -> dict[Statistic, Any]:
-    """The finalized values of rows ``stats`` of one stage (blocks of whole rows, merged in order)."""
+    """The finalized values of rows ``stats`` of one stage (blocks of whole rows, merged in order,
+    with the local engine's fixed torch thread count)."""
     with _failure(name):
         tensor = checkpoint_at(src).read(name)
-        with _threads(threads):
+        with fixed_threads(ROWS_THREADS):
             states = _merge_in_order(
                 stats, (_reduce_block(stats, deps, b) for b in blocks(tensor, torch.device(device), chunk_elements))
             )

@@ -101,7 +101,7 @@ class WeightsItem(pytest.Item):
             run = [(step, session.checkpoint(path)) for step, path in session.runs[self.run_path]]
             self.result = session.checker.judge_run(run, self.spec, self.run_path.name)
             if self.config.option.weights_regen:
-                session.regen.item(self)  # remembered: the summary says why it is not rewritten
+                session.regen.item(self, preview=False)  # remembered: the summary says why it is not rewritten
         else:
             if self.checkpoint_path is None:
                 pytest.skip("no checkpoint given: run with --checkpoint PATH")

@@ -30,11 +30,12 @@ class Regen:
         #: Spec file → (its node id, the entries whose items ran), written at the end.
         self.ran: dict[Path, tuple[str, set[str]]] = {}
 
-    def item(self, item: pytest.Item) -> list[str]:
+    def item(self, item: pytest.Item, preview: bool = True) -> list[str]:
         """--weights-regen, for an item that ran: the numbers of its entry that will be rewritten
         (readable lines); the entry is remembered and its spec file written once, at the end of
         the session (:meth:`write`), so deselected entries and items that never ran
-        (``-k``, ``--lf``, ``-x``) are never touched."""
+        (``-k``, ``--lf``, ``-x``) are never touched. ``preview=False``: only remembered (a
+        run-scope entry, whose numbers regen does not rewrite)."""
         path: Path = item.path
         try:
             path.resolve().relative_to(self.config.rootpath)
@@ -44,6 +45,8 @@ class Regen:
                 self.notes.append(note)
             return []
         self.ran.setdefault(path, (item.parent.nodeid, set()))[1].add(item.spec.name)
+        if not preview:
+            return []
         result = self._regen_spec(path, item.parent.nodeid, {item.spec.name}, write=False)
         return [str(c) for c in result] if result is not None else []
 
@@ -68,6 +71,7 @@ class Regen:
                 entries=names,
                 checker=self.checker,
                 write=write,
+                recheck=write,  # the per-item preview only lists the changes; the final write re-judges
             )
         except WeightsError as e:
             note = str(e)

@@ -7,7 +7,6 @@ brings in torch (through the checker and the readers).
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 import pytest
@@ -208,10 +207,9 @@ class WeightsSession:
 
 def scheduler(config: pytest.Config) -> str | None:
     """The pass's Dask scheduler: --weights-scheduler, ini weights_scheduler, $DASK_SCHEDULER_ADDRESS; 'off': none."""
-    from ..executors import SCHEDULER_ENV
+    from ..executors.base import scheduler_setting
 
-    value = config.option.weights_scheduler or config.getini("weights_scheduler") or os.environ.get(SCHEDULER_ENV)
-    return None if not value or value.strip().lower() == "off" else value.strip()
+    return scheduler_setting(config.option.weights_scheduler or config.getini("weights_scheduler"))
 
 
 def _failed(got: Checkpoint | CheckpointError) -> bool:

@@ -18,12 +18,12 @@ from ..errors import CheckpointError
 from .base import FLOAT_DTYPES, Checkpoint, TensorInfo
 from .dcp import DistributedCheckpoint
 from .gguf_file import GGUFFile
-from .local import FORMATS, detect_local, open_local
+from .local import FORMATS, detect_local, is_checkpoint, open_local
 from .npz import NpzFile
 from .onnx_file import OnnxFile
 from .peft import AdapterConfig, PeftAdapter
 from .safetensors_file import SafetensorsFile
-from .sharded import ShardedCheckpoint, is_model_dir
+from .sharded import ShardedCheckpoint
 from .source import RemotePath, as_path, is_url, redact
 from .torch_file import TorchFile
 from .torchscript_file import TorchScriptFile
@@ -33,7 +33,7 @@ def detect_format(path: str | Path | RemotePath) -> str | None:
     """The name of the first format in :data:`FORMATS` that recognises ``path``, or None (a URL: "remote")."""
     p = as_path(path)
     if isinstance(p, RemotePath):  # a file, or a model directory; another prefix may be a run (runs.py)
-        return "remote" if p.is_file() or is_model_dir(p) else None
+        return "remote" if is_checkpoint(p) else None
     return detect_local(p)
 
 

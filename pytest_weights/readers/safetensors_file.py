@@ -47,8 +47,6 @@ DTYPES: dict[str, torch.dtype] = {
 }
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
-#: Smaller tensors are read with one ``preadv`` (cheaper than mapping and unmapping them).
-MAP_MIN_BYTES = LocalFile.MAP_MIN_BYTES
 #: Bytes fetched by the first request for a remote header (most headers fit; a longer one takes a second).
 HEADER_PROBE = 64 * 1024
 

@@ -504,8 +504,3 @@ class RemoteTorchFile(TorchFile):
 def torchscript_members(names: list[str]) -> bool:
     """Whether zip member names are those of a ``torch.jit.save`` archive (code and constants, not only data)."""
     return any(n.split("/", 1)[-1].startswith(("code/", "constants.pkl")) for n in names)
-
-
-def open_torch_file(path: Path, label: str | None = None) -> Checkpoint:
-    """A :class:`TorchFile` (a URL: :func:`.downloaded.open_torch_url`)."""
-    return TorchFile(path, label)

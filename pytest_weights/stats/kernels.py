@@ -23,6 +23,7 @@ the torch ops, ``=numba`` the compiled ones.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
@@ -166,9 +167,6 @@ class BlockKernels:
 
     def __getitem__(self, kernel: Kernel) -> Any:
         return self._values[kernel]
-
-    def __contains__(self, kernel: Kernel) -> bool:
-        return kernel in self._values
 
     def shared(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         """A value derived from the current tile, computed once for every kernel that asks
@@ -411,3 +409,15 @@ def _key_table(dtype: torch.dtype) -> torch.Tensor:
     bits = key_bits(dtype)
     pattern = torch.arange(1 << bits, dtype=torch.int32).to(torch.uint16 if bits == 16 else torch.uint8)
     return pattern.view(dtype).to(torch.float64)
+
+
+@contextlib.contextmanager
+def fixed_threads(n: int = 1) -> Iterator[None]:
+    """Inside: torch ops of this thread use ``n`` threads (results independent of the machine's
+    cores: a multi-threaded matmul or LAPACK call changes its last bits with the thread count)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)

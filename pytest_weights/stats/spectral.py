@@ -61,7 +61,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -69,6 +69,7 @@ import numpy as np
 import torch
 
 from .base import Deps, Statistic, cacheable
+from .kernels import fixed_threads
 
 EVALS_THRESH = 1e-5  # WeightWatcher's EVALS_THRESH
 SMALL_N_CUTOFF = 20  # WeightWatcher's SMALL_N_CUTOFF
@@ -187,18 +188,10 @@ def _release_freed_memory() -> None:
         _MALLOC_TRIM(0)
 
 
-@contextlib.contextmanager
-def _one_thread(device: torch.device) -> Iterator[None]:
+def _one_thread(device: torch.device) -> contextlib.AbstractContextManager:
     """CPU torch ops inside run on one thread: MKL's gemm and eigvalsh give different bits for
     different thread counts (gemm: for most shapes, e.g. 1536 × 384), and eigvalsh is no faster."""
-    saved = torch.get_num_threads()
-    if device.type == "cpu" and saved != 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if device.type == "cpu" and saved != 1:
-            torch.set_num_threads(saved)
+    return fixed_threads(1) if device.type == "cpu" else contextlib.nullcontext()
 
 
 def eigenvalues(gram: torch.Tensor) -> torch.Tensor:
@@ -269,7 +262,7 @@ class Spectral(Statistic):
         gram = state.gram if state.gram is not None else _gram_of_columns(state.blocks)
         if not torch.isfinite(torch.diagonal(gram)).all():  # G_jj = Σ w²: NaN or ∞ with any of its column
             return None
-        return eigenvalues(gram).cpu(), float(torch.diagonal(gram).sum())  # ‖W‖_F² = tr G
+        return eigenvalues(gram), float(torch.diagonal(gram).sum())  # ‖W‖_F² = tr G
 
 
 def esd(matrix: torch.Tensor, block_rows: int | None = None, method: Literal["gram", "svd"] = "gram") -> torch.Tensor:
